@@ -1,0 +1,1 @@
+"""Generated protobuf code: run scripts/genproto.py."""
