@@ -1,0 +1,247 @@
+"""The event store port: records, errors and the abstract ``EventStore`` every adapter implements.
+
+Adapters: ``sqlite_store.SqliteEventStore`` (embedded default) and ``nats_store`` (JetStream).
+``stores.open_store(url)`` picks one by URL. One contract test suite
+(``tests/contract/store_contract.py``) runs against every adapter.
+
+Error tree::
+
+    StoreError                  anything the store refuses or cannot do
+    ├── InvalidEventError       a field is malformed (also a ValueError); names the field
+    ├── ConflictError           a different event at an existing (stream, version), or a known
+    │                           event_id with different content; names expected and actual
+    └── ChainError              version skipped, prev_hash is not the stream head's hash, or hash
+                                is not compute_hash of the event
+
+Threading: every method is a coroutine for one event loop; adapters own their threads and
+connections and never block the loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAX_READ_LIMIT = 10_000
+"""Largest ``limit`` a read accepts; adapters raise ``ValueError`` above it or below 1."""
+
+DEFAULT_READ_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event as the producer made it (already validated by the server).
+
+    ``payload`` is the typed payload message serialized with ``deterministic=True``;
+    ``service``/``instance``/``upstream`` are filter columns copied from the payload
+    ("" when the payload has none). ``hash`` = ``sidecar.chain.hash_of(self)``.
+    """
+
+    event_id: str
+    stream: str
+    version: int
+    type: str
+    occurred_at_ns: int
+    trace_id: str
+    payload: bytes
+    prev_hash: bytes
+    hash: bytes
+    service: str = ""
+    instance: str = ""
+    upstream: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A ``NewEvent`` plus what the store assigned.
+
+    ``record_hash`` = ``sidecar.chain.compute_record_hash(hash, global_position,
+    recorded_at_ns)`` when the adapter keeps one (so ``verify`` also covers the store-assigned
+    fields), else ``b""``.
+    """
+
+    event_id: str
+    stream: str
+    version: int
+    type: str
+    occurred_at_ns: int
+    trace_id: str
+    payload: bytes
+    prev_hash: bytes
+    hash: bytes
+    service: str
+    instance: str
+    upstream: str
+    global_position: int
+    recorded_at_ns: int
+    record_hash: bytes = b""
+
+    def as_new_event(self) -> NewEvent:
+        """The producer's part of this event (what was appended)."""
+        return NewEvent(
+            event_id=self.event_id,
+            stream=self.stream,
+            version=self.version,
+            type=self.type,
+            occurred_at_ns=self.occurred_at_ns,
+            trace_id=self.trace_id,
+            payload=self.payload,
+            prev_hash=self.prev_hash,
+            hash=self.hash,
+            service=self.service,
+            instance=self.instance,
+            upstream=self.upstream,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutcome:
+    """Where one appended event lives; ``duplicate`` when it was already stored (nothing new)."""
+
+    event_id: str
+    global_position: int
+    version: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Server-side filter for ``read_all``. Empty strings/tuples and 0 mean "any".
+
+    The time range is on ``occurred_at_ns``: ``from_time_ns`` inclusive, ``to_time_ns``
+    exclusive.
+    """
+
+    service: str = ""
+    instance: str = ""
+    upstream: str = ""
+    types: tuple[str, ...] = ()
+    from_time_ns: int = 0
+    to_time_ns: int = 0
+
+    def matches(self, event: StoredEvent | NewEvent) -> bool:
+        """Whether ``event`` passes (adapters without server-side filtering can use this)."""
+        return (
+            (not self.service or event.service == self.service)
+            and (not self.instance or event.instance == self.instance)
+            and (not self.upstream or event.upstream == self.upstream)
+            and (not self.types or event.type in self.types)
+            and (not self.from_time_ns or event.occurred_at_ns >= self.from_time_ns)
+            and (not self.to_time_ns or event.occurred_at_ns < self.to_time_ns)
+        )
+
+
+class StoreError(Exception):
+    """The store refused an operation or could not perform it."""
+
+
+class InvalidEventError(StoreError, ValueError):
+    """A field of an appended event is malformed. ``field`` names it (gRPC INVALID_ARGUMENT)."""
+
+    def __init__(self, field: str, problem: str, *, event_id: str = "") -> None:
+        where = f"event {event_id}: " if event_id else ""
+        super().__init__(f"{where}{field}: {problem}")
+        self.field = field
+        self.problem = problem
+        self.event_id = event_id
+
+
+class ConflictError(StoreError):
+    """A different event is stored where this one claims to go (gRPC FAILED_PRECONDITION).
+
+    ``expected``/``actual`` describe the clash in words, e.g. expected "stream head at
+    version 4" and actual "head is version 7; version 5 holds event 0190...".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stream: str,
+        version: int,
+        event_id: str,
+        existing_event_id: str,
+        expected: str,
+        actual: str,
+    ) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.version = version
+        self.event_id = event_id
+        self.existing_event_id = existing_event_id
+        self.expected = expected
+        self.actual = actual
+
+
+class ChainError(StoreError):
+    """The hash chain or version sequence of a stream would break (gRPC FAILED_PRECONDITION)."""
+
+    def __init__(self, message: str, *, stream: str, version: int, event_id: str) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.version = version
+        self.event_id = event_id
+
+
+class EventStore(ABC):
+    """Append-only, idempotent, hash-chained event storage.
+
+    Contract (checked by ``tests/contract/store_contract.py``):
+
+    - ``append`` stores a batch atomically (all events or none) and answers only after the
+      batch is durable. An ``event_id`` seen before (ever) with identical content returns the
+      original position with ``duplicate=True`` and stores nothing; with different content it
+      is a ``ConflictError``. A new event must have ``version == head + 1`` of its stream,
+      ``prev_hash`` == the head's hash (``GENESIS_HASH`` for version 1) and
+      ``hash == hash_of(event)``, else ``ChainError`` (or ``ConflictError`` when the version is
+      already taken by another event).
+    - Global positions are 1, 2, 3, ... without gaps, in commit order.
+    - Reads return events in order; ``limit`` is 1..``MAX_READ_LIMIT``.
+    """
+
+    @abstractmethod
+    async def append(self, events: Sequence[NewEvent]) -> list[AppendOutcome]:
+        """Store one atomic batch; one outcome per input event, in input order."""
+
+    @abstractmethod
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int = DEFAULT_READ_LIMIT
+    ) -> list[StoredEvent]:
+        """Events of ``stream`` with ``version >= from_version``, by version."""
+
+    @abstractmethod
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int = DEFAULT_READ_LIMIT,
+        filter: EventFilter = EventFilter(),  # frozen: a shared default is safe
+    ) -> list[StoredEvent]:
+        """Events with ``global_position >= from_position`` passing ``filter``, by position.
+
+        Page on with ``from_position = last.global_position + 1``.
+        """
+
+    @abstractmethod
+    async def head_position(self) -> int:
+        """The last committed global position (0 when empty)."""
+
+    @abstractmethod
+    async def streams(self) -> list[str]:
+        """Names of all streams, sorted."""
+
+    @abstractmethod
+    async def load_checkpoint(self, name: str) -> tuple[int, bytes] | None:
+        """A projection's saved (position, state snapshot), or None."""
+
+    @abstractmethod
+    async def save_checkpoint(self, name: str, position: int, state: bytes) -> None:
+        """Durably replace a projection's checkpoint; position and state change together."""
+
+    @abstractmethod
+    async def wait_for_append(self, after_position: int, timeout_s: float) -> int:
+        """The head as soon as it is > ``after_position``, else the head after ``timeout_s``."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release threads and connections; idempotent."""
