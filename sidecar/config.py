@@ -1,0 +1,408 @@
+"""Typed, validated sidecar configuration: YAML in, clear errors out.
+
+A bad file is refused as a whole with one line per problem, each naming the key path::
+
+    upstreams.payments.breaker.failure_rate: must be > 0 and <= 1
+
+Unknown keys are errors (a typo must never pass silently). String values may use
+``${VAR}`` or ``${VAR:-default}`` to read the environment, e.g. ``instance: ${HOSTNAME}``.
+
+Defaults live in one place each: breaker defaults in :class:`sidecar.breaker.BreakerSettings`,
+everything else in the field defaults below.
+
+Example::
+
+    from sidecar.config import load_config
+    config = load_config("sidecar.yaml")   # raises ConfigError with every problem listed
+    settings = config.upstreams["payments"].breaker.to_settings()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from sidecar.breaker import BreakerSettings, Mode
+
+_BREAKER = BreakerSettings()  # the single source of breaker defaults
+
+# gRPC status code names accepted in failure_codes and fixed-status fallbacks.
+GRPC_CODES: frozenset[str] = frozenset(
+    {
+        "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "UNAUTHENTICATED",
+    }
+)
+DEFAULT_FAILURE_CODES: tuple[str, ...] = (
+    "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN", "RESOURCE_EXHAUSTED",
+)
+
+
+class ConfigError(Exception):
+    """The configuration was refused.
+
+    ``problems`` holds one ``key.path: what is wrong`` line per problem.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid config {source}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# --- field validators (messages say what is allowed) -----------------------------------------
+
+
+def _rate(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError("must be > 0 and <= 1")
+    return value
+
+
+def _ratio(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError("must be >= 0 and <= 1")
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT with a port from 1 to 65535, got {value!r}")
+    return value
+
+
+def _code(value: str) -> str:
+    upper = value.upper()
+    if upper not in GRPC_CODES:
+        expected = ", ".join(sorted(GRPC_CODES))
+        raise ValueError(f"unknown gRPC status code {value!r}; expected one of {expected}")
+    return upper
+
+
+def _route(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"route {value!r} must be a method-path prefix starting with '/'")
+    return value
+
+
+Rate = Annotated[float, AfterValidator(_rate)]
+Ratio = Annotated[float, AfterValidator(_ratio)]
+PositiveFloat = Annotated[float, AfterValidator(_positive)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Address = Annotated[str, AfterValidator(_address)]
+StatusCodeName = Annotated[str, AfterValidator(_code)]
+Route = Annotated[str, AfterValidator(_route)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# --- breaker -------------------------------------------------------------------------------
+
+
+class CountWindow(_Model):
+    """Judge the last ``size`` calls."""
+
+    type: Literal["count"] = "count"
+    size: PositiveInt = _BREAKER.window_size
+
+
+class TimeWindow(_Model):
+    """Judge the calls of the last ``seconds``, kept in ``buckets`` buckets."""
+
+    type: Literal["time"]
+    seconds: PositiveFloat = _BREAKER.window_seconds
+    buckets: PositiveInt = _BREAKER.window_buckets
+
+
+class OpenDuration(_Model):
+    """Adaptive open duration: ``base_ms * multiplier**(streak-1)``, capped, with jitter."""
+
+    base_ms: PositiveFloat = _BREAKER.open_base_ms
+    multiplier: Annotated[float, Field(ge=1.0)] = _BREAKER.open_multiplier
+    max_ms: PositiveFloat = _BREAKER.open_max_ms
+    jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = _BREAKER.open_jitter
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> OpenDuration:
+        if self.max_ms < self.base_ms:
+            raise ValueError(f"max_ms ({self.max_ms:g}) must be >= base_ms ({self.base_ms:g})")
+        return self
+
+
+class BreakerConfig(_Model):
+    """One upstream's breaker; converts to the breaker's own :class:`BreakerSettings`."""
+
+    window: Annotated[CountWindow | TimeWindow, Field(discriminator="type")] = CountWindow()
+    minimum_calls: PositiveInt = _BREAKER.minimum_calls
+    failure_rate: Rate = _BREAKER.failure_rate
+    slow_call_ms: PositiveFloat = _BREAKER.slow_call_ms
+    slow_call_rate: Rate = _BREAKER.slow_call_rate
+    consecutive_failures: PositiveInt | None = _BREAKER.consecutive_failures
+    failure_codes: tuple[StatusCodeName, ...] = DEFAULT_FAILURE_CODES
+    half_open_probes: PositiveInt = _BREAKER.half_open_probes
+    probe_timeout_ms: PositiveFloat = _BREAKER.probe_timeout_ms
+    streak_decay_windows: PositiveInt = _BREAKER.streak_decay_windows
+    open: OpenDuration = OpenDuration()
+    mode: Mode = _BREAKER.mode
+
+    @model_validator(mode="before")
+    @classmethod
+    def _window_type_defaults_to_count(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("window"), dict):
+            data["window"].setdefault("type", "count")
+        return data
+
+    def to_settings(self) -> BreakerSettings:
+        """The breaker's settings (validated again by BreakerSettings itself)."""
+        window = self.window
+        return BreakerSettings(
+            window_type=window.type,
+            window_size=window.size if isinstance(window, CountWindow) else _BREAKER.window_size,
+            window_seconds=(
+                window.seconds if isinstance(window, TimeWindow) else _BREAKER.window_seconds
+            ),
+            window_buckets=(
+                window.buckets if isinstance(window, TimeWindow) else _BREAKER.window_buckets
+            ),
+            minimum_calls=self.minimum_calls,
+            failure_rate=self.failure_rate,
+            slow_call_ms=self.slow_call_ms,
+            slow_call_rate=self.slow_call_rate,
+            consecutive_failures=self.consecutive_failures,
+            half_open_probes=self.half_open_probes,
+            probe_timeout_ms=self.probe_timeout_ms,
+            open_base_ms=self.open.base_ms,
+            open_multiplier=self.open.multiplier,
+            open_max_ms=self.open.max_ms,
+            open_jitter=self.open.jitter,
+            streak_decay_windows=self.streak_decay_windows,
+            mode=self.mode,
+        )
+
+
+# --- upstreams -----------------------------------------------------------------------------
+
+
+class Fallback(_Model):
+    """What answers while the breaker is OPEN: another upstream, or a fixed status."""
+
+    upstream: str | None = None
+    status: StatusCodeName | None = None
+    message: str = "upstream unavailable (circuit open)"
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Fallback:
+        if (self.upstream is None) == (self.status is None):
+            raise ValueError("set exactly one of 'upstream' or 'status'")
+        if self.status == "OK":
+            raise ValueError("status must be an error code, not OK")
+        return self
+
+
+class UpstreamConfig(_Model):
+    """An upstream service: where it is, which methods go to it, and how it is protected."""
+
+    address: Address
+    routes: Annotated[tuple[Route, ...], Field(min_length=1)]
+    timeout_ms: PositiveFloat = 2000.0
+    per_method: bool = False
+    max_concurrent_requests: PositiveInt = 1000
+    breaker: BreakerConfig = BreakerConfig()
+    fallback: Fallback | None = None
+
+
+# --- the rest ------------------------------------------------------------------------------
+
+
+class EventlogConfig(_Model):
+    """Where breaker events go. Absent: events only reach traces, metrics and logs."""
+
+    address: Address
+    outbox_path: str = "./sidecar-outbox.db"
+
+
+class TracingConfig(_Model):
+    """OpenTelemetry tracing. No ``otlp_endpoint``: spans stay in-process."""
+
+    otlp_endpoint: str | None = None
+    sample_ratio: Ratio = 1.0
+
+
+class LoggingConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("level"), str):
+            data["level"] = data["level"].upper()
+        return data
+
+
+def _default_instance() -> str:
+    return socket.gethostname()
+
+
+class SidecarConfig(_Model):
+    """The whole sidecar configuration (DESIGN.md section 4)."""
+
+    service: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    instance: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")] = Field(
+        default_factory=_default_instance
+    )
+    listen: Address = "127.0.0.1:15001"
+    admin_listen: Address = "127.0.0.1:15000"
+    metrics_listen: Address = "127.0.0.1:9464"
+    shutdown_grace_s: PositiveFloat = 10.0
+    upstreams: Annotated[dict[str, UpstreamConfig], Field(min_length=1)]
+    eventlog: EventlogConfig | None = None
+    tracing: TracingConfig = TracingConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SidecarConfig:
+        seen: dict[str, str] = {}
+        problems: list[str] = []
+        for name, upstream in self.upstreams.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+                problems.append(f"upstreams.{name}: name may hold only letters, digits, _ . -")
+            for route in upstream.routes:
+                if route in seen:
+                    problems.append(
+                        f"upstreams.{name}.routes: {route!r} is already routed to {seen[route]!r}"
+                    )
+                seen[route] = name
+            fb = upstream.fallback
+            if fb is not None and fb.upstream is not None:
+                if fb.upstream == name:
+                    problems.append(f"upstreams.{name}.fallback.upstream: cannot be itself")
+                elif fb.upstream not in self.upstreams:
+                    problems.append(
+                        f"upstreams.{name}.fallback.upstream: no upstream named {fb.upstream!r}"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def stream(self) -> str:
+        """This sidecar's event stream name: ``{service}/{instance}``."""
+        return f"{self.service}/{self.instance}"
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string value, recording missing ones."""
+    if isinstance(node, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), env, problems)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(substitute, node)
+    return node
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    previous: int | str | None = None
+    for item in loc:
+        if previous == "window" and item in ("count", "time"):
+            pass  # pydantic's discriminator tag, not a user key
+        elif isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + item)
+        previous = item
+    return "".join(parts) or "(top level)"
+
+
+def _format_errors(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the configuration reference)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        if not item["loc"] and ": " in message:  # cross-checks already name their key paths
+            problems.extend(message.split("; "))
+            continue
+        problems.append(f"{_format_loc(item['loc'])}: {message}")
+    return problems
+
+
+def parse_config(
+    text: str, source: str = "<string>", env: Mapping[str, str] | None = None
+) -> SidecarConfig:
+    """Parse and validate YAML text; raise :class:`ConfigError` listing every problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"(yaml): {exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["(top level): must be a mapping of keys to values"])
+    problems: list[str] = []
+    expanded = _expand_env(raw, "", os.environ if env is None else env, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        return SidecarConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc)) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> SidecarConfig:
+    """Read, expand and validate a YAML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(str(file), [f"(file): cannot read: {exc.strerror}"]) from None
+    return parse_config(text, str(file), env)
+
+
+def config_digest(config: SidecarConfig) -> str:
+    """SHA-256 of the effective config, for the ConfigApplied event and logs."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()

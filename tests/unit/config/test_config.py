@@ -1,0 +1,180 @@
+"""Config: every key of DESIGN section 4 parses, defaults come from one place, and a bad
+file is refused with the key path and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecar.breaker import BreakerSettings, Mode
+from sidecar.config import ConfigError, load_config, parse_config
+
+FULL_EXAMPLE = """
+service: checkout
+instance: checkout-7d9f
+listen: 127.0.0.1:15001
+admin_listen: 127.0.0.1:15000
+metrics_listen: 127.0.0.1:9464
+upstreams:
+  payments:
+    address: 127.0.0.1:50051
+    routes: ["/payments.v1.Payments/"]
+    timeout_ms: 2000
+    breaker:
+      window: {type: count, size: 20}
+      minimum_calls: 10
+      failure_rate: 0.5
+      slow_call_ms: 500
+      slow_call_rate: 0.8
+      consecutive_failures: 5
+      failure_codes: [UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, RESOURCE_EXHAUSTED]
+      half_open_probes: 3
+      open: {base_ms: 1000, multiplier: 2.0, max_ms: 60000, jitter: 0.2}
+      mode: enforce
+    fallback: {upstream: payments-backup}
+  payments-backup:
+    address: 127.0.0.1:50052
+    routes: ["/payments.v1.Backup/"]
+    breaker:
+      window: {type: time, seconds: 10}
+    fallback: {status: UNAVAILABLE, message: "payments are down"}
+eventlog:
+  address: 127.0.0.1:7070
+  outbox_path: ./sidecar-outbox.db
+tracing:
+  otlp_endpoint: http://127.0.0.1:4317
+  sample_ratio: 1.0
+"""
+
+MINIMAL = """
+service: checkout
+upstreams:
+  payments: {address: "127.0.0.1:50051", routes: ["/payments.v1.Payments/"]}
+"""
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env=env or {})
+    return info.value.problems
+
+
+def test_the_design_example_parses_with_every_key() -> None:
+    config = parse_config(FULL_EXAMPLE, env={})
+    payments = config.upstreams["payments"]
+    assert config.stream == "checkout/checkout-7d9f"
+    assert payments.fallback is not None and payments.fallback.upstream == "payments-backup"
+    settings = payments.breaker.to_settings()
+    assert settings.window_type == "count" and settings.window_size == 20
+    assert settings.open_max_ms == 60000 and settings.mode is Mode.ENFORCE
+    backup = config.upstreams["payments-backup"].breaker.to_settings()
+    assert backup.window_type == "time" and backup.window_seconds == 10
+    assert config.eventlog is not None and config.tracing.otlp_endpoint == "http://127.0.0.1:4317"
+
+
+def test_omitted_breaker_keys_take_the_breakers_own_defaults() -> None:
+    config = parse_config(MINIMAL, env={})
+    assert config.upstreams["payments"].breaker.to_settings() == BreakerSettings()
+    assert config.eventlog is None  # events then only reach traces, metrics and logs
+
+
+def test_instance_defaults_to_the_hostname() -> None:
+    import socket
+
+    assert parse_config(MINIMAL, env={}).instance == socket.gethostname()
+
+
+def test_a_bad_rate_names_the_key_path_and_the_rule() -> None:
+    text = MINIMAL.replace("routes:", "breaker: {failure_rate: 1.5}, routes:")
+    assert problems_of(text) == ["upstreams.payments.breaker.failure_rate: must be > 0 and <= 1"]
+
+
+def test_an_unknown_key_is_an_error_not_silently_ignored() -> None:
+    text = MINIMAL.replace("routes:", "breakr: {}, routes:")
+    [problem] = problems_of(text)
+    assert problem.startswith("upstreams.payments.breakr: unknown key")
+
+
+def test_every_problem_in_a_file_is_reported_at_once() -> None:
+    text = """
+service: checkout
+listen: nowhere
+upstreams:
+  payments:
+    address: 127.0.0.1:99999
+    routes: ["payments"]
+    breaker: {window: {type: time, seconds: -1}, open: {base_ms: 5000, max_ms: 10}}
+"""
+    found = problems_of(text)
+    assert any(p.startswith("listen: must be HOST:PORT") for p in found)
+    assert any(p.startswith("upstreams.payments.address: must be HOST:PORT") for p in found)
+    assert any(p.startswith("upstreams.payments.routes[0]: route 'payments'") for p in found)
+    assert "upstreams.payments.breaker.window.seconds: must be > 0" in found
+    assert any(p.startswith("upstreams.payments.breaker.open: max_ms") for p in found)
+
+
+def test_missing_required_keys_are_named() -> None:
+    assert problems_of("listen: 127.0.0.1:1\n") == [
+        "service: required key is missing",
+        "upstreams: required key is missing",
+    ]
+
+
+def test_fallback_must_name_an_existing_other_upstream() -> None:
+    text = MINIMAL.replace("routes:", "fallback: {upstream: nope}, routes:")
+    assert problems_of(text) == ["upstreams.payments.fallback.upstream: no upstream named 'nope'"]
+
+
+def test_fallback_takes_exactly_one_kind() -> None:
+    text = MINIMAL.replace("routes:", "fallback: {upstream: a, status: INTERNAL}, routes:")
+    [problem] = problems_of(text)
+    assert problem == "upstreams.payments.fallback: set exactly one of 'upstream' or 'status'"
+
+
+def test_unknown_status_codes_are_refused() -> None:
+    text = MINIMAL.replace("routes:", "breaker: {failure_codes: [UNAVAILABLE, OOPS]}, routes:")
+    [problem] = problems_of(text)
+    assert problem.startswith("upstreams.payments.breaker.failure_codes[1]: unknown gRPC status")
+
+
+def test_the_same_route_cannot_go_to_two_upstreams() -> None:
+    text = MINIMAL + '  other: {address: "127.0.0.1:1", routes: ["/payments.v1.Payments/"]}\n'
+    [problem] = problems_of(text)
+    assert "is already routed to 'payments'" in problem
+
+
+def test_environment_references_are_expanded() -> None:
+    text = MINIMAL + "instance: ${POD_NAME}\nlisten: 127.0.0.1:${PORT:-15001}\n"
+    config = parse_config(text, env={"POD_NAME": "checkout-abc"})
+    assert config.instance == "checkout-abc" and config.listen == "127.0.0.1:15001"
+
+
+def test_a_missing_environment_variable_is_named_with_its_key() -> None:
+    assert problems_of(MINIMAL + "instance: ${POD_NAME}\n") == [
+        "instance: environment variable POD_NAME is not set"
+    ]
+
+
+def test_broken_yaml_and_non_mappings_are_refused() -> None:
+    assert problems_of("service: [unclosed\n")[0].startswith("(yaml):")
+    assert problems_of("- a list\n") == ["(top level): must be a mapping of keys to values"]
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "absent.yaml")
+    assert "cannot read" in info.value.problems[0]
+
+
+@given(rate=st.floats(allow_nan=False, allow_infinity=False))
+def test_failure_rate_is_accepted_exactly_when_in_the_half_open_unit_interval(rate: float) -> None:
+    text = MINIMAL.replace("routes:", f"breaker: {{failure_rate: {rate!r}}}, routes:")
+    if 0 < rate <= 1:
+        assert parse_config(text, env={}).upstreams["payments"].breaker.failure_rate == rate
+    else:
+        assert problems_of(text) == [
+            "upstreams.payments.breaker.failure_rate: must be > 0 and <= 1"
+        ]
