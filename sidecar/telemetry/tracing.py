@@ -1,0 +1,475 @@
+"""OpenTelemetry tracing: a span per proxied call, a span per breaker state change.
+
+Call spans (:class:`TracingObserver`) follow the gRPC semantic conventions: kind CLIENT (the
+sidecar calls the upstream on the host's behalf), name ``pkg.Service/Method``, attributes
+``rpc.system``, ``rpc.service``, ``rpc.method``, ``rpc.grpc.status_code``, ``server.address`` /
+``server.port`` (the upstream), ``client.address`` / ``client.port`` (the host app) and
+``sidecar.upstream`` / ``sidecar.breaker``. The W3C ``traceparent``/``tracestate`` and ``baggage``
+of the host's metadata are the parent; the call span's context replaces them on the way to the
+upstream, so the sidecar sits inside the application's own trace. A call the breaker rejected
+carries a ``breaker.rejected`` event, a fallback a ``breaker.fallback`` event.
+
+Breaker spans (:class:`TransitionTracer`): every state change is its own root span
+``breaker.transition`` (and every mode change ``breaker.mode_change``), ALWAYS sampled whatever
+the sampling of the call, with a link to the span of the call that caused it. An unsampled call
+still has a valid span context (its ids travel to the upstream in ``traceparent``), so the link
+is there for it too.
+
+Sampling (:class:`SidecarSampler`): ``ParentBased(TraceIdRatioBased(sample_ratio))`` for calls,
+always-on for breaker spans; the ratio can change on reload.
+
+Export (:func:`setup_tracing`): OTLP/gRPC through a ``BatchSpanProcessor`` when
+``tracing.otlp_endpoint`` is set (or ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` when it is not);
+otherwise spans stay in-process (ids still flow to logs, exemplars and the upstream). The
+standard ``OTEL_*`` variables are honoured: ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_EXPORTER=none``,
+``OTEL_TRACES_SAMPLER[_ARG]`` (only when the file has no ``sample_ratio``),
+``OTEL_EXPORTER_OTLP_*`` (headers, timeout, compression, TLS), ``OTEL_BSP_*`` (queue, batch,
+delay), ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` (which win over the defaults
+``service.name={service}-sidecar``, ``service.instance.id={instance}``,
+``service.version={sidecar version}``). ``OTEL_PROPAGATORS`` picks the propagators
+(default ``tracecontext,baggage``).
+
+Threading: everything here runs on the data path (the proxy's event loop, or a thread in
+library mode). Nothing blocks: span processors only enqueue, the exporter runs in the batch
+processor's own thread, and a full queue drops spans (counted by the SDK) instead of waiting.
+
+Example::
+
+    tracing = setup_tracing(config)                   # provider, sampler, exporter
+    observer = TracingObserver(tracing.tracer)        # plug into the proxy (observers=...)
+    listener = TransitionTracer(tracing.tracer)       # plug into every breaker
+    ...
+    tracing.shutdown()                                 # flushes queued spans
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Final
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Setter, TextMapPropagator
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes, AttributeValue
+
+from sidecar import __version__
+from sidecar.breaker import BreakerListener, ModeChange, Transition
+from sidecar.telemetry._names import UNROUTED, upstream_of
+
+if TYPE_CHECKING:
+    from sidecar.config import SidecarConfig, TracingConfig
+    from sidecar.proxy.hooks import CallInfo
+
+__all__ = [
+    "DEFAULT_SHUTDOWN_TIMEOUT_S",
+    "MODE_CHANGE_SPAN",
+    "TRANSITION_SPAN",
+    "SidecarSampler",
+    "TracingObserver",
+    "TracingSetup",
+    "TransitionTracer",
+    "setup_tracing",
+]
+
+_log = logging.getLogger(__name__)
+
+TRACER_NAME: Final = "sidecar"
+TRANSITION_SPAN: Final = "breaker.transition"
+MODE_CHANGE_SPAN: Final = "breaker.mode_change"
+ALWAYS_SAMPLED_SPANS: Final = frozenset({TRANSITION_SPAN, MODE_CHANGE_SPAN})
+
+DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 5.0
+"""How long shutdown waits for queued spans to reach the collector."""
+
+_ATTRIBUTE_CACHE_SIZE: Final = 1024
+"""Distinct (method, upstream, address) attribute sets cached; the cache resets when full."""
+
+_ROOT: Final = Context()
+_CAUSED_BY: Final[Mapping[str, AttributeValue]] = {"sidecar.link": "caused_by"}
+
+
+# --- sampling ----------------------------------------------------------------------------------
+
+
+class SidecarSampler(Sampler):
+    """``ParentBased(TraceIdRatioBased(ratio))`` for calls; breaker spans are always sampled.
+
+    ``set_ratio`` swaps the call sampler atomically (one reference assignment), so a reload can
+    change the ratio while calls run on other threads.
+    """
+
+    def __init__(self, ratio: float) -> None:
+        self._calls: Sampler = ALWAYS_ON
+        self.ratio = 1.0
+        self.set_ratio(ratio)
+
+    def set_ratio(self, ratio: float) -> None:
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"tracing.sample_ratio: must be >= 0 and <= 1, got {ratio!r}")
+        self._calls = ParentBased(TraceIdRatioBased(ratio))
+        self.ratio = ratio
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        sampler = ALWAYS_ON if name in ALWAYS_SAMPLED_SPANS else self._calls
+        return sampler.should_sample(parent_context, trace_id, name, kind, attributes, links,
+                                     trace_state)
+
+    def get_description(self) -> str:
+        return f"SidecarSampler{{calls:ParentBased(TraceIdRatioBased{{{self.ratio}}})," \
+               f"breaker:AlwaysOn}}"
+
+
+# --- call spans --------------------------------------------------------------------------------
+
+
+class _MetadataSetter(Setter[list[tuple[str, str | bytes]]]):
+    def set(self, carrier: list[tuple[str, str | bytes]], key: str, value: str) -> None:
+        carrier.append((key, value))
+
+
+_SETTER: Final = _MetadataSetter()
+
+
+def _split_host_port(address: str) -> tuple[str, int | None]:
+    """``"127.0.0.1:50051"`` / ``"[::1]:50051"`` -> (host, port); no port -> (address, None)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return address, None
+    return host.strip("[]"), int(port)
+
+
+def _peer_attributes(peer: str) -> dict[str, AttributeValue]:
+    """gRPC peer strings (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``, ``unix:/path``)."""
+    scheme, sep, rest = peer.partition(":")
+    if not sep:
+        return {"client.address": peer} if peer else {}
+    if scheme == "unix":
+        return {"client.address": rest, "network.transport": "unix"}
+    host, port = _split_host_port(rest)
+    attributes: dict[str, AttributeValue] = {"client.address": host}
+    if port is not None:
+        attributes["client.port"] = port
+    return attributes
+
+
+@dataclass(frozen=True, slots=True)
+class _CallStatics:
+    """Span name and attributes that depend only on the route: computed once, reused."""
+
+    name: str
+    attributes: Mapping[str, AttributeValue]
+
+
+def _call_statics(info: CallInfo) -> _CallStatics:
+    path = info.method.lstrip("/")
+    service, _, method = path.rpartition("/")
+    host, port = _split_host_port(info.upstream_address)
+    attributes: dict[str, AttributeValue] = {
+        "rpc.system": "grpc",
+        "rpc.service": service,
+        "rpc.method": method,
+        "sidecar.upstream": info.upstream or UNROUTED,
+        "sidecar.breaker": info.breaker,
+        "sidecar.call_kind": info.kind,
+    }
+    if host:
+        attributes["server.address"] = host
+        attributes["network.peer.address"] = host
+    if port is not None:
+        attributes["server.port"] = port
+        attributes["network.peer.port"] = port
+    return _CallStatics(name=path or info.method, attributes=attributes)
+
+
+class _TracingScope:
+    """One call's span: enter starts it and makes it current, exit ends it. Also the
+    ``CallScope`` the proxy reports to (one object per call, no other allocation)."""
+
+    __slots__ = ("_code", "_context", "_info", "_observer", "_span", "_token")
+
+    def __init__(self, observer: TracingObserver, info: CallInfo) -> None:
+        self._observer = observer
+        self._info = info
+        self._code: grpc.StatusCode | None = None
+
+    def __enter__(self) -> _TracingScope:
+        observer, info = self._observer, self._info
+        statics = observer._statics(info)
+        parent = observer._extract(info.metadata)
+        span = observer._tracer.start_span(statics.name, context=parent, kind=SpanKind.CLIENT)
+        if span.is_recording():
+            span.set_attributes(statics.attributes)
+            if info.peer:
+                span.set_attributes(_peer_attributes(info.peer))
+        self._span = span
+        self._context = trace.set_span_in_context(span, parent)
+        self._token = otel_context.attach(self._context)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        span = self._span
+        try:
+            if exc is not None and span.is_recording():
+                span.record_exception(exc)
+                if self._code is None:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
+        finally:
+            otel_context.detach(self._token)
+
+    def outgoing_metadata(self, metadata: list[tuple[str, str | bytes]]) -> None:
+        """Replace the host's trace headers with the call span's context (and baggage)."""
+        fields = self._observer._fields
+        if any(key in fields for key, _ in metadata):
+            metadata[:] = [item for item in metadata if item[0] not in fields]
+        self._observer._propagator.inject(metadata, context=self._context, setter=_SETTER)
+
+    def rejected(self, reason: str, retry_after_ms: int) -> None:
+        if self._span.is_recording():
+            self._span.add_event("breaker.rejected", {
+                "breaker.reason": reason, "breaker.retry_after_ms": retry_after_ms,
+            })
+
+    def fallback(self, kind: str, target: str) -> None:
+        if self._span.is_recording():
+            self._span.add_event("breaker.fallback", {
+                "fallback.kind": kind, "fallback.target": target,
+            })
+
+    def overflow(self) -> None:
+        if self._span.is_recording():
+            self._span.add_event("sidecar.overflow")
+
+    def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
+        self._code = code
+        span = self._span
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code is not grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+class TracingObserver:
+    """A proxy ``CallObserver`` giving every proxied call a span (see the module docstring).
+
+    Put it first among the observers so the others see the call's span as current.
+    """
+
+    def __init__(self, tracer: trace.Tracer, propagator: TextMapPropagator | None = None) -> None:
+        self._tracer = tracer
+        self._propagator = propagator or propagate.get_global_textmap()
+        self._fields = frozenset(self._propagator.fields) or frozenset(
+            {"traceparent", "tracestate", "baggage"})
+        self._cache: dict[tuple[str, str, str, str, str], _CallStatics] = {}
+        self._cache_lock = threading.Lock()
+
+    def start_call(self, info: CallInfo) -> _TracingScope:
+        return _TracingScope(self, info)
+
+    def _statics(self, info: CallInfo) -> _CallStatics:
+        key = (info.method, info.upstream, info.upstream_address, info.breaker, info.kind)
+        statics = self._cache.get(key)
+        if statics is None:
+            statics = _call_statics(info)
+            with self._cache_lock:
+                if len(self._cache) >= _ATTRIBUTE_CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[key] = statics
+        return statics
+
+    def _extract(self, metadata: Sequence[tuple[str, str | bytes]]) -> Context:
+        fields = self._fields
+        carrier = {key: value for key, value in metadata
+                   if key in fields and isinstance(value, str)}
+        if not carrier:
+            return _ROOT
+        return self._propagator.extract(carrier, context=_ROOT)
+
+
+# --- breaker spans -----------------------------------------------------------------------------
+
+
+class TransitionTracer(BreakerListener):
+    """Records each breaker state change as its own always-sampled root span, linked to the
+    span of the call that caused it (the current span: listeners run synchronously inside
+    the call). A change with no call behind it (admin, reload) has no link.
+
+    The span is zero-length at the transition's wall-clock time. When the causing call is
+    sampled, its span also gets a ``breaker.transition`` event. Never blocks.
+    """
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def on_transition(self, transition: Transition) -> None:
+        snapshot = transition.snapshot
+        attributes: dict[str, AttributeValue] = {
+            "sidecar.upstream": upstream_of(transition.breaker),
+            "sidecar.breaker": transition.breaker,
+            "breaker.from_state": transition.from_state.value,
+            "breaker.to_state": transition.to_state.value,
+            "breaker.reason": transition.reason,
+            "breaker.failure_rate": snapshot.failure_rate,
+            "breaker.slow_call_rate": snapshot.slow_call_rate,
+            "breaker.calls_in_window": snapshot.calls,
+            "breaker.failures_in_window": snapshot.failures,
+            "breaker.slow_calls_in_window": snapshot.slow_calls,
+            "breaker.consecutive_failures": snapshot.consecutive_failures,
+            "breaker.open_duration_s": transition.open_duration_s,
+            "breaker.trip_streak": transition.trip_streak,
+            "breaker.mode": transition.mode.value,
+        }
+        self._record(TRANSITION_SPAN, attributes, transition.at_wall)
+
+    def on_mode_change(self, change: ModeChange) -> None:
+        self._record(MODE_CHANGE_SPAN, {
+            "sidecar.upstream": upstream_of(change.breaker),
+            "sidecar.breaker": change.breaker,
+            "breaker.from_mode": change.from_mode.value,
+            "breaker.to_mode": change.to_mode.value,
+            "breaker.mode_source": change.source,
+        }, change.at_wall)
+
+    def _record(self, name: str, attributes: dict[str, AttributeValue], at_wall: float) -> None:
+        current = trace.get_current_span()
+        caused_by = current.get_span_context()
+        links = [Link(caused_by, _CAUSED_BY)] if caused_by.is_valid else []
+        whole = int(at_wall)  # split so float rounding at 1e18 ns does not shift the time
+        at_ns = whole * 1_000_000_000 + round((at_wall - whole) * 1e9)
+        span = self._tracer.start_span(name, context=_ROOT, kind=SpanKind.INTERNAL,
+                                       attributes=attributes, links=links, start_time=at_ns)
+        span.end(end_time=at_ns)
+        if current.is_recording():
+            current.add_event(name, attributes)
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+_SAMPLER_RATIOS: Final[Mapping[str, float | None]] = {
+    # OTEL_TRACES_SAMPLER values; None = take OTEL_TRACES_SAMPLER_ARG. All are parent-based here.
+    "always_on": 1.0, "always_off": 0.0, "parentbased_always_on": 1.0,
+    "parentbased_always_off": 0.0, "traceidratio": None, "parentbased_traceidratio": None,
+}
+
+
+def _sample_ratio(config: TracingConfig, environ: Mapping[str, str]) -> float:
+    """The file's ``sample_ratio`` when set there, else ``OTEL_TRACES_SAMPLER[_ARG]``, else
+    the config default."""
+    if "sample_ratio" in config.model_fields_set:
+        return config.sample_ratio
+    name = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if name not in _SAMPLER_RATIOS:
+        if name:
+            _log.warning("OTEL_TRACES_SAMPLER=%s is not supported; using sample_ratio %s",
+                         name, config.sample_ratio)
+        return config.sample_ratio
+    fixed = _SAMPLER_RATIOS[name]
+    if fixed is not None:
+        return fixed
+    raw = environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+    try:
+        ratio = float(raw)
+    except ValueError:
+        raise ValueError(f"OTEL_TRACES_SAMPLER_ARG: must be a number, got {raw!r}") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"OTEL_TRACES_SAMPLER_ARG: must be >= 0 and <= 1, got {raw!r}")
+    return ratio
+
+
+def _exporter_endpoint(config: TracingConfig, environ: Mapping[str, str]) -> str | None:
+    if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return None
+    if config.otlp_endpoint:
+        return config.otlp_endpoint
+    return (environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None)
+
+
+def build_resource(config: SidecarConfig) -> Resource:
+    """``service.name={service}-sidecar``, ``service.instance.id``, ``service.version``, the
+    host service name; ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` override."""
+    ours = Resource.create({
+        "service.name": f"{config.service}-sidecar",
+        "service.instance.id": config.instance,
+        "service.version": __version__,
+        "sidecar.host_service": config.service,
+    })
+    return ours.merge(OTELResourceDetector().detect())
+
+
+@dataclass(slots=True)
+class TracingSetup:
+    """The tracer provider and what was decided about it. ``exporting`` is False when spans
+    stay in-process. Call :meth:`shutdown` once, at exit."""
+
+    provider: TracerProvider
+    sampler: SidecarSampler
+    tracer: trace.Tracer
+    endpoint: str | None
+    exporting: bool
+
+    def apply(self, config: TracingConfig) -> None:
+        """Apply a reloaded tracing section: the ratio changes now; an endpoint change needs a
+        restart (logged)."""
+        self.sampler.set_ratio(_sample_ratio(config, os.environ))
+        wanted = _exporter_endpoint(config, os.environ)
+        if wanted != self.endpoint:
+            _log.warning("tracing.otlp_endpoint changed (%s -> %s): takes effect after a restart",
+                         self.endpoint, wanted, extra={"event": "reload"})
+
+    def shutdown(self, timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> None:
+        """Flush queued spans (waits up to ``timeout_s``) and stop the exporter."""
+        self.provider.force_flush(int(timeout_s * 1000))
+        self.provider.shutdown()
+
+
+def setup_tracing(config: SidecarConfig, *, exporter: SpanExporter | None = None,
+                  environ: Mapping[str, str] | None = None) -> TracingSetup:
+    """Build the tracer provider for ``config``; ``exporter`` overrides the OTLP one (tests,
+    benchmarks). Does not touch the global tracer provider."""
+    env = os.environ if environ is None else environ
+    sampler = SidecarSampler(_sample_ratio(config.tracing, env))
+    provider = TracerProvider(resource=build_resource(config), sampler=sampler)
+    endpoint = _exporter_endpoint(config.tracing, env)
+    if exporter is None and endpoint is not None:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=endpoint)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return TracingSetup(
+        provider=provider,
+        sampler=sampler,
+        tracer=provider.get_tracer(TRACER_NAME, __version__),
+        endpoint=endpoint,
+        exporting=exporter is not None,
+    )
