@@ -132,6 +132,10 @@ class EventFilter:
         )
 
 
+NO_FILTER = EventFilter()
+"""The filter that passes every event (the default of ``read_all``)."""
+
+
 class StoreError(Exception):
     """The store refused an operation or could not perform it."""
 
@@ -215,7 +219,7 @@ class EventStore(ABC):
         self,
         from_position: int = 1,
         limit: int = DEFAULT_READ_LIMIT,
-        filter: EventFilter = EventFilter(),  # frozen: a shared default is safe
+        filter: EventFilter = NO_FILTER,
     ) -> list[StoredEvent]:
         """Events with ``global_position >= from_position`` passing ``filter``, by position.
 

@@ -1,0 +1,611 @@
+"""SQLite adapter of the event store port: WAL, ``synchronous=FULL``, group commit.
+
+Why this shape:
+
+- **One writer thread** owns the only write connection. Appends from any number of coroutines
+  are queued; the writer takes everything queued (up to ``max_group_events``) and stores it in
+  one transaction, so one fsync covers many callers (group commit). Each caller's future is
+  completed only after that COMMIT returned, so an acknowledged append is durable. A batch that
+  fails its checks is rolled back to its own SAVEPOINT; the other batches of the group commit.
+- **Gap-free positions**: the writer assigns ``global_position`` itself (MAX + 1 inside the
+  write transaction), never via AUTOINCREMENT, and a rolled-back batch gives its positions back.
+- **Reads** run on a small thread pool with their own connections (WAL lets readers run during
+  a write), never on the event loop.
+- ``wait_for_append`` waiters are woken by the writer right after each commit that moved the
+  head. Only appends made through this object wake them: one process should own a database
+  file for writing (other processes may read it, e.g. ``sidecar eventlog verify``).
+
+Threading: the public methods are coroutines for any event loop; nothing blocks the loop except
+the constructor (opens the file and creates the schema: call it at startup).
+
+Example::
+
+    store = SqliteEventStore("/var/lib/sidecar/eventlog.db")
+    outcomes = await store.append([event])
+    await store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from sidecar import chain
+from sidecar.eventlog.records import validate_new_event
+from sidecar.eventlog.store import (
+    DEFAULT_READ_LIMIT,
+    MAX_READ_LIMIT,
+    NO_FILTER,
+    AppendOutcome,
+    ChainError,
+    ConflictError,
+    EventFilter,
+    EventStore,
+    NewEvent,
+    StoredEvent,
+    StoreError,
+)
+
+DEFAULT_SYNCHRONOUS: Final = "FULL"
+"""SQLite ``synchronous`` pragma: FULL fsyncs the WAL on every commit (acknowledged = durable)."""
+DEFAULT_READ_THREADS: Final = 2
+"""Threads (each with its own connection) serving reads."""
+DEFAULT_MAX_GROUP_EVENTS: Final = 20_000
+"""Most events the writer gathers into one transaction before committing."""
+DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
+"""How long a connection waits for a lock held by another connection before failing."""
+
+SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+SCHEMA_VERSION: Final = 1
+_IN_CHUNK: Final = 500  # event ids per "IN (...)" lookup, well under SQLite's variable limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    global_position INTEGER PRIMARY KEY,
+    event_id        TEXT    NOT NULL UNIQUE,
+    stream          TEXT    NOT NULL,
+    version         INTEGER NOT NULL,
+    type            TEXT    NOT NULL,
+    occurred_at_ns  INTEGER NOT NULL,
+    trace_id        TEXT    NOT NULL,
+    payload         BLOB    NOT NULL,
+    prev_hash       BLOB    NOT NULL,
+    hash            BLOB    NOT NULL,
+    service         TEXT    NOT NULL,
+    instance        TEXT    NOT NULL,
+    upstream        TEXT    NOT NULL,
+    recorded_at_ns  INTEGER NOT NULL,
+    record_hash     BLOB    NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE INDEX IF NOT EXISTS events_by_service  ON events (service, global_position);
+CREATE INDEX IF NOT EXISTS events_by_upstream ON events (upstream, global_position);
+CREATE INDEX IF NOT EXISTS events_by_type     ON events (type, global_position);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name        TEXT    PRIMARY KEY,
+    position    INTEGER NOT NULL,
+    state       BLOB    NOT NULL,
+    saved_at_ns INTEGER NOT NULL
+);
+"""
+
+# Column order == StoredEvent field order, so a row unpacks straight into StoredEvent(*row).
+_COLUMNS: Final = (
+    "event_id, stream, version, type, occurred_at_ns, trace_id, payload, prev_hash, hash, "
+    "service, instance, upstream, global_position, recorded_at_ns, record_hash"
+)
+_INSERT: Final = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+
+# Distinct stream names by index skip-scan: O(streams x log n) instead of a full index walk.
+_STREAMS_SQL: Final = """
+WITH RECURSIVE s(stream) AS (
+    SELECT MIN(stream) FROM events
+    UNION ALL
+    SELECT (SELECT MIN(stream) FROM events WHERE stream > s.stream) FROM s
+    WHERE s.stream IS NOT NULL
+)
+SELECT stream FROM s WHERE stream IS NOT NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteSettings:
+    """Tuning of the SQLite adapter; every default lives in the ``DEFAULT_*`` constants above."""
+
+    synchronous: str = DEFAULT_SYNCHRONOUS
+    read_threads: int = DEFAULT_READ_THREADS
+    max_group_events: int = DEFAULT_MAX_GROUP_EVENTS
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if self.synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"synchronous: {self.synchronous!r} is not one of {sorted(SYNCHRONOUS_MODES)}"
+            )
+        if self.read_threads < 1:
+            raise ValueError(f"read_threads: must be >= 1, got {self.read_threads}")
+        if self.max_group_events < 1:
+            raise ValueError(f"max_group_events: must be >= 1, got {self.max_group_events}")
+        if self.busy_timeout_s < 0:
+            raise ValueError(f"busy_timeout_s: must be >= 0, got {self.busy_timeout_s}")
+
+
+# --- writer jobs ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Job:
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+    def size(self) -> int:
+        return 1
+
+
+@dataclass(eq=False)
+class _AppendJob(_Job):
+    events: tuple[NewEvent, ...] = ()
+
+    def size(self) -> int:
+        return len(self.events)
+
+
+@dataclass(eq=False)
+class _CheckpointJob(_Job):
+    name: str = ""
+    position: int = 0
+    state: bytes = b""
+
+
+_STOP: Final = _Job()
+
+
+class SqliteEventStore(EventStore):
+    """The embedded event store (see the module docstring for the threading model)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        settings: SqliteSettings | None = None,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._path = Path(path)
+        self._settings = settings or SqliteSettings()
+        self._clock_ns = clock_ns
+        if str(path) in ("", ":memory:"):
+            raise ValueError("path: the SQLite store needs a file (readers use own connections)")
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_conn = self._connect()
+        mode = self._writer_conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self._path}: cannot switch to WAL journal mode (got {mode!r})")
+        self._writer_conn.execute(f"PRAGMA synchronous={self._settings.synchronous.upper()}")
+        self._writer_conn.executescript(_SCHEMA)
+        self._writer_conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._committed_head: int = self._writer_conn.execute(
+            "SELECT COALESCE(MAX(global_position), 0) FROM events"
+        ).fetchone()[0]
+        self._last_recorded_at_ns = self._writer_conn.execute(
+            "SELECT COALESCE(MAX(recorded_at_ns), 0) FROM events"
+        ).fetchone()[0]
+
+        self._closed = False
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._waiters_lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._writer = threading.Thread(
+            target=self._writer_main, name=f"sqlite-writer:{self._path.name}", daemon=True
+        )
+        self._writer.start()
+
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._read_conns_lock = threading.Lock()
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._settings.read_threads, thread_name_prefix="sqlite-read"
+        )
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._settings.busy_timeout_s,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,
+        )
+        return conn
+
+    # --- the port ----------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[NewEvent]) -> list[AppendOutcome]:
+        if not events:
+            return []
+        outcomes: list[AppendOutcome] = await self._submit(_AppendJob(events=tuple(events)))
+        return outcomes
+
+    async def save_checkpoint(self, name: str, position: int, state: bytes) -> None:
+        if not name:
+            raise ValueError("name: a checkpoint needs a name")
+        if position < 0:
+            raise ValueError(f"position: must be >= 0, got {position}")
+        await self._submit(_CheckpointJob(name=name, position=position, state=bytes(state)))
+
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int = DEFAULT_READ_LIMIT
+    ) -> list[StoredEvent]:
+        _check_limit(limit)
+        sql = (
+            f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? "
+            "ORDER BY version LIMIT ?"
+        )
+        return await self._read_events(sql, (stream, max(from_version, 1), limit))
+
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int = DEFAULT_READ_LIMIT,
+        filter: EventFilter = NO_FILTER,
+    ) -> list[StoredEvent]:
+        _check_limit(limit)
+        where = ["global_position >= ?"]
+        args: list[object] = [max(from_position, 1)]
+        for column in ("service", "instance", "upstream"):
+            value = getattr(filter, column)
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if filter.types:
+            where.append(f"type IN ({', '.join('?' * len(filter.types))})")
+            args.extend(filter.types)
+        if filter.from_time_ns:
+            where.append("occurred_at_ns >= ?")
+            args.append(filter.from_time_ns)
+        if filter.to_time_ns:
+            where.append("occurred_at_ns < ?")
+            args.append(filter.to_time_ns)
+        sql = (
+            f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} "
+            "ORDER BY global_position LIMIT ?"
+        )
+        args.append(limit)
+        return await self._read_events(sql, tuple(args))
+
+    async def head_position(self) -> int:
+        rows = await self._read("SELECT COALESCE(MAX(global_position), 0) FROM events", ())
+        head: int = rows[0][0]
+        return head
+
+    async def streams(self) -> list[str]:
+        rows = await self._read(_STREAMS_SQL, ())
+        return [row[0] for row in rows]
+
+    async def load_checkpoint(self, name: str) -> tuple[int, bytes] | None:
+        rows = await self._read("SELECT position, state FROM checkpoints WHERE name = ?", (name,))
+        if not rows:
+            return None
+        return int(rows[0][0]), bytes(rows[0][1])
+
+    async def wait_for_append(self, after_position: int, timeout_s: float) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout_s, 0.0)
+        while self._committed_head <= after_position and not self._closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            waiter: asyncio.Future[None] = loop.create_future()
+            entry = (loop, waiter)
+            with self._waiters_lock:
+                self._waiters.append(entry)
+            try:
+                if self._committed_head > after_position:  # committed while we registered
+                    break
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                break
+            finally:
+                with self._waiters_lock:
+                    if entry in self._waiters:
+                        self._waiters.remove(entry)
+        return self._committed_head
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._writer.join)
+        self._readers.shutdown(wait=True)
+        with self._read_conns_lock:
+            for conn in self._read_conns:
+                conn.close()
+            self._read_conns.clear()
+        self._writer_conn.close()
+        self._wake_waiters()
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _submit(self, job: _Job) -> Any:
+        if self._closed:
+            raise StoreError("the store is closed")
+        self._queue.put(job)
+        return await asyncio.wrap_future(job.future)
+
+    async def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        if self._closed:
+            raise StoreError("the store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._read_blocking, sql, args)
+
+    async def _read_events(self, sql: str, args: tuple[object, ...]) -> list[StoredEvent]:
+        rows = await self._read(sql, args)
+        return [StoredEvent(*row) for row in rows]
+
+    def _read_blocking(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._read_conns_lock:
+                self._read_conns.append(conn)
+        return conn.execute(sql, args).fetchall()
+
+    def _wake_waiters(self) -> None:
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, waiter)
+            except RuntimeError:  # that loop is closed; nobody is waiting any more
+                pass
+
+    # --- the writer thread -------------------------------------------------------------------
+
+    def _writer_main(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is _STOP:
+                break
+            group = [job]
+            size = job.size()
+            while size < self._settings.max_group_events:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    break
+                group.append(job)
+                size += job.size()
+            self._commit_group(group)
+        # Anything still queued after close() raced with it: refuse rather than hang.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                job.future.set_exception(StoreError("the store is closed"))
+
+    def _commit_group(self, group: list[_Job]) -> None:
+        """One transaction for the whole group; each job inside its own SAVEPOINT."""
+        conn = self._writer_conn
+        results: list[tuple[_Job, object, Exception | None]] = []
+        result: object
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            next_position: int = (
+                conn.execute("SELECT COALESCE(MAX(global_position), 0) FROM events").fetchone()[0]
+                + 1
+            )
+            recorded_at_ns = max(self._clock_ns(), self._last_recorded_at_ns)
+            for job in group:
+                conn.execute("SAVEPOINT job")
+                try:
+                    if isinstance(job, _AppendJob):
+                        result, next_position = self._append_batch(
+                            conn, job.events, next_position, recorded_at_ns
+                        )
+                    else:
+                        assert isinstance(job, _CheckpointJob)
+                        conn.execute(
+                            "INSERT OR REPLACE INTO checkpoints (name, position, state, "
+                            "saved_at_ns) VALUES (?, ?, ?, ?)",
+                            (job.name, job.position, job.state, recorded_at_ns),
+                        )
+                        result = None
+                    conn.execute("RELEASE job")
+                    results.append((job, result, None))
+                except (StoreError, ValueError, sqlite3.IntegrityError) as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    if isinstance(exc, sqlite3.IntegrityError):
+                        exc = StoreError(f"the database refused the batch: {exc}")
+                    results.append((job, None, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the commit itself failed (disk full, I/O error, ...)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = StoreError(f"commit failed, nothing of this group was stored: {exc}")
+            for job in group:
+                job.future.set_exception(error)
+            return
+        self._last_recorded_at_ns = recorded_at_ns
+        for done, value, failure in results:
+            if failure is not None:
+                done.future.set_exception(failure)
+            else:
+                done.future.set_result(value)
+        if next_position - 1 > self._committed_head:
+            self._committed_head = next_position - 1
+            self._wake_waiters()
+
+    def _append_batch(
+        self,
+        conn: sqlite3.Connection,
+        events: tuple[NewEvent, ...],
+        next_position: int,
+        recorded_at_ns: int,
+    ) -> tuple[list[AppendOutcome], int]:
+        """Check and insert one batch; raises (and stores nothing) on the first bad event."""
+        stored = _load_by_event_id(conn, [event.event_id for event in events])
+        in_batch: dict[str, tuple[NewEvent, AppendOutcome]] = {}
+        heads: dict[str, tuple[int, bytes]] = {}
+        slots: dict[tuple[str, int], str] = {}  # (stream, version) -> event_id, this batch
+        rows: list[tuple[object, ...]] = []
+        outcomes: list[AppendOutcome] = []
+        for event in events:
+            validate_new_event(event)
+            known = in_batch.get(event.event_id)
+            if known is not None:
+                _check_same_content(known[0], event)
+                outcomes.append(known[1])
+                continue
+            existing = stored.get(event.event_id)
+            if existing is not None:
+                _check_same_content(existing.as_new_event(), event)
+                outcomes.append(
+                    AppendOutcome(event.event_id, existing.global_position, existing.version, True)
+                )
+                continue
+            head_version, head_hash = heads.get(event.stream) or _stream_head(conn, event.stream)
+            if event.version <= head_version:
+                holder = slots.get((event.stream, event.version)) or _event_id_at(
+                    conn, event.stream, event.version
+                )
+                raise ConflictError(
+                    f"stream {event.stream!r}: event {event.event_id} expects the head at version "
+                    f"{event.version - 1}, but the head is version {head_version} and version "
+                    f"{event.version} holds event {holder}",
+                    stream=event.stream,
+                    version=event.version,
+                    event_id=event.event_id,
+                    existing_event_id=holder,
+                    expected=f"head at version {event.version - 1}",
+                    actual=f"head at version {head_version}",
+                )
+            if event.version != head_version + 1:
+                raise ChainError(
+                    f"stream {event.stream!r}: event {event.event_id} has version "
+                    f"{event.version} but the next version is {head_version + 1} (gap)",
+                    stream=event.stream,
+                    version=event.version,
+                    event_id=event.event_id,
+                )
+            if event.prev_hash != head_hash:
+                raise ChainError(
+                    f"stream {event.stream!r} version {event.version}: prev_hash "
+                    f"{event.prev_hash.hex()} is not the hash of version {head_version} "
+                    f"({head_hash.hex()})",
+                    stream=event.stream,
+                    version=event.version,
+                    event_id=event.event_id,
+                )
+            if chain.hash_of(event) != event.hash:
+                raise ChainError(
+                    f"stream {event.stream!r} version {event.version}: hash {event.hash.hex()} "
+                    "is not the SHA-256 of the event's canonical bytes",
+                    stream=event.stream,
+                    version=event.version,
+                    event_id=event.event_id,
+                )
+            position = next_position
+            next_position += 1
+            heads[event.stream] = (event.version, event.hash)
+            slots[(event.stream, event.version)] = event.event_id
+            outcome = AppendOutcome(event.event_id, position, event.version, False)
+            in_batch[event.event_id] = (event, outcome)
+            outcomes.append(outcome)
+            rows.append(
+                (
+                    event.event_id,
+                    event.stream,
+                    event.version,
+                    event.type,
+                    event.occurred_at_ns,
+                    event.trace_id,
+                    event.payload,
+                    event.prev_hash,
+                    event.hash,
+                    event.service,
+                    event.instance,
+                    event.upstream,
+                    position,
+                    recorded_at_ns,
+                    chain.compute_record_hash(
+                        hash=event.hash, global_position=position, recorded_at_ns=recorded_at_ns
+                    ),
+                )
+            )
+        conn.executemany(_INSERT, rows)
+        return outcomes, next_position
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_READ_LIMIT:
+        raise ValueError(f"limit: must be 1..{MAX_READ_LIMIT}, got {limit}")
+
+
+def _check_same_content(original: NewEvent, again: NewEvent) -> None:
+    if original != again:
+        differing = [
+            name
+            for name in NewEvent.__dataclass_fields__
+            if getattr(original, name) != getattr(again, name)
+        ]
+        raise ConflictError(
+            f"event {again.event_id} is already stored (stream {original.stream!r} version "
+            f"{original.version}) with different content: {', '.join(differing)} differ",
+            stream=again.stream,
+            version=again.version,
+            event_id=again.event_id,
+            existing_event_id=original.event_id,
+            expected=f"the stored content of event {original.event_id}",
+            actual=f"different {', '.join(differing)}",
+        )
+
+
+def _load_by_event_id(conn: sqlite3.Connection, event_ids: list[str]) -> dict[str, StoredEvent]:
+    found: dict[str, StoredEvent] = {}
+    for start in range(0, len(event_ids), _IN_CHUNK):
+        chunk = event_ids[start : start + _IN_CHUNK]
+        sql = f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({', '.join('?' * len(chunk))})"
+        for row in conn.execute(sql, chunk):
+            event = StoredEvent(*row)
+            found[event.event_id] = event
+    return found
+
+
+def _stream_head(conn: sqlite3.Connection, stream: str) -> tuple[int, bytes]:
+    row = conn.execute(
+        "SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1",
+        (stream,),
+    ).fetchone()
+    if row is None:
+        return 0, chain.GENESIS_HASH
+    return int(row[0]), bytes(row[1])
+
+
+def _event_id_at(conn: sqlite3.Connection, stream: str, version: int) -> str:
+    row = conn.execute(
+        "SELECT event_id FROM events WHERE stream = ? AND version = ?", (stream, version)
+    ).fetchone()
+    return str(row[0]) if row is not None else "?"

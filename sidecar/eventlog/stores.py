@@ -1,0 +1,67 @@
+"""``open_store(url)``: pick the event store adapter by URL.
+
+- ``sqlite:///abs/path.db`` (absolute path) or ``sqlite:relative/path.db``, with optional query
+  settings ``?synchronous=FULL|NORMAL|OFF|EXTRA&read_threads=N&max_group_events=N``.
+- ``nats://host:port[,host:port...][?...]``: the JetStream adapter; its module
+  (``sidecar.eventlog.nats_store``, which must provide ``open_nats_store(url) -> EventStore``)
+  is imported only when asked for, so the SQLite path never loads nats-py.
+
+Blocking: opening a SQLite store opens the file and creates the schema (call at startup);
+the NATS adapter connects lazily on first use.
+
+Example::
+
+    store = open_store("sqlite:///var/lib/sidecar/eventlog.db")
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from urllib.parse import parse_qsl, urlsplit
+
+from sidecar.eventlog.store import EventStore
+
+SCHEMES = ("sqlite", "nats")
+
+
+def open_store(url: str) -> EventStore:
+    """The store for ``url``; ``ValueError`` naming the problem for a bad or unknown URL."""
+    scheme, sep, _ = url.partition(":")
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(
+            f"store: unknown store URL {url!r}; expected sqlite:///PATH or nats://HOST:PORT"
+        )
+    if scheme == "nats":
+        module = import_module("sidecar.eventlog.nats_store")
+        store: EventStore = module.open_nats_store(url)
+        return store
+    return _open_sqlite(url)
+
+
+def _open_sqlite(url: str) -> EventStore:
+    from sidecar.eventlog.sqlite_store import SqliteEventStore, SqliteSettings
+
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ValueError(
+            f"store: {url!r} names a host ({parts.netloc!r}); use sqlite:///ABSOLUTE/PATH "
+            "or sqlite:RELATIVE/PATH"
+        )
+    if not parts.path:
+        raise ValueError(f"store: {url!r} has no file path (sqlite:///PATH)")
+    options = dict(parse_qsl(parts.query, strict_parsing=bool(parts.query)))
+    converters = {
+        "synchronous": str,
+        "read_threads": int,
+        "max_group_events": int,
+        "busy_timeout_s": float,
+    }
+    unknown = sorted(set(options) - set(converters))
+    if unknown:
+        raise ValueError(f"store: unknown sqlite option(s) {unknown}; known: {sorted(converters)}")
+    try:
+        kwargs = {name: converters[name](value) for name, value in options.items()}
+        settings = SqliteSettings(**kwargs)  # defaults live in SqliteSettings
+    except ValueError as exc:
+        raise ValueError(f"store: {url!r}: {exc}") from None
+    return SqliteEventStore(parts.path, settings)
