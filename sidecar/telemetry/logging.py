@@ -54,6 +54,7 @@ __all__ = [
     "LogPipeline",
     "LoggingBreakerListener",
     "configure_logging",
+    "set_log_level",
 ]
 
 # Values of the ``event`` field: what a line is about.
@@ -212,6 +213,18 @@ def configure_logging(level: str, stream: IO[str] | None = None) -> LogPipeline:
             _installed.close()
         _installed = LogPipeline(level, stream)
         return _installed
+
+
+def set_log_level(level: str) -> None:
+    """Apply a (reloaded) level to the installed pipeline, or to the root logger if none."""
+    with _installed_lock:
+        if _installed is not None:
+            _installed.set_level(level)
+            return
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"logging.level: unknown level {level!r}")
+    logging.getLogger().setLevel(numeric)
 
 
 class LoggingBreakerListener(BreakerListener):

@@ -1,0 +1,178 @@
+"""Tracing, metrics and logs for one sidecar process, assembled from its config.
+
+:class:`Telemetry` builds every piece of this package and hands the proxy one
+:class:`~sidecar.proxy.hooks.ProxyPlugin`: the call observers (tracing first, so the call's
+span is current for the others), the breaker listeners (transition spans, the transitions
+counter, transition log lines), the ``/metrics`` server (started and stopped with the proxy)
+and the reload hook (log level, sample ratio, new upstreams' counters).
+
+Tracing is on unless ``OTEL_SDK_DISABLED=true``; then the proxy forwards the host's trace
+headers untouched and no span is made (the "tracing off" baseline of the benchmarks).
+
+Example::
+
+    telemetry = Telemetry(config)
+    app = build_app(config, plugins=[telemetry.plugin()])
+    telemetry.watch_breakers(lambda: [b.view() for b in app.breakers.breakers()])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import CollectorRegistry
+
+from sidecar.breaker import BreakerListener, BreakerView
+from sidecar.telemetry.logging import (
+    EVENT_CONFIG_APPLIED,
+    EVENT_RELOAD,
+    LoggingBreakerListener,
+    set_log_level,
+)
+from sidecar.telemetry.metrics import (
+    BreakerCollector,
+    MetricsBreakerListener,
+    MetricsObserver,
+    MetricsServer,
+    SidecarMetrics,
+)
+from sidecar.telemetry.tracing import (
+    TracingObserver,
+    TracingSetup,
+    TransitionTracer,
+    setup_tracing,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from sidecar.config import SidecarConfig
+    from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin
+
+__all__ = ["PLUGIN_NAME", "Telemetry", "tracing_disabled"]
+
+PLUGIN_NAME: Final = "telemetry"
+
+_log = logging.getLogger("sidecar.telemetry")
+
+
+def tracing_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the standard ``OTEL_SDK_DISABLED`` switch turns tracing off."""
+    env = os.environ if environ is None else environ
+    return env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+class Telemetry:
+    """Everything observable about one sidecar; see the module docstring.
+
+    ``registry``, ``span_exporter`` and ``serve_metrics`` exist for tests and benchmarks: a
+    fresh registry, an in-memory exporter, no HTTP server.
+    """
+
+    def __init__(
+        self,
+        config: SidecarConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        span_exporter: SpanExporter | None = None,
+        serve_metrics: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = CollectorRegistry() if registry is None else registry
+        self.metrics = SidecarMetrics(self.registry)
+        self.metrics.declare_upstreams(config.upstreams)
+        self.tracing: TracingSetup | None = (
+            None if tracing_disabled(environ)
+            else setup_tracing(config, exporter=span_exporter, environ=environ)
+        )
+        observers: list[CallObserver] = []
+        listeners: list[BreakerListener] = []
+        if self.tracing is not None:
+            observers.append(TracingObserver(self.tracing.tracer))
+            listeners.append(TransitionTracer(self.tracing.tracer))
+        observers.append(MetricsObserver(self.metrics))
+        listeners += [MetricsBreakerListener(self.metrics), LoggingBreakerListener()]
+        self.observers: tuple[CallObserver, ...] = tuple(observers)
+        self.breaker_listeners: tuple[BreakerListener, ...] = tuple(listeners)
+        self._serve_metrics = serve_metrics
+        self.metrics_server: MetricsServer | None = None
+        self._collector: BreakerCollector | None = None
+
+    def watch_breakers(self, views: Callable[[], Iterable[BreakerView]]) -> None:
+        """Export breaker state and open duration from ``views`` (called at each scrape, on the
+        HTTP server's thread). Replaces an earlier source."""
+        if self._collector is not None:
+            self.registry.unregister(self._collector)
+        self._collector = BreakerCollector(views)
+        self.registry.register(self._collector)
+
+    def plugin(self) -> ProxyPlugin:
+        """The proxy plugin carrying this telemetry."""
+        from sidecar.proxy.hooks import ProxyPlugin
+
+        return ProxyPlugin(
+            name=PLUGIN_NAME,
+            observers=self.observers,
+            breaker_listeners=self.breaker_listeners,
+            start=self.start,
+            stop=self.stop,
+            config_applied=self.config_applied,
+        )
+
+    async def start(self) -> None:
+        """Serve ``/metrics`` on ``metrics_listen`` (raises ``OSError`` if the port is taken)."""
+        if self._serve_metrics and self.metrics_server is None:
+            self.metrics_server = MetricsServer.start(self.config.metrics_listen, self.registry)
+            _log.info("metrics on http://%s:%d/metrics", self.metrics_server.host,
+                      self.metrics_server.port,
+                      extra={"event": "start", "metrics_port": self.metrics_server.port})
+
+    async def stop(self) -> None:
+        """Flush queued spans (bounded wait, off the event loop) and stop serving metrics."""
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.close)
+            self.metrics_server = None
+
+    def close(self) -> None:
+        """Blocking version of :meth:`stop`, for code without an event loop."""
+        if self.tracing is not None:
+            self.tracing.shutdown()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+
+    def config_applied(self, config: SidecarConfig, source: ConfigSource) -> None:
+        """Log the config in force; on reload apply the log level, the sample ratio and the
+        new upstreams' counters (the OTLP endpoint and metrics address need a restart)."""
+        from sidecar.config import config_digest
+
+        if source == "reload":
+            set_log_level(config.logging.level)
+            if self.tracing is not None:
+                self.tracing.apply(config.tracing)
+            self.metrics.declare_upstreams(config.upstreams)
+            if config.metrics_listen != self.config.metrics_listen:
+                _log.warning("metrics_listen changed (%s -> %s): takes effect after a restart",
+                             self.config.metrics_listen, config.metrics_listen,
+                             extra={"event": EVENT_RELOAD})
+        self.config = config
+        _log.info(
+            "config applied (%s)", source,
+            extra={
+                "event": EVENT_CONFIG_APPLIED,
+                "source": source,
+                "config_digest": config_digest(config),
+                "upstreams": sorted(config.upstreams),
+                "log_level": config.logging.level,
+                "tracing": self.tracing is not None,
+                "otlp_endpoint": self.tracing.endpoint if self.tracing else None,
+                "sample_ratio": self.tracing.sampler.ratio if self.tracing else None,
+            },
+        )

@@ -1,0 +1,91 @@
+"""The assembled telemetry: what it plugs into the proxy and how a reload changes it."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import grpc
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from sidecar.breaker import State
+from sidecar.config import parse_config
+from sidecar.telemetry.logging import configure_logging
+from sidecar.telemetry.metrics import MetricsObserver
+from sidecar.telemetry.plugin import Telemetry
+from sidecar.telemetry.tracing import TracingObserver
+from tests.unit.telemetry.builders import call_info, view
+
+CONFIG = """
+service: checkout
+instance: checkout-1
+upstreams:
+  payments: {address: "127.0.0.1:50051", routes: ["/payments.v1.Payments/"]}
+tracing: {sample_ratio: 0.0}
+"""
+RELOADED = (
+    CONFIG.replace("sample_ratio: 0.0", "sample_ratio: 1.0")
+    .replace("upstreams:\n",
+             "upstreams:\n  ledger: {address: '127.0.0.1:50052', routes: ['/ledger.v1.Ledger/']}\n")
+    + "logging: {level: DEBUG}\n"
+)
+
+
+def _telemetry(environ: dict[str, str] | None = None) -> tuple[Telemetry, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    telemetry = Telemetry(parse_config(CONFIG), registry=CollectorRegistry(),
+                          span_exporter=exporter, serve_metrics=False, environ=environ or {})
+    return telemetry, exporter
+
+
+def test_tracing_observes_calls_before_metrics_so_exemplars_see_the_span() -> None:
+    telemetry, _ = _telemetry()
+
+    assert [type(o) for o in telemetry.observers] == [TracingObserver, MetricsObserver]
+    assert telemetry.plugin().name == "telemetry"
+    telemetry.close()
+
+
+def test_otel_sdk_disabled_leaves_only_metrics_and_logs() -> None:
+    telemetry, _ = _telemetry({"OTEL_SDK_DISABLED": "true"})
+
+    assert telemetry.tracing is None
+    assert [type(o) for o in telemetry.observers] == [MetricsObserver]
+    assert len(telemetry.breaker_listeners) == 2
+
+
+def test_a_reload_applies_the_sample_ratio_the_log_level_and_new_upstreams() -> None:
+    telemetry, exporter = _telemetry()
+    stream = io.StringIO()
+    pipeline = configure_logging("INFO", stream)
+    try:
+        telemetry.config_applied(parse_config(CONFIG), "start")
+        reloaded = parse_config(RELOADED)
+        telemetry.config_applied(reloaded, "reload")
+        assert logging.getLogger().level == logging.DEBUG
+        with telemetry.observers[0].start_call(call_info()) as scope:
+            scope.finish(grpc.StatusCode.OK, 0.001)
+        telemetry.close()
+    finally:
+        pipeline.close()
+
+    assert len(exporter.get_finished_spans()) == 1  # ratio 0 -> 1
+    assert telemetry.registry.get_sample_value(
+        "sidecar_breaker_rejections_total", {"upstream": "ledger"}) == 0
+    applied = [json.loads(line) for line in stream.getvalue().splitlines()
+               if '"config_applied"' in line]
+    assert [a["source"] for a in applied] == ["start", "reload"]
+    assert applied[1]["sample_ratio"] == 1.0
+    assert applied[0]["config_digest"] != applied[1]["config_digest"]
+
+
+def test_breaker_state_comes_from_the_watched_views() -> None:
+    telemetry, _ = _telemetry()
+    telemetry.watch_breakers(lambda: [view("payments", State.OPEN)])
+    telemetry.watch_breakers(lambda: [view("payments", State.HALF_OPEN)])  # replaces
+
+    assert telemetry.registry.get_sample_value(
+        "sidecar_breaker_state", {"upstream": "payments", "state": "half_open"}) == 1
+    telemetry.close()
