@@ -1,1 +1,53 @@
-"""sidecar.breaker"""
+"""sidecar.breaker: the adaptive circuit breaker, pure logic (stdlib only, no I/O, clock injected).
+
+Public surface (DESIGN section 3, notes/BREAKER_API.md)::
+
+    CircuitBreaker      try_acquire() -> Permit | None, record(), release(), set_mode(), view()
+    BreakerSettings     every default, validated once
+    BreakerListener     on_transition(Transition), on_mode_change(ModeChange)
+    State, Mode         closed/open/half_open; enforce/metrics_only/disabled/forced_open
+    WindowSnapshot, Transition, ModeChange, BreakerView, Permit
+    CountWindow, TimeWindow, SlidingWindow   the windows, usable on their own
+    IllegalTransitionError                   a bug in the state machine, never a user error
+
+Example::
+
+    from sidecar.breaker import BreakerSettings, CircuitBreaker
+
+    breaker = CircuitBreaker("payments", BreakerSettings(window_size=50))
+    permit = breaker.try_acquire()
+    if permit is not None:
+        breaker.record(permit, duration_s=0.012, failed=False)
+"""
+
+from sidecar.breaker._breaker import CircuitBreaker
+from sidecar.breaker._settings import BreakerSettings
+from sidecar.breaker._types import (
+    BreakerListener,
+    BreakerView,
+    IllegalTransitionError,
+    Mode,
+    ModeChange,
+    Permit,
+    State,
+    Transition,
+    WindowSnapshot,
+)
+from sidecar.breaker._window import CountWindow, SlidingWindow, TimeWindow
+
+__all__ = [
+    "BreakerListener",
+    "BreakerSettings",
+    "BreakerView",
+    "CircuitBreaker",
+    "CountWindow",
+    "IllegalTransitionError",
+    "Mode",
+    "ModeChange",
+    "Permit",
+    "SlidingWindow",
+    "State",
+    "TimeWindow",
+    "Transition",
+    "WindowSnapshot",
+]
