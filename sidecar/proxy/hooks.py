@@ -1,0 +1,258 @@
+"""How the proxy reports each call to telemetry (tracing, metrics, events) without knowing them.
+
+The proxy runs every call inside ``with observer.start_call(info) as scope:`` and reports what
+happens to the scope. Breaker decisions (``try_acquire``/``record``) happen *inside* that block,
+so a :class:`~sidecar.breaker.BreakerListener` called synchronously by the breaker sees the
+call's contextvars (e.g. its OpenTelemetry span) and can link a transition to the call.
+
+One scope per call the host app made: when the breaker rejects and a fallback answers, the scope
+hears ``rejected`` then ``fallback`` and finally ``finish`` with the status the host app got.
+
+Threading rules: observers are called on the proxy's event loop, in the task of the call, on the
+data path. They must be cheap and never block (no I/O, no locks held for long); hand work to a
+queue instead. An observer that raises fails only its own bookkeeping: the proxy logs it once per
+call and goes on forwarding.
+
+Example::
+
+    class CountingObserver:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @contextlib.contextmanager
+        def start_call(self, info: CallInfo) -> Iterator[CallScope]:
+            self.calls += 1
+            yield NOOP_SCOPE
+
+    app = build_app(config, observers=[CountingObserver()])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import grpc
+
+from sidecar.breaker import BreakerListener
+
+if TYPE_CHECKING:
+    from sidecar.config import SidecarConfig
+
+__all__ = [
+    "NOOP_OBSERVER",
+    "NOOP_SCOPE",
+    "CallInfo",
+    "CallKind",
+    "CallObserver",
+    "CallScope",
+    "CompositeObserver",
+    "ConfigSource",
+    "MetadataItem",
+    "ProxyPlugin",
+]
+
+_log = logging.getLogger("sidecar.proxy")
+
+CallKind = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
+"""The call shape the proxy forwarded the call as.
+
+The proxy learns shapes from the upstream's server reflection; a method whose shape it does not
+know is forwarded as a bidi stream (``stream_stream``), which is correct for every shape because
+all four look the same on the wire. So ``stream_stream`` means "bidi, or not known".
+"""
+
+MetadataItem = tuple[str, str | bytes]
+ConfigSource = Literal["start", "reload"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What is known about a call when it starts."""
+
+    upstream: str
+    """Upstream name from the config; "" if no route matched (the call gets UNIMPLEMENTED)."""
+    method: str
+    """Full method path, ``/pkg.Service/Method``."""
+    breaker: str
+    """Breaker name: the upstream, or ``upstream/pkg.Service/Method`` with ``per_method``."""
+    kind: CallKind
+    peer: str
+    """The host app's peer address (``context.peer()``)."""
+    upstream_address: str
+    """``HOST:PORT`` the call goes to ("" if unrouted)."""
+    metadata: tuple[MetadataItem, ...]
+    """Incoming invocation metadata (lower-case keys), before hop-by-hop headers are removed."""
+
+
+class CallScope(Protocol):
+    """Per-call receiver of what the proxy did. All methods are optional to act on."""
+
+    def outgoing_metadata(self, metadata: list[MetadataItem]) -> None:
+        """Mutate ``metadata`` in place before it is sent upstream (e.g. add ``traceparent``)."""
+
+    def rejected(self, reason: str, retry_after_ms: int) -> None:
+        """The breaker refused the call: ``open``, ``half_open_full`` or ``forced_open``."""
+
+    def fallback(self, kind: str, target: str) -> None:
+        """A fallback answers instead: kind ``upstream`` (target: its name) or ``status``."""
+
+    def overflow(self) -> None:
+        """The upstream's concurrency limit was reached; the call gets RESOURCE_EXHAUSTED."""
+
+    def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
+        """The final status the host app got, and how long the call took in the proxy."""
+
+
+class CallObserver(Protocol):
+    """Opens a scope for each call; see the module docstring for the rules."""
+
+    def start_call(self, info: CallInfo) -> contextlib.AbstractContextManager[CallScope]:
+        """Called once per call before any breaker decision."""
+        ...
+
+
+class _NoopScope:
+    """A scope that ignores everything; also its own context manager (no allocation per call)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> _NoopScope:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+    def outgoing_metadata(self, metadata: list[MetadataItem]) -> None:
+        pass
+
+    def rejected(self, reason: str, retry_after_ms: int) -> None:
+        pass
+
+    def fallback(self, kind: str, target: str) -> None:
+        pass
+
+    def overflow(self) -> None:
+        pass
+
+    def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
+        pass
+
+
+NOOP_SCOPE = _NoopScope()
+
+
+class _NoopObserver:
+    __slots__ = ()
+
+    def start_call(self, info: CallInfo) -> _NoopScope:
+        return NOOP_SCOPE
+
+
+NOOP_OBSERVER: CallObserver = _NoopObserver()
+"""Observes nothing. The proxy skips building :class:`CallInfo` when this is its observer."""
+
+
+class _CompositeScope:
+    """Fans every report out to several scopes; one failing scope never hides the others."""
+
+    __slots__ = ("_managers", "_scopes")
+
+    def __init__(self, managers: list[contextlib.AbstractContextManager[CallScope]]) -> None:
+        self._managers = managers
+        self._scopes: list[CallScope] = []
+
+    def __enter__(self) -> _CompositeScope:
+        for manager in self._managers:
+            self._scopes.append(manager.__enter__())
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for manager in reversed(self._managers[: len(self._scopes)]):
+            try:
+                manager.__exit__(exc_type, exc, tb)
+            except Exception:
+                _log.exception("call observer failed on exit")
+
+    def outgoing_metadata(self, metadata: list[MetadataItem]) -> None:
+        for scope in self._scopes:
+            try:
+                scope.outgoing_metadata(metadata)
+            except Exception:
+                _log.exception("call observer failed in outgoing_metadata")
+
+    def rejected(self, reason: str, retry_after_ms: int) -> None:
+        for scope in self._scopes:
+            try:
+                scope.rejected(reason, retry_after_ms)
+            except Exception:
+                _log.exception("call observer failed in rejected")
+
+    def fallback(self, kind: str, target: str) -> None:
+        for scope in self._scopes:
+            try:
+                scope.fallback(kind, target)
+            except Exception:
+                _log.exception("call observer failed in fallback")
+
+    def overflow(self) -> None:
+        for scope in self._scopes:
+            try:
+                scope.overflow()
+            except Exception:
+                _log.exception("call observer failed in overflow")
+
+    def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
+        for scope in self._scopes:
+            try:
+                scope.finish(code, duration_s)
+            except Exception:
+                _log.exception("call observer failed in finish")
+
+
+class CompositeObserver:
+    """Several observers as one, entered in order (put tracing first so its span is current
+    while the others run) and exited in reverse order."""
+
+    __slots__ = ("observers",)
+
+    def __init__(self, observers: Sequence[CallObserver]) -> None:
+        self.observers = tuple(observers)
+
+    def start_call(self, info: CallInfo) -> _CompositeScope:
+        return _CompositeScope([observer.start_call(info) for observer in self.observers])
+
+
+def combine_observers(observers: Sequence[CallObserver]) -> CallObserver:
+    """The cheapest observer equivalent to ``observers``: NOOP, the single one, or a composite."""
+    real = [o for o in observers if o is not NOOP_OBSERVER]
+    if not real:
+        return NOOP_OBSERVER
+    if len(real) == 1:
+        return real[0]
+    return CompositeObserver(real)
+
+
+@dataclass(frozen=True)
+class ProxyPlugin:
+    """What a concern (telemetry, events) adds to a running proxy, assembled by
+    :func:`sidecar.proxy.app.build_app`.
+
+    ``start`` runs before the proxy serves, ``stop`` after it has drained (both on the event
+    loop; they may await, e.g. to flush exporters). ``config_applied`` is called on the loop with
+    the config in force, once at start (``"start"``) and after each accepted reload
+    (``"reload"``); it must not block.
+    """
+
+    name: str
+    observers: Sequence[CallObserver] = ()
+    breaker_listeners: Sequence[BreakerListener] = ()
+    start: Callable[[], Awaitable[None]] | None = None
+    stop: Callable[[], Awaitable[None]] | None = None
+    config_applied: Callable[[SidecarConfig, ConfigSource], None] | None = field(default=None)
