@@ -138,6 +138,11 @@ class CircuitBreaker:
         self._probes: dict[Permit, None] = {}
         self._probes_done = self._probe_failures = self._probe_slow = self._probe_successes = 0
         self._last_transition: Transition | None = None
+        if self._mode is Mode.FORCED_OPEN:
+            # Born forced open: start OPEN (no listener can exist yet, so nothing to notify);
+            # leaving forced_open later lets the next call probe at once.
+            self._state = _OPEN
+            self._open_until = clock()
         self._apply_settings_locked()
         self._refresh_flags_locked()
 
@@ -187,6 +192,8 @@ class CircuitBreaker:
                 return
             window = self._window
             window.record(failed, duration_s > self._slow_call_s)
+            if not (failed or window.failures or window.slow_calls):
+                return  # nothing bad in the window: no rule can trip (the common case)
             calls = window.calls
             if calls >= self._min_calls:
                 failures = window.failures

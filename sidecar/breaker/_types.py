@@ -142,6 +142,14 @@ class BreakerListener:
     is logged and swallowed: observability must never fail a call. When two threads cause
     transitions at nearly the same time, listeners may hear them out of order; use
     ``at_monotonic`` to order them.
+
+    Example::
+
+        class PrintTransitions(BreakerListener):
+            def on_transition(self, t: Transition) -> None:
+                print(f"{t.breaker}: {t.from_state} -> {t.to_state} ({t.reason})")
+
+        breaker.add_listener(PrintTransitions())
     """
 
     def on_transition(self, transition: Transition) -> None:

@@ -191,12 +191,18 @@ class TimeWindow:
         self._head = self._reset_epoch = self._epoch(self._clock())
         self._index = self._head % n
 
-    def _advance(self) -> int:
-        """Move the head bucket to now, clearing the buckets that fell out; return its index."""
-        epoch = self._epoch(self._clock())
+    def _advance(self) -> None:
+        self._advance_to(self._clock())
+
+    def _advance_to(self, now: float) -> None:
+        """Move the head bucket to ``now``, clearing the buckets that fell out of the window.
+
+        At most ``buckets`` bucket clears, however long the window sat idle.
+        """
+        epoch = self._epoch(now)
         head = self._head
         if epoch <= head:
-            return self._index
+            return
         n = self._n
         if epoch - head >= n:  # idle for a whole window or more: everything left
             for lst in (self._bucket_calls, self._bucket_failures, self._bucket_slow):
@@ -212,11 +218,13 @@ class TimeWindow:
                     self.slow_calls -= bs[i]
                     bc[i] = bf[i] = bs[i] = 0
         self._head = epoch
-        self._index = i = epoch % n
-        return i
+        self._index = epoch % n
 
     def record(self, failed: bool, slow: bool) -> None:
-        i = self._advance()
+        now = self._clock()
+        if now // self._width > self._head:  # crossed into a new bucket: roll (rare)
+            self._advance_to(now)
+        i = self._index
         self._bucket_calls[i] += 1
         self.calls += 1
         if failed:

@@ -10,6 +10,8 @@ Three tests pin the defects of the seed's sample breaker:
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import random
 import threading
 from typing import Any
@@ -51,6 +53,20 @@ def test_failures_further_apart_than_the_time_window_never_add_up_to_a_trip() ->
         clock.advance(11.0)
     assert breaker.state is State.CLOSED
     assert recorder.transitions == []
+
+
+def test_time_window_trips_when_failures_crowd_into_window_seconds() -> None:
+    breaker, clock, recorder = make_breaker(
+        window_type="time", window_seconds=10.0, minimum_calls=4, consecutive_failures=None
+    )
+    for _ in range(20):  # healthy traffic long ago ages out of the window
+        call(breaker)
+        clock.advance(1.0)
+    clock.advance(10.0)
+    calls(breaker, 2)
+    calls(breaker, 2, failed=True)
+    assert breaker.state is State.OPEN
+    assert recorder.transitions[0].snapshot.calls == 4
 
 
 def test_failure_rate_reaching_the_threshold_trips_the_breaker() -> None:
@@ -455,6 +471,15 @@ def test_forced_open_rejects_everything() -> None:
     assert breaker.view().open_until_wall is None
 
 
+def test_a_breaker_configured_forced_open_starts_open_and_rejects() -> None:
+    breaker, _, _ = make_breaker(mode=Mode.FORCED_OPEN)
+    assert breaker.state is State.OPEN
+    assert breaker.try_acquire() is None
+    breaker.set_mode(Mode.ENFORCE)
+    permit = breaker.try_acquire()
+    assert permit is not None and permit.probe
+
+
 def test_forcing_open_is_not_a_trip() -> None:
     breaker, _, recorder = make_breaker()
     breaker.set_mode(Mode.FORCED_OPEN)
@@ -538,6 +563,29 @@ def test_listener_runs_outside_the_lock_and_may_read_the_breaker() -> None:
     assert len(seen) == 2
     assert seen[0][0] is State.OPEN and seen[0][1] == pytest.approx(1.0)
     assert seen[1] == (State.OPEN, -1.0)
+
+
+async def test_listener_sees_the_contextvars_of_the_asyncio_task_that_caused_it() -> None:
+    breaker, _, _ = make_breaker(consecutive_failures=3, minimum_calls=100)
+    current_call: contextvars.ContextVar[str] = contextvars.ContextVar("current_call")
+    heard: list[str] = []
+
+    class ReadsContext(BreakerListener):
+        def on_transition(self, transition: Transition) -> None:
+            heard.append(current_call.get())
+
+    breaker.add_listener(ReadsContext())
+
+    async def one_call(name: str, failed: bool) -> None:
+        current_call.set(name)
+        permit = breaker.try_acquire()
+        await asyncio.sleep(0)  # interleave the tasks between acquire and record
+        if permit is not None:
+            breaker.record(permit, 0.001, failed)
+
+    await asyncio.gather(one_call("a", True), one_call("b", True))
+    await one_call("c", True)  # the third failure in a row trips, inside task "c"
+    assert heard == ["c"]
 
 
 def test_a_failing_listener_does_not_break_the_call_or_other_listeners() -> None:
