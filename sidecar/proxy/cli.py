@@ -1,9 +1,177 @@
-"""Subcommands of this concern (registered by sidecar.cli)."""
+"""``sidecar proxy`` and ``sidecar breakers`` (registered by sidecar.cli).
+
+``sidecar proxy --config FILE`` runs the proxy until SIGTERM (exit 0 after draining). A bad or
+missing config file prints one ``key.path: problem`` line each to stderr and exits 2; a port
+that cannot be bound exits 1.
+
+``sidecar breakers --admin HOST:PORT [--output table|json]`` lists the breakers of a running
+sidecar; ``json`` prints one JSON array (states and modes in lower case, as in metrics labels).
+
+Plugins: :data:`PLUGIN_FACTORIES` names ``module:function`` entries called as
+``function(config, breakers) -> ProxyPlugin`` (``breakers`` is the proxy's
+:class:`~sidecar.proxy.guard.BreakerRegistry`) to plug telemetry/events into ``sidecar proxy``;
+a factory module that cannot be imported is an error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from sidecar.config import SidecarConfig
+    from sidecar.proxy.guard import BreakerRegistry
+    from sidecar.proxy.hooks import ProxyPlugin
+
+PLUGIN_FACTORIES: tuple[str, ...] = ()
+"""``module:function`` plugin factories for ``sidecar proxy`` (see the module docstring)."""
+
+DEFAULT_ADMIN_TIMEOUT_S: Final = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this concern's subcommands (none yet)."""
+    """Add ``proxy`` and ``breakers``."""
+    proxy = subparsers.add_parser(
+        "proxy", help="run the sidecar proxy",
+        description="Run the gRPC pass-through proxy with breakers (SIGHUP reloads the config, "
+                    "SIGTERM drains and exits).")
+    proxy.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    proxy.set_defaults(func=_run_proxy)
+
+    breakers = subparsers.add_parser(
+        "breakers", help="list the breakers of a running sidecar",
+        description="List the breakers of a running sidecar through its admin API.")
+    breakers.add_argument("--admin", required=True, metavar="HOST:PORT",
+                          help="the sidecar's admin_listen address")
+    breakers.add_argument("--output", choices=("table", "json"), default="table")
+    breakers.add_argument("--timeout", type=float, default=DEFAULT_ADMIN_TIMEOUT_S,
+                          metavar="SECONDS", help="deadline of the admin call")
+    breakers.set_defaults(func=_list_breakers)
+
+
+def _plugins(config: SidecarConfig, breakers: BreakerRegistry) -> list[ProxyPlugin]:
+    plugins = []
+    for entry in PLUGIN_FACTORIES:
+        module_name, _, function = entry.partition(":")
+        factory: Any = getattr(import_module(module_name), function)
+        plugins.append(factory(config, breakers))
+    return plugins
+
+
+def _run_proxy(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from sidecar.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=config.logging.level, stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from sidecar.proxy.app import ProxyApp
+
+    async def main() -> None:
+        app = ProxyApp(config)
+        for plugin in _plugins(config, app.breakers):
+            app.add_plugin(plugin)
+        await app.serve(config_path=args.config)
+
+    try:
+        asyncio.run(main())
+    except RuntimeError as exc:
+        logging.getLogger("sidecar.proxy").error("%s", exc, extra={"event": "error"})
+        return 1
+    return 0
+
+
+def _list_breakers(args: argparse.Namespace) -> int:
+    import json
+
+    import grpc
+
+    from sidecar.v1 import admin_pb2, admin_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(args.admin) as channel:
+            stub = admin_pb2_grpc.SidecarAdminStub(channel)  # type: ignore[no-untyped-call]
+            response = stub.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"sidecar breakers: {args.admin}: {exc.code().name}: {exc.details()}",
+              file=sys.stderr)
+        return 1
+    rows = [breaker_dict(info) for info in response.breakers]
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def breaker_dict(info: Any) -> dict[str, Any]:
+    """A ``BreakerInfo`` as plain JSON-able data (lower-case states/modes, RFC 3339 times)."""
+    from sidecar.v1 import events_pb2
+
+    def state(value: int) -> str:
+        return str(events_pb2.BreakerState.Name(value)).removeprefix("BREAKER_STATE_").lower()
+
+    def when(stamp: Any) -> str:
+        return str(stamp.ToJsonString())
+
+    window = info.window
+    last = info.last_transition if info.HasField("last_transition") else None
+    return {
+        "name": info.name,
+        "upstream": info.upstream,
+        "state": state(info.state),
+        "mode": events_pb2.BreakerMode.Name(info.mode).removeprefix("BREAKER_MODE_").lower(),
+        "window": {
+            "calls": window.calls,
+            "failures": window.failures,
+            "slow_calls": window.slow_calls,
+            "failure_rate": window.failure_rate,
+            "slow_call_rate": window.slow_call_rate,
+            "consecutive_failures": window.consecutive_failures,
+        },
+        "open_until": when(info.open_until) if info.HasField("open_until") else None,
+        "trip_streak": info.trip_streak,
+        "half_open_in_flight": info.half_open_in_flight,
+        "open_duration_ms": info.open_duration_ms,
+        "last_transition": None if last is None else {
+            "from_state": state(last.from_state),
+            "to_state": state(last.to_state),
+            "reason": last.reason,
+            "at": when(last.at),
+        },
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table of :func:`breaker_dict` rows."""
+    header = ("BREAKER", "STATE", "MODE", "CALLS", "FAIL%", "SLOW%", "STREAK", "OPEN_UNTIL",
+              "LAST TRANSITION")
+    lines = [header]
+    for row in rows:
+        window = row["window"]
+        last = row["last_transition"]
+        lines.append((
+            row["name"], row["state"], row["mode"], str(window["calls"]),
+            f"{window['failure_rate'] * 100:.0f}", f"{window['slow_call_rate'] * 100:.0f}",
+            str(row["trip_streak"]), row["open_until"] or "-",
+            "-" if last is None else
+            f"{last['from_state']}->{last['to_state']} ({last['reason']}) {last['at']}",
+        ))
+    if len(lines) == 1:
+        return "no breakers"
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

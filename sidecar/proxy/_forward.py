@@ -1,0 +1,397 @@
+"""The data path: a generic gRPC handler that forwards any method as raw bytes.
+
+Every call the host app sends to ``listen`` is routed by method path (longest route prefix wins)
+to an upstream, admitted by that upstream's guard (breaker, then concurrency limit; see
+:mod:`sidecar.proxy.guard` for how outcomes are classified), and forwarded on the upstream's one
+long-lived channel. Messages are never decoded: request and response serializers are identity.
+
+Faithful forwarding
+-------------------
+- Request metadata goes upstream minus hop-by-hop headers (:data:`HOP_BY_HOP`, pseudo-headers,
+  and ``grpc-*`` reserved keys other than tracing ones). ``user-agent`` is per channel in grpc
+  and is not forwarded.
+- Response initial metadata, trailing metadata, status code and details come back verbatim.
+  Only answers the sidecar makes itself (breaker rejections, fallbacks, overflow) carry
+  ``x-sidecar-*`` trailing metadata; a call a fallback *upstream* answered additionally carries
+  ``x-sidecar-fallback: upstream``.
+- Deadline: the caller's remaining time goes upstream; without one, the upstream's
+  ``timeout_ms`` applies.
+- Cancellation both ways: a caller that cancels (or disconnects) cancels the upstream call; an
+  upstream that answers CANCELLED is answered CANCELLED.
+
+Call shapes: all four look the same on the wire, so an unknown method is forwarded as a bidi
+stream, which is correct for every shape. Methods whose shape the upstream's server reflection
+reports use grpc's native handler for that shape, which costs fewer event-loop round trips
+(see :mod:`sidecar.proxy._shapes`).
+
+Threading: everything runs on the proxy's asyncio loop; nothing here blocks. Breaker and
+observer calls are synchronous and O(1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any, Final, TypeAlias
+
+import grpc
+
+from sidecar.proxy._routing import RouteTable
+from sidecar.proxy._shapes import ShapeBook
+from sidecar.proxy.guard import MD_FALLBACK, Admission, Rejection, UpstreamGuard, admit
+from sidecar.proxy.hooks import (
+    NOOP_OBSERVER,
+    NOOP_SCOPE,
+    CallInfo,
+    CallKind,
+    CallObserver,
+    CallScope,
+    MetadataItem,
+)
+
+_log = logging.getLogger("sidecar.proxy")
+
+HOP_BY_HOP: Final = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade", "host", "user-agent", "content-type",
+    "content-length",
+})
+"""Request headers that describe one hop, never forwarded."""
+_KEPT_GRPC_KEYS: Final = frozenset({"grpc-trace-bin", "grpc-tags-bin"})
+
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+"""Largest message the proxy accepts and sends either way (grpc's default of 4 MiB would make
+the proxy refuse calls the endpoints accept)."""
+MAX_CACHED_HANDLERS: Final = 4096
+"""Distinct method paths whose handler is remembered (bounded: paths come from callers)."""
+
+CHANNEL_OPTIONS: Final = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+_EOF: Final = grpc.aio.EOF
+_OK: Final = grpc.StatusCode.OK
+_CANCELLED: Final = grpc.StatusCode.CANCELLED
+_DEADLINE_EXCEEDED: Final = grpc.StatusCode.DEADLINE_EXCEEDED
+_FALLBACK_UPSTREAM_MD: Final = ((MD_FALLBACK, "upstream"),)
+
+Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type hints
+
+
+class Upstream:
+    """One upstream at runtime: its channel, guard, known method shapes and call settings.
+
+    A reload that keeps the upstream's address and breaker layout keeps this object (and so the
+    channel, breaker state and in-flight count) and only calls :meth:`reconfigure`.
+    """
+
+    __slots__ = ("_callables", "address", "channel", "guard", "name", "shapes", "timeout_s")
+
+    def __init__(self, name: str, address: str, timeout_s: float, guard: UpstreamGuard,
+                 on_shapes_learned: Callable[[], None]) -> None:
+        self.name = name
+        self.address = address
+        self.timeout_s = timeout_s
+        self.guard = guard
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.shapes = ShapeBook(name, self.channel, on_shapes_learned)
+        self._callables: dict[tuple[str, str], Any] = {}
+
+    def multicallable(self, kind: CallKind, method: str) -> Any:
+        """The channel's raw-bytes multicallable for ``method`` forwarded as ``kind``."""
+        key = (kind, method)
+        found = self._callables.get(key)
+        if found is None:
+            if len(self._callables) >= MAX_CACHED_HANDLERS:
+                self._callables.clear()
+            factory = getattr(self.channel, kind)
+            found = factory(method)
+            self._callables[key] = found
+        return found
+
+    async def close(self, grace_s: float | None) -> None:
+        self.shapes.close()
+        await self.channel.close(grace_s)
+
+
+class Routing:
+    """An immutable routing generation: upstreams by name and the route table over them."""
+
+    __slots__ = ("table", "upstreams")
+
+    def __init__(self, upstreams: dict[str, Upstream], routes: dict[str, Upstream]) -> None:
+        self.upstreams = upstreams
+        self.table: RouteTable[Upstream] = RouteTable(routes)
+
+
+def _outgoing_metadata(context: Context) -> list[MetadataItem]:
+    return [
+        (key, value)
+        for key, value in context.invocation_metadata() or ()
+        if key not in HOP_BY_HOP and key[0] != ":"
+        and (not key.startswith("grpc-") or key in _KEPT_GRPC_KEYS)
+    ]
+
+
+def _ended_by_caller(context: Context) -> grpc.StatusCode | None:
+    """Why the caller went away: DEADLINE_EXCEEDED when its deadline passed (an outcome the
+    breaker counts), None when it cancelled (nothing to count)."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return _DEADLINE_EXCEEDED
+    return None
+
+
+class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """The generic handler serving every method on ``listen``.
+
+    :meth:`set_routing` swaps the routing generation atomically (a reload); calls in flight
+    finish on the generation they started with.
+    """
+
+    def __init__(self, routing: Routing, observer: CallObserver = NOOP_OBSERVER) -> None:
+        self._routing = routing
+        self._observer = observer
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    @property
+    def routing(self) -> Routing:
+        return self._routing
+
+    def set_observer(self, observer: CallObserver) -> None:
+        self._observer = observer
+        self._handlers = {}
+
+    def set_routing(self, routing: Routing) -> None:
+        self._routing = routing
+        self._handlers = {}
+
+    def forget_handlers(self) -> None:
+        """Drop memoised handlers (a method's shape became known)."""
+        self._handlers = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = self._build(method)
+            if len(self._handlers) >= MAX_CACHED_HANDLERS:
+                self._handlers = {}
+            self._handlers[method] = handler
+        return handler
+
+    # --- handler construction (once per method and routing generation) --------------------
+
+    def _build(self, method: str) -> grpc.RpcMethodHandler:
+        routing = self._routing
+        upstream = routing.table.match(method)
+        if upstream is None:
+            return self._unrouted_handler(method)
+        kind: CallKind = upstream.shapes.kind(method) or "stream_stream"
+        lookup = routing.upstreams.get
+        forward = self._forward
+
+        if kind == "unary_unary":
+            async def unary_unary(request: bytes, context: Context) -> bytes | None:
+                return await forward(upstream, lookup, method, kind, request, context)
+            return grpc.unary_unary_rpc_method_handler(unary_unary)
+        if kind == "unary_stream":
+            async def unary_stream(request: bytes, context: Context) -> None:
+                await forward(upstream, lookup, method, kind, request, context)
+            return grpc.unary_stream_rpc_method_handler(unary_stream)
+        if kind == "stream_unary":
+            async def stream_unary(requests: object, context: Context) -> bytes | None:
+                return await forward(upstream, lookup, method, kind, None, context)
+            return grpc.stream_unary_rpc_method_handler(stream_unary)
+
+        async def stream_stream(requests: object, context: Context) -> None:
+            await forward(upstream, lookup, method, "stream_stream", None, context)
+        return grpc.stream_stream_rpc_method_handler(stream_stream)
+
+    def _unrouted_handler(self, method: str) -> grpc.RpcMethodHandler:
+        details = f"no route for method {method!r} in the sidecar config"
+        observer = self._observer
+
+        async def unrouted(requests: object, context: Context) -> None:
+            if observer is not NOOP_OBSERVER:
+                info = CallInfo("", method, "", "stream_stream", context.peer(), "",
+                                tuple(context.invocation_metadata() or ()))
+                with observer.start_call(info) as scope:
+                    scope.finish(grpc.StatusCode.UNIMPLEMENTED, 0.0)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, details)
+
+        return grpc.stream_stream_rpc_method_handler(unrouted)
+
+    # --- one call ------------------------------------------------------------------------------
+
+    async def _forward(self, first: Upstream, lookup: Callable[[str], Upstream | None],
+                       method: str, kind: CallKind, request: bytes | None,
+                       context: Context) -> bytes | None:
+        observer = self._observer
+        if observer is NOOP_OBSERVER:
+            return await self._call(first, lookup, method, kind, request, context, NOOP_SCOPE)
+        info = CallInfo(
+            first.name, method, first.guard.breaker_for(method).name, kind, context.peer(),
+            first.address, tuple(context.invocation_metadata() or ()),
+        )
+        with observer.start_call(info) as scope:
+            return await self._call(first, lookup, method, kind, request, context, scope)
+
+    async def _call(self, first: Upstream, lookup: Callable[[str], Upstream | None],
+                    method: str, kind: CallKind, request: bytes | None, context: Context,
+                    scope: CallScope) -> bytes | None:
+        started = perf_counter()
+        decision = admit(first, method, scope, lookup)
+        if isinstance(decision, Rejection):
+            scope.finish(decision.code, perf_counter() - started)
+            await context.abort(decision.code, decision.details, decision.trailing_metadata)
+            return None  # not reached: abort raises
+        upstream, admission = decision
+        timeout = context.time_remaining()
+        if timeout is None:
+            timeout = upstream.timeout_s
+        metadata = _outgoing_metadata(context)
+        if scope is not NOOP_SCOPE:
+            scope.outgoing_metadata(metadata)
+        extra_trailers = () if upstream is first else _FALLBACK_UPSTREAM_MD
+        multicallable = upstream.multicallable(kind, method)
+        if kind == "unary_unary" or kind == "stream_unary":
+            return await self._unary_response(
+                multicallable, kind, request, timeout, metadata, context, admission, scope,
+                started, extra_trailers)
+        await self._stream_response(
+            multicallable, kind, request, timeout, metadata, context, admission, scope,
+            started, extra_trailers)
+        return None
+
+    async def _unary_response(self, multicallable: Any, kind: CallKind, request: bytes | None,
+                              timeout_s: float, metadata: list[MetadataItem], context: Context,
+                              admission: Admission, scope: CallScope, started: float,
+                              extra_trailers: tuple[tuple[str, str], ...]) -> bytes | None:
+        pump: asyncio.Task[None] | None = None
+        if kind == "unary_unary":
+            call = multicallable(request, timeout=timeout_s, metadata=metadata)
+        else:
+            call = multicallable(timeout=timeout_s, metadata=metadata)
+            pump = asyncio.get_running_loop().create_task(_pump_requests(context, call))
+        try:
+            response: bytes = await call
+        except grpc.aio.AioRpcError as error:
+            await self._fail(error, context, admission, scope, started, extra_trailers)
+            return None  # not reached
+        except asyncio.CancelledError:
+            call.cancel()
+            self._caller_left(context, admission, scope, started)
+            raise
+        except BaseException:
+            call.cancel()
+            admission.settle(grpc.StatusCode.UNKNOWN, perf_counter() - started)
+            raise
+        finally:
+            if pump is not None and not pump.done():
+                pump.cancel()
+        elapsed = perf_counter() - started
+        admission.settle(_OK, elapsed)
+        initial = await call.initial_metadata()
+        if initial:
+            await context.send_initial_metadata(tuple(initial))
+        trailing = await call.trailing_metadata()
+        if trailing or extra_trailers:
+            context.set_trailing_metadata((*trailing, *extra_trailers))
+        scope.finish(_OK, elapsed)
+        return response
+
+    async def _stream_response(self, multicallable: Any, kind: CallKind, request: bytes | None,
+                               timeout_s: float, metadata: list[MetadataItem], context: Context,
+                               admission: Admission, scope: CallScope, started: float,
+                               extra_trailers: tuple[tuple[str, str], ...]) -> None:
+        pump: asyncio.Task[None] | None = None
+        if kind == "unary_stream":
+            call = multicallable(request, timeout=timeout_s, metadata=metadata)
+        else:
+            call = multicallable(timeout=timeout_s, metadata=metadata)
+            pump = asyncio.get_running_loop().create_task(_pump_requests(context, call))
+        first_message_at: float | None = None
+        headers_sent = False
+        try:
+            initial = await call.initial_metadata()
+            if initial:
+                await context.send_initial_metadata(tuple(initial))
+            headers_sent = True
+            while True:
+                message = await call.read()
+                if message is _EOF:
+                    break
+                if first_message_at is None:
+                    first_message_at = perf_counter()
+                await context.write(message)
+        except grpc.aio.AioRpcError as error:
+            await self._fail(error, context, admission, scope, started, extra_trailers,
+                             first_message_at, headers_sent)
+            return  # not reached
+        except asyncio.CancelledError:
+            call.cancel()
+            self._caller_left(context, admission, scope, started, first_message_at)
+            raise
+        except BaseException:
+            call.cancel()
+            admission.settle(grpc.StatusCode.UNKNOWN,
+                             (first_message_at or perf_counter()) - started)
+            raise
+        finally:
+            if pump is not None and not pump.done():
+                pump.cancel()
+        ended = perf_counter()
+        admission.settle(_OK, (first_message_at or ended) - started)
+        trailing = await call.trailing_metadata()
+        if trailing or extra_trailers:
+            context.set_trailing_metadata((*trailing, *extra_trailers))
+        scope.finish(_OK, ended - started)
+
+    async def _fail(self, error: grpc.aio.AioRpcError, context: Context, admission: Admission,
+                    scope: CallScope, started: float,
+                    extra_trailers: tuple[tuple[str, str], ...],
+                    first_message_at: float | None = None, headers_sent: bool = False) -> None:
+        """The upstream call ended with a non-OK status: count it and answer it verbatim."""
+        ended = perf_counter()
+        code = error.code()
+        admission.settle(code, (first_message_at or ended) - started)
+        scope.finish(code, ended - started)
+        if not headers_sent:
+            initial = error.initial_metadata()
+            if initial:
+                await context.send_initial_metadata(tuple(initial))
+        trailing = error.trailing_metadata()
+        await context.abort(code, error.details() or "",
+                            (*(trailing or ()), *extra_trailers))
+
+    def _caller_left(self, context: Context, admission: Admission, scope: CallScope,
+                     started: float, first_message_at: float | None = None) -> None:
+        ended = perf_counter()
+        code = _ended_by_caller(context)
+        admission.settle(code, (first_message_at or ended) - started)
+        scope.finish(code or _CANCELLED, ended - started)
+
+
+async def _pump_requests(context: Context, call: Any) -> None:
+    """Copy the caller's request stream to the upstream call, then half-close it.
+
+    Stops quietly when the upstream call has ended (its status tells the caller why).
+    """
+    try:
+        while True:
+            message = await context.read()
+            if message is _EOF:
+                await call.done_writing()
+                return
+            await call.write(message)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        _log.exception("request pump failed; cancelling the upstream call")
+        call.cancel()

@@ -1,0 +1,127 @@
+"""The sidecar's admin API (``sidecar.v1.SidecarAdmin`` on ``admin_listen``).
+
+Operators list breakers, read one breaker's full view (state, mode, window, open-until, trip
+streak, last transition) and change a breaker's mode at runtime (e.g. ``forced_open`` during an
+incident, ``metrics_only`` while adopting). Errors name the field: NOT_FOUND for an unknown
+breaker (listing the known ones), INVALID_ARGUMENT for a missing name or mode.
+
+Threading: handlers run on the proxy's event loop; reading a breaker view takes its lock for an
+O(1) copy and never blocks the data path for longer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NoReturn, TypeAlias
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sidecar.breaker import BreakerView, CircuitBreaker, Mode, State
+from sidecar.proxy.guard import BreakerRegistry
+from sidecar.v1 import admin_pb2, admin_pb2_grpc, events_pb2
+
+__all__ = ["SidecarAdminServicer", "breaker_info", "upstream_of"]
+
+STATE_TO_PROTO: Final[dict[State, int]] = {
+    State.CLOSED: events_pb2.BREAKER_STATE_CLOSED,
+    State.OPEN: events_pb2.BREAKER_STATE_OPEN,
+    State.HALF_OPEN: events_pb2.BREAKER_STATE_HALF_OPEN,
+}
+MODE_TO_PROTO: Final[dict[Mode, int]] = {
+    Mode.ENFORCE: events_pb2.BREAKER_MODE_ENFORCE,
+    Mode.METRICS_ONLY: events_pb2.BREAKER_MODE_METRICS_ONLY,
+    Mode.DISABLED: events_pb2.BREAKER_MODE_DISABLED,
+    Mode.FORCED_OPEN: events_pb2.BREAKER_MODE_FORCED_OPEN,
+}
+PROTO_TO_MODE: Final[dict[int, Mode]] = {value: key for key, value in MODE_TO_PROTO.items()}
+
+Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type hints
+
+
+def upstream_of(breaker: str) -> str:
+    """Breaker names are ``upstream`` or, with ``per_method``, ``upstream/pkg.Svc/Method``."""
+    return breaker.split("/", 1)[0]
+
+
+async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
+    await context.abort(code, details)
+    raise AssertionError("context.abort returned")  # it always raises
+
+
+def _timestamp(unix_s: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(unix_s * 1e9))
+    return stamp
+
+
+def breaker_info(view: BreakerView) -> admin_pb2.BreakerInfo:
+    """The wire form of a breaker view."""
+    snapshot = view.snapshot
+    info = admin_pb2.BreakerInfo(
+        name=view.name,
+        upstream=upstream_of(view.name),
+        state=STATE_TO_PROTO[view.state],  # type: ignore[arg-type]
+        mode=MODE_TO_PROTO[view.mode],  # type: ignore[arg-type]
+        window=events_pb2.WindowSnapshot(
+            calls=snapshot.calls,
+            failures=snapshot.failures,
+            slow_calls=snapshot.slow_calls,
+            failure_rate=snapshot.failure_rate,
+            slow_call_rate=snapshot.slow_call_rate,
+            consecutive_failures=snapshot.consecutive_failures,
+        ),
+        trip_streak=view.trip_streak,
+        half_open_in_flight=view.half_open_in_flight,
+        open_duration_ms=round(view.open_duration_s * 1000.0),
+    )
+    if view.open_until_wall is not None:
+        info.open_until.CopyFrom(_timestamp(view.open_until_wall))
+    last = view.last_transition
+    if last is not None:
+        info.last_transition.CopyFrom(admin_pb2.LastTransition(
+            from_state=STATE_TO_PROTO[last.from_state],  # type: ignore[arg-type]
+            to_state=STATE_TO_PROTO[last.to_state],  # type: ignore[arg-type]
+            reason=last.reason,
+            at=_timestamp(last.at_wall),
+        ))
+    return info
+
+
+class SidecarAdminServicer(admin_pb2_grpc.SidecarAdminServicer):
+    """``sidecar.v1.SidecarAdmin`` over a :class:`BreakerRegistry`."""
+
+    def __init__(self, registry: BreakerRegistry) -> None:
+        self._registry = registry
+
+    async def ListBreakers(self, request: admin_pb2.ListBreakersRequest,
+                           context: Context) -> admin_pb2.ListBreakersResponse:
+        return admin_pb2.ListBreakersResponse(
+            breakers=[breaker_info(b.view()) for b in self._registry.breakers()]
+        )
+
+    async def GetBreaker(self, request: admin_pb2.GetBreakerRequest,
+                         context: Context) -> admin_pb2.BreakerInfo:
+        breaker = await self._find(request.name, context)
+        return breaker_info(breaker.view())
+
+    async def SetBreakerMode(self, request: admin_pb2.SetBreakerModeRequest,
+                             context: Context) -> admin_pb2.BreakerInfo:
+        mode = PROTO_TO_MODE.get(request.mode)
+        if mode is None:
+            choices = ", ".join(events_pb2.BreakerMode.Name(v) for v in MODE_TO_PROTO.values())
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"mode: must be one of {choices}, got {request.mode}")
+        breaker = await self._find(request.name, context)
+        breaker.set_mode(mode, source="admin")
+        return breaker_info(breaker.view())
+
+    async def _find(self, name: str, context: Context) -> CircuitBreaker:
+        if not name:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         "name: required (a breaker name; see ListBreakers)")
+        breaker = self._registry.get(name)
+        if breaker is None:
+            known = ", ".join(self._registry.names()) or "none"
+            await _abort(context, grpc.StatusCode.NOT_FOUND,
+                         f"name: no breaker named {name!r}; known breakers: {known}")
+        return breaker

@@ -1,0 +1,293 @@
+"""Assembly of the sidecar proxy: data-path server, admin server, plugins, reload and shutdown.
+
+:func:`build_app` is the one entry point other concerns plug into: telemetry and events hand
+it call observers, breaker listeners and :class:`~sidecar.proxy.hooks.ProxyPlugin` s (start/stop
+hooks and a config-applied hook). It stays stable; everything else here is internal.
+
+Lifecycle (:meth:`ProxyApp.serve`)
+----------------------------------
+- start: plugins start, then ``listen`` (the data path) and ``admin_listen`` (SidecarAdmin,
+  grpc.health.v1, reflection) bind. A port that cannot be bound is an error at once.
+- SIGHUP: the config file is read again. A bad file is refused and logged with every problem;
+  the running config stays. A good one is applied: upstreams whose address and breaker layout
+  (``per_method``) are unchanged keep their channel, breaker state, trip streak and in-flight
+  count, and only get new settings (routes, timeout, limit, fallback, breaker thresholds via
+  ``update_settings``). Upstreams that left, or changed address or layout, drain on their old
+  channel (for ``shutdown_grace_s``) while new calls use the new one. ``listen``,
+  ``admin_listen`` and ``metrics_listen`` need a restart (a warning says so).
+- SIGTERM/SIGINT: health turns NOT_SERVING, the proxy stops accepting calls, in-flight calls get
+  ``shutdown_grace_s`` to finish (then are cancelled), plugins stop, the process exits 0.
+
+Threading: everything runs on one asyncio event loop; signal handlers only schedule work on it.
+
+Example::
+
+    config = load_config("sidecar.yaml")
+    app = build_app(config, plugins=[Telemetry(config).plugin()])
+    asyncio.run(app.serve(config_path="sidecar.yaml"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from sidecar.breaker import BreakerListener
+from sidecar.config import ConfigError, SidecarConfig, load_config
+from sidecar.proxy._forward import CHANNEL_OPTIONS, ProxyHandler, Routing, Upstream
+from sidecar.proxy.admin import SidecarAdminServicer
+from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard
+from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin, combine_observers
+from sidecar.v1 import admin_pb2, admin_pb2_grpc
+
+__all__ = ["ProxyApp", "build_app"]
+
+_log = logging.getLogger("sidecar.proxy")
+
+ADMIN_STOP_GRACE_S: Final = 1.0
+"""How long admin calls in flight get at shutdown (after the data path has drained)."""
+SERVER_OPTIONS: Final = (
+    *CHANNEL_OPTIONS,
+    ("grpc.so_reuseport", 0),  # a taken port must fail loudly, not be shared silently
+)
+
+
+def build_app(
+    config: SidecarConfig,
+    *,
+    observers: Sequence[CallObserver] = (),
+    breaker_listeners: Sequence[BreakerListener] = (),
+    plugins: Sequence[ProxyPlugin] = (),
+) -> ProxyApp:
+    """The proxy for ``config``, with telemetry/events plugged in. Nothing starts until
+    :meth:`ProxyApp.start` (or :meth:`ProxyApp.serve`) runs on an event loop.
+
+    Observers are called in order: ``observers`` first, then each plugin's. Every breaker the
+    proxy creates (at start, on reload, per method) gets every listener.
+    """
+    return ProxyApp(config, observers=observers, breaker_listeners=breaker_listeners,
+                    plugins=plugins)
+
+
+class ProxyApp:
+    """A running (or ready to run) sidecar proxy; see the module docstring."""
+
+    def __init__(
+        self,
+        config: SidecarConfig,
+        *,
+        observers: Sequence[CallObserver] = (),
+        breaker_listeners: Sequence[BreakerListener] = (),
+        plugins: Sequence[ProxyPlugin] = (),
+    ) -> None:
+        self.config = config
+        self.plugins: tuple[ProxyPlugin, ...] = ()
+        self._observers = list(observers)
+        self.breakers = BreakerRegistry(breaker_listeners)
+        """Every breaker of this proxy, by name (the admin API and telemetry read it)."""
+        self._handler = ProxyHandler(Routing({}, {}), combine_observers(self._observers))
+        self._server: Any = None
+        self._admin_server: Any = None
+        self._health = HealthServicer()
+        self._stopping: asyncio.Event | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.port = 0
+        """The bound data-path port (after start)."""
+        self.admin_port = 0
+        for plugin in plugins:
+            self.add_plugin(plugin)
+
+    def add_plugin(self, plugin: ProxyPlugin) -> None:
+        """Plug in one more plugin (before :meth:`start`): its observers run after the ones
+        already there, its listeners join every breaker."""
+        if self._server is not None:
+            raise RuntimeError("add plugins before the proxy starts")
+        self.plugins = (*self.plugins, plugin)
+        self._observers.extend(plugin.observers)
+        self._handler.set_observer(combine_observers(self._observers))
+        for listener in plugin.breaker_listeners:
+            self.breakers.add_listener(listener)
+
+    @property
+    def upstreams(self) -> dict[str, Upstream]:
+        return self._handler.routing.upstreams
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start plugins and both servers; raises ``RuntimeError`` if a port cannot be bound."""
+        for plugin in self.plugins:
+            if plugin.start is not None:
+                await plugin.start()
+        routing, _ = self._build_routing(self.config, {})
+        self._handler.set_routing(routing)
+        for upstream in routing.upstreams.values():
+            upstream.shapes.learn_all()
+
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server.add_generic_rpc_handlers((self._handler,))
+        self.port = _bind(server, self.config.listen, "listen")
+        admin = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+        admin_pb2_grpc.add_SidecarAdminServicer_to_server(  # type: ignore[no-untyped-call]
+            SidecarAdminServicer(self.breakers), admin)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, admin)
+        reflection.enable_server_reflection((
+            admin_pb2.DESCRIPTOR.services_by_name["SidecarAdmin"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ), admin)
+        self.admin_port = _bind(admin, self.config.admin_listen, "admin_listen")
+        await server.start()
+        await admin.start()
+        self._server, self._admin_server = server, admin
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set("sidecar.v1.SidecarAdmin", health_pb2.HealthCheckResponse.SERVING)
+        self._config_applied(self.config, "start")
+        _log.info("sidecar proxy serving on %s (admin %s), upstreams: %s",
+                  self.config.listen, self.config.admin_listen,
+                  ", ".join(sorted(self.config.upstreams)),
+                  extra={"event": "start", "listen": self.config.listen,
+                         "admin_listen": self.config.admin_listen})
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting calls, let in-flight calls finish for ``grace_s`` (default
+        ``shutdown_grace_s``), then stop the admin server, plugins and channels."""
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        _log.info("sidecar proxy draining for up to %.1f s", grace,
+                  extra={"event": "shutdown", "grace_s": grace})
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._admin_server is not None:
+            await self._admin_server.stop(ADMIN_STOP_GRACE_S)
+        for upstream in self.upstreams.values():
+            await upstream.close(None)
+        for task in list(self._background):
+            task.cancel()
+        for plugin in reversed(self.plugins):
+            if plugin.stop is not None:
+                try:
+                    await plugin.stop()
+                except Exception:
+                    _log.exception("plugin %s failed to stop", plugin.name)
+        _log.info("sidecar proxy stopped", extra={"event": "shutdown"})
+
+    async def serve(self, config_path: str | Path | None = None) -> None:
+        """Start, then run until SIGTERM/SIGINT (drain, stop); SIGHUP reloads ``config_path``."""
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        await self.start()
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        if config_path is not None:
+            path = config_path
+            loop.add_signal_handler(signal.SIGHUP, lambda: self.reload_file(path))
+        try:
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve` to drain and return (as SIGTERM does)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    # --- reload ------------------------------------------------------------------------------
+
+    def reload_file(self, path: str | Path) -> bool:
+        """Read ``path`` and apply it; a bad file is refused and logged, nothing changes."""
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            _log.error("config reload refused, keeping the running config: %s",
+                       "; ".join(exc.problems),
+                       extra={"event": "reload", "accepted": False, "problems": exc.problems})
+            return False
+        self.reload(config)
+        return True
+
+    def reload(self, config: SidecarConfig) -> None:
+        """Apply a validated config to the running proxy (call on its event loop)."""
+        for key in ("listen", "admin_listen", "metrics_listen"):
+            if getattr(config, key) != getattr(self.config, key):
+                _log.warning("%s changed (%s -> %s): takes effect after a restart", key,
+                             getattr(self.config, key), getattr(config, key),
+                             extra={"event": "reload"})
+        before = self.upstreams
+        routing, retired = self._build_routing(config, before)
+        self._handler.set_routing(routing)
+        for upstream in routing.upstreams.values():
+            if before.get(upstream.name) is not upstream:
+                upstream.shapes.learn_all()
+        old_names = set(before)
+        for upstream in retired:
+            self._spawn(upstream.close(config.shutdown_grace_s))
+        self.config = config
+        self._config_applied(config, "reload")
+        _log.info("config reloaded: upstreams %s", ", ".join(sorted(config.upstreams)),
+                  extra={"event": "reload", "accepted": True,
+                         "added": sorted(set(config.upstreams) - old_names),
+                         "removed": sorted(old_names - set(config.upstreams)),
+                         "replaced": sorted(u.name for u in retired
+                                            if u.name in config.upstreams)})
+
+    def _build_routing(self, config: SidecarConfig,
+                       current: dict[str, Upstream]) -> tuple[Routing, list[Upstream]]:
+        upstreams: dict[str, Upstream] = {}
+        retired: list[Upstream] = []
+        for name, prev in current.items():
+            cfg = config.upstreams.get(name)
+            if cfg is None or cfg.address != prev.address or (
+                    cfg.per_method != prev.guard.settings.per_method):
+                self.breakers.discard(prev.guard.breaker_names())
+                retired.append(prev)
+        for name, cfg in config.upstreams.items():
+            settings = GuardSettings.from_config(cfg)
+            kept = current.get(name)
+            if kept is not None and kept not in retired:
+                kept.guard.reconfigure(settings)
+                kept.timeout_s = cfg.timeout_ms / 1000.0
+                upstreams[name] = kept
+            else:
+                guard = UpstreamGuard(name, settings, self.breakers)
+                upstreams[name] = Upstream(name, cfg.address, cfg.timeout_ms / 1000.0, guard,
+                                           self._handler.forget_handlers)
+        routes = {route: upstreams[name]
+                  for name, cfg in config.upstreams.items() for route in cfg.routes}
+        return Routing(upstreams, routes), retired
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _config_applied(self, config: SidecarConfig, source: ConfigSource) -> None:
+        for plugin in self.plugins:
+            if plugin.config_applied is not None:
+                try:
+                    plugin.config_applied(config, source)
+                except Exception:
+                    _log.exception("plugin %s failed on config_applied", plugin.name)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _bind(server: Any, address: str, key: str) -> int:
+    try:
+        port: int = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{key}: cannot listen on {address}: {exc}") from None
+    if port == 0:
+        raise RuntimeError(f"{key}: cannot listen on {address}")
+    return port
