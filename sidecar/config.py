@@ -38,8 +38,10 @@ from pydantic import (
 )
 
 from sidecar.breaker import BreakerSettings, Mode
+from sidecar.events.settings import EventsSettings
 
 _BREAKER = BreakerSettings()  # the single source of breaker defaults
+_EVENTS = EventsSettings()  # the single source of event pipeline defaults
 
 # gRPC status code names accepted in failure_codes and fixed-status fallbacks.
 GRPC_CODES: frozenset[str] = frozenset(
@@ -178,6 +180,23 @@ class BreakerConfig(_Model):
             data["window"].setdefault("type", "count")
         return data
 
+    @model_validator(mode="after")
+    def _count_window_can_hold_the_thresholds(self) -> BreakerConfig:
+        # A count window never holds more than `size` calls: a larger threshold could never
+        # be reached, so say so instead of letting the breaker quietly clamp it.
+        if isinstance(self.window, CountWindow):
+            size = self.window.size
+            if self.minimum_calls > size:
+                raise ValueError(
+                    f"minimum_calls ({self.minimum_calls}) must be <= window.size ({size})"
+                )
+            if self.consecutive_failures is not None and self.consecutive_failures > size:
+                raise ValueError(
+                    f"consecutive_failures ({self.consecutive_failures}) must be <= "
+                    f"window.size ({size})"
+                )
+        return self
+
     def to_settings(self) -> BreakerSettings:
         """The breaker's settings (validated again by BreakerSettings itself)."""
         window = self.window
@@ -240,11 +259,60 @@ class UpstreamConfig(_Model):
 # --- the rest ------------------------------------------------------------------------------
 
 
+class ShipperBackoff(_Model):
+    """Retry delays of the event shipper: ``base_ms * multiplier**(n-1)``, capped, jittered."""
+
+    base_ms: PositiveFloat = _EVENTS.backoff_base_ms
+    max_ms: PositiveFloat = _EVENTS.backoff_max_ms
+    multiplier: Annotated[float, Field(ge=1.0)] = _EVENTS.backoff_multiplier
+    jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = _EVENTS.backoff_jitter
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> ShipperBackoff:
+        if self.max_ms < self.base_ms:
+            raise ValueError(f"max_ms ({self.max_ms:g}) must be >= base_ms ({self.base_ms:g})")
+        return self
+
+
 class EventlogConfig(_Model):
-    """Where breaker events go. Absent: events only reach traces, metrics and logs."""
+    """Where breaker events go. Absent: events only reach traces, metrics and logs.
+
+    Everything but ``address`` tunes the outbox and the shipper; defaults and meanings live in
+    :class:`sidecar.events.settings.EventsSettings`.
+    """
 
     address: Address
-    outbox_path: str = "./sidecar-outbox.db"
+    outbox_path: Annotated[str, Field(min_length=1)] = _EVENTS.outbox_path
+    queue_size: PositiveInt = _EVENTS.queue_size
+    outbox_max_events: PositiveInt = _EVENTS.outbox_max_events
+    batch_size: PositiveInt = _EVENTS.batch_size
+    flush_interval_ms: PositiveFloat = _EVENTS.flush_interval_ms
+    append_timeout_ms: PositiveFloat = _EVENTS.append_timeout_ms
+    backoff: ShipperBackoff = ShipperBackoff()
+    shutdown_flush_timeout_ms: PositiveFloat = _EVENTS.shutdown_flush_timeout_ms
+
+    @model_validator(mode="after")
+    def _batch_within_bound(self) -> EventlogConfig:
+        if self.batch_size > self.outbox_max_events:
+            raise ValueError(f"batch_size ({self.batch_size}) must be <= outbox_max_events "
+                             f"({self.outbox_max_events})")
+        return self
+
+    def to_settings(self) -> EventsSettings:
+        """The event pipeline's settings (validated again by EventsSettings itself)."""
+        return EventsSettings(
+            outbox_path=self.outbox_path,
+            queue_size=self.queue_size,
+            outbox_max_events=self.outbox_max_events,
+            batch_size=self.batch_size,
+            flush_interval_ms=self.flush_interval_ms,
+            append_timeout_ms=self.append_timeout_ms,
+            backoff_base_ms=self.backoff.base_ms,
+            backoff_max_ms=self.backoff.max_ms,
+            backoff_multiplier=self.backoff.multiplier,
+            backoff_jitter=self.backoff.jitter,
+            shutdown_flush_timeout_ms=self.shutdown_flush_timeout_ms,
+        )
 
 
 class TracingConfig(_Model):

@@ -178,3 +178,12 @@ def test_failure_rate_is_accepted_exactly_when_in_the_half_open_unit_interval(ra
         assert problems_of(text) == [
             "upstreams.payments.breaker.failure_rate: must be > 0 and <= 1"
         ]
+
+
+def test_thresholds_a_count_window_can_never_reach_are_refused() -> None:
+    text = MINIMAL.replace(
+        "routes:", "breaker: {window: {size: 5}, minimum_calls: 10}, routes:"
+    )
+    assert problems_of(text) == [
+        "upstreams.payments.breaker: minimum_calls (10) must be <= window.size (5)"
+    ]
