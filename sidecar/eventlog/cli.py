@@ -1,9 +1,402 @@
-"""Subcommands of this concern (registered by sidecar.cli)."""
+"""Subcommands of the event log concern (registered by sidecar.cli).
+
+``sidecar eventlog serve|verify|rebuild`` run the server and its offline tools against a store
+URL; ``sidecar events query|tail`` are clients of a running server. Exit status: 0 success,
+1 a failed check or an unreachable log, 2 bad usage or configuration.
+
+Heavy imports (grpc, the store, the server) happen inside the handlers.
+
+Examples::
+
+    sidecar eventlog serve --store sqlite:///var/lib/eventlog.db --listen 127.0.0.1:50071 \\
+        --metrics-listen 127.0.0.1:9471 --token-file /run/secrets/eventlog-token
+    sidecar events query --eventlog 127.0.0.1:50071 --service checkout --type BreakerTransitioned
+    sidecar events tail --eventlog 127.0.0.1:50071 --output table
+    sidecar eventlog verify --store sqlite:///var/lib/eventlog.db
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from sidecar.eventlog import settings as defaults
+
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+SERVE_PROG = "sidecar eventlog serve"
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this concern's subcommands (none yet)."""
+def _fail(prog: str, message: str, code: int) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _timestamp_ns(value: str) -> int:
+    """argparse type: an ISO 8601 time (``2025-01-31T12:00:00Z``) → nanoseconds since epoch."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} has no time zone (add Z or +00:00)")
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def register(subparsers: SubParsers) -> None:
+    """Add ``sidecar eventlog ...`` and ``sidecar events ...``."""
+    eventlog = subparsers.add_parser(
+        "eventlog", help="run the breaker event log service, audit and rebuild it"
+    )
+    eventlog_sub = eventlog.add_subparsers(dest="eventlog_command", metavar="SUBCOMMAND")
+    eventlog.set_defaults(func=lambda _args: _usage(eventlog))
+    _add_serve(eventlog_sub)
+
+    verify = eventlog_sub.add_parser(
+        "verify", help="walk every stream's hash chain; exit 1 naming the first break"
+    )
+    verify.add_argument("--store", required=True, help="store URL, e.g. sqlite:///PATH")
+    verify.set_defaults(func=_verify)
+
+    rebuild = eventlog_sub.add_parser(
+        "rebuild", help="rebuild every projection from the log and replace its checkpoint"
+    )
+    rebuild.add_argument("--store", required=True, help="store URL, e.g. sqlite:///PATH")
+    rebuild.set_defaults(func=_rebuild)
+
+    events = subparsers.add_parser("events", help="query or follow a running event log")
+    events_sub = events.add_subparsers(dest="events_command", metavar="SUBCOMMAND")
+    events.set_defaults(func=lambda _args: _usage(events))
+
+    query = events_sub.add_parser("query", help="print stored events (JSON lines or a table)")
+    _add_client_options(query)
+    query.add_argument("--from-position", type=_positive, default=1, metavar="N")
+    query.add_argument("--limit", type=_positive, default=None, metavar="N",
+                       help="print at most N events (default: all up to the current head)")
+    query.set_defaults(func=_query)
+
+    tail = events_sub.add_parser("tail", help="follow new events live (Subscribe)")
+    _add_client_options(tail)
+    tail.add_argument("--from-position", type=_positive, default=None, metavar="N",
+                      help="start here instead of at the current head (catch up first)")
+    tail.add_argument("--count", type=_positive, default=None, metavar="N",
+                      help="exit 0 after N events")
+    tail.set_defaults(func=_tail)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _add_serve(eventlog_sub: SubParsers) -> None:
+    serve = eventlog_sub.add_parser(
+        "serve", help="serve sidecar.v1.EventLog (gRPC) and /metrics",
+        description="Serve the event log. The bearer token comes from --token-file, else "
+        f"${defaults.ENV_TOKEN}, else the file named by ${defaults.ENV_TOKEN_FILE}.",
+    )
+    serve.add_argument("--store", required=True, help="store URL: sqlite:///PATH or nats://H:P")
+    serve.add_argument("--listen", default=defaults.DEFAULT_LISTEN, metavar="HOST:PORT")
+    serve.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
+                       help="serve Prometheus /metrics here (default: off)")
+    serve.add_argument("--token-file", type=Path, default=None,
+                       help="file holding the bearer token required for Append")
+    serve.add_argument("--reads-require-token", action="store_true",
+                       help="reads need the token too (also "
+                       f"${defaults.ENV_READS_REQUIRE_TOKEN}=1)")
+    serve.add_argument("--tls-cert", type=Path, default=None, help="server certificate (PEM)")
+    serve.add_argument("--tls-key", type=Path, default=None, help="server private key (PEM)")
+    serve.add_argument("--tls-client-ca", type=Path, default=None,
+                       help="require client certificates signed by this CA (mTLS)")
+    serve.add_argument("--max-message-bytes", type=_positive,
+                       default=defaults.DEFAULT_MAX_MESSAGE_BYTES, metavar="N")
+    serve.add_argument("--max-batch-events", type=_positive,
+                       default=defaults.DEFAULT_MAX_BATCH_EVENTS, metavar="N")
+    serve.add_argument("--subscriber-buffer-events", type=_positive,
+                       default=defaults.DEFAULT_SUBSCRIBER_BUFFER_EVENTS, metavar="N",
+                       help="live events queued per subscriber before it is dropped as slow")
+    serve.add_argument("--heartbeat-interval-s", type=float,
+                       default=defaults.DEFAULT_HEARTBEAT_INTERVAL_S, metavar="S")
+    serve.add_argument("--shutdown-grace-s", type=float,
+                       default=defaults.DEFAULT_SHUTDOWN_GRACE_S, metavar="S")
+    serve.add_argument("--log-level", default="INFO",
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(func=_serve)
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eventlog", required=True, metavar="HOST:PORT",
+                        help="address of a running `sidecar eventlog serve`")
+    parser.add_argument("--service", default="")
+    parser.add_argument("--instance", default="")
+    parser.add_argument("--upstream", default="")
+    parser.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
+                        help="BreakerTransitioned, BreakerModeChanged or ConfigApplied "
+                        "(repeat for several)")
+    parser.add_argument("--from-time", type=_timestamp_ns, default=0, metavar="ISO8601",
+                        help="occurred at or after (e.g. 2025-01-31T12:00:00Z)")
+    parser.add_argument("--to-time", type=_timestamp_ns, default=0, metavar="ISO8601",
+                        help="occurred before")
+    parser.add_argument("--output", choices=["json", "table"], default="json",
+                        help="json: one JSON object a line (default); table: for humans")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help=f"bearer token file (else ${defaults.ENV_TOKEN} / "
+                        f"${defaults.ENV_TOKEN_FILE})")
+    parser.add_argument("--tls-ca", type=Path, default=None, help="CA of the server (PEM)")
+    parser.add_argument("--tls-cert", type=Path, default=None, help="client certificate (mTLS)")
+    parser.add_argument("--tls-key", type=Path, default=None, help="client key (mTLS)")
+    parser.add_argument("--timeout-s", type=float, default=10.0, metavar="S",
+                        help="deadline of each call (default 10)")
+
+
+# --- server-side commands ------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from sidecar.eventlog.server import serve
+    from sidecar.eventlog.stores import open_store
+
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ValueError("tls: --tls-cert and --tls-key go together")
+        if args.tls_client_ca is not None and args.tls_cert is None:
+            raise ValueError("tls: --tls-client-ca needs --tls-cert and --tls-key")
+        tls = (
+            defaults.TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
+            if args.tls_cert is not None
+            else None
+        )
+        if tls is not None:
+            tls.read()  # fail now, naming the file, rather than at bind time
+        settings = defaults.ServerSettings(
+            store_url=args.store,
+            listen=args.listen,
+            metrics_listen=args.metrics_listen,
+            token=defaults.resolve_token(args.token_file),
+            reads_require_token=args.reads_require_token
+            or defaults.env_flag(defaults.ENV_READS_REQUIRE_TOKEN),
+            tls=tls,
+            max_message_bytes=args.max_message_bytes,
+            max_batch_events=args.max_batch_events,
+            subscriber_buffer_events=args.subscriber_buffer_events,
+            default_heartbeat_interval_s=args.heartbeat_interval_s,
+            shutdown_grace_s=args.shutdown_grace_s,
+        )
+        store = open_store(settings.store_url)
+    except OSError as exc:
+        return _fail(SERVE_PROG, f"{exc.filename or ''}: {exc.strerror or exc}", 2)
+    except ValueError as exc:
+        return _fail(SERVE_PROG, str(exc), 2)
+
+    async def run() -> None:
+        await serve(settings, store)
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        return _fail(SERVE_PROG, str(exc), 1)
+    return 0
+
+
+def _open_store_or_fail(prog: str, url: str) -> Any:
+    from sidecar.eventlog.stores import open_store
+
+    try:
+        return open_store(url)
+    except (ValueError, OSError) as exc:
+        _fail(prog, str(exc), 2)
+        return None
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sidecar.eventlog.audit import verify
+
+    store = _open_store_or_fail("sidecar eventlog verify", args.store)
+    if store is None:
+        return 2
+
+    async def run() -> Any:
+        try:
+            return await verify(store)
+        finally:
+            await store.close()
+
+    report = asyncio.run(run())
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from sidecar.eventlog.follower import server_projections
+    from sidecar.eventlog.projections import rebuild
+
+    store = _open_store_or_fail("sidecar eventlog rebuild", args.store)
+    if store is None:
+        return 2
+
+    async def run() -> tuple[int, int, float]:
+        try:
+            started = time.perf_counter()
+            runner = await rebuild(store, server_projections())
+            return runner.events_folded, runner.position, time.perf_counter() - started
+        finally:
+            await store.close()
+
+    folded, position, elapsed_s = asyncio.run(run())
+    rate = folded / elapsed_s if elapsed_s > 0 else 0.0
+    print(
+        f"rebuilt {len(server_projections())} projections up to position {position}: "
+        f"{folded} events in {elapsed_s:.2f}s ({rate:,.0f} events/s)"
+    )
+    return 0
+
+
+# --- client commands ------------------------------------------------------------------------------
+
+
+def _client_setup(prog: str, args: argparse.Namespace) -> tuple[Any, Any] | int:
+    """(client, query) for the client commands, or an exit code after printing the problem."""
+    from sidecar.eventlog.client import ClientTls, EventQuery, connect
+    from sidecar.eventlog.validation import EVENT_TYPES
+
+    unknown = [t for t in args.types if t not in EVENT_TYPES]
+    if unknown:
+        return _fail(prog, f"--type: unknown {unknown}; known: {sorted(EVENT_TYPES)}", 2)
+    try:
+        defaults.parse_host_port(args.eventlog, "--eventlog")
+        token = defaults.resolve_token(args.token_file)
+        tls = None
+        if args.tls_ca or args.tls_cert or args.tls_key:
+            tls = ClientTls(args.tls_ca, args.tls_cert, args.tls_key)
+        client = connect(args.eventlog, token=token, tls=tls, timeout_s=args.timeout_s)
+    except (ValueError, OSError) as exc:
+        return _fail(prog, str(exc), 2)
+    query = EventQuery(
+        service=args.service,
+        instance=args.instance,
+        upstream=args.upstream,
+        types=tuple(args.types),
+        from_time_ns=args.from_time,
+        to_time_ns=args.to_time,
+    )
+    return client, query
+
+
+def _printer(output: str) -> Callable[[Any], None]:
+    from sidecar.eventlog.client import TABLE_HEADER, json_line, table_row
+
+    if output == "table":
+        print(TABLE_HEADER, flush=True)
+        return lambda event: print(table_row(event), flush=True)
+    return lambda event: print(json_line(event), flush=True)
+
+
+def _rpc_failure(prog: str, exc: Exception) -> int:
+    import grpc
+
+    from sidecar.eventlog.client import EventLogUnreachable
+
+    if isinstance(exc, EventLogUnreachable):
+        return _fail(prog, str(exc), 1)
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code().name if hasattr(exc, "code") else "ERROR"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        status = 2 if code == "INVALID_ARGUMENT" else 1
+        return _fail(prog, f"{code}: {details}", status)
+    raise exc
+
+
+def _query(args: argparse.Namespace) -> int:
+    import grpc
+
+    from sidecar.eventlog.client import EventLogUnreachable
+
+    prog = "sidecar events query"
+    setup = _client_setup(prog, args)
+    if isinstance(setup, int):
+        return setup
+    client, query = setup
+    with client:
+        try:
+            events = client.query(query, from_position=args.from_position, limit=args.limit)
+            first = next(events, None)
+            emit = _printer(args.output)
+            if first is not None:
+                emit(first)
+                for event in events:
+                    emit(event)
+        except (EventLogUnreachable, grpc.RpcError) as exc:
+            return _rpc_failure(prog, exc)
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    import grpc
+
+    from sidecar.eventlog.client import EventLogUnreachable, resume_position_of
+
+    prog = "sidecar events tail"
+    setup = _client_setup(prog, args)
+    if isinstance(setup, int):
+        return setup
+    client, query = setup
+    with client:
+        try:
+            position = args.from_position or client.head_position() + 1
+        except (EventLogUnreachable, grpc.RpcError) as exc:
+            return _rpc_failure(prog, exc)
+        emit = _printer(args.output)
+        printed = 0
+        while True:
+            call = client.subscribe(query, position)
+            try:
+                for message in call:
+                    if message.WhichOneof("message") != "event":
+                        continue
+                    emit(message.event)
+                    position = message.event.global_position + 1
+                    printed += 1
+                    if args.count is not None and printed >= args.count:
+                        call.cancel()
+                        return 0
+                return _fail(prog, "the event log ended the subscription", 1)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    # Our own cursor is exact; the server's hint is for clients that lost it.
+                    hint = resume_position_of(exc)
+                    print(f"{prog}: fell behind (server says resume from {hint}); resuming "
+                          f"from position {position}", file=sys.stderr, flush=True)
+                    continue
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    return _fail(prog, f"cannot reach the event log at {args.eventlog}: "
+                                 f"{exc.details()}", 1)
+                return _rpc_failure(prog, exc)
+            except KeyboardInterrupt:
+                call.cancel()
+                return 0

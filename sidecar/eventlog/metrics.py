@@ -1,0 +1,269 @@
+"""Prometheus metrics of the event log, computed at scrape time from projection state.
+
+Log-derived numbers (events per type, breaker states, open seconds, transitions) are read from
+the projections when Prometheus scrapes, never incremented on the side, so a rebuild or a
+restart can never double-count them: they are a function of the log. Process-local numbers
+(append requests, duplicates, dropped subscribers) are plain counters of this process.
+
+=============================================  ======================================  =======
+name                                           labels                                  type
+=============================================  ======================================  =======
+``eventlog_events_appended_total``             type                                    counter
+``eventlog_duplicates_total``                  (retried events answered, not stored)   counter
+``eventlog_breaker_state``                     service, instance, upstream, state      gauge
+``eventlog_breaker_open_seconds_total``        service, upstream                       counter
+``eventlog_breaker_transitions_total``         service, upstream, from_state, to_state counter
+``eventlog_head_position``                                                             gauge
+``eventlog_projection_position``                                                       gauge
+``eventlog_projection_lag_events``             (head - projection position)            gauge
+``eventlog_append_requests_total``             outcome (ok, invalid, conflict, ...)    counter
+``eventlog_append_events_total``               (new events stored by this process)     counter
+``eventlog_subscribers_dropped_total``         (too slow, RESOURCE_EXHAUSTED)          counter
+=============================================  ======================================  =======
+
+State label values are lowercase (``closed``, ``open``, ``half_open``), as in the sidecar's
+``sidecar_breaker_state``.
+
+Threading: the HTTP endpoint runs on prometheus_client's thread, the projections on the
+server's event loop. The collector never touches projection state itself: it calls a
+``snapshot`` function, which in the server hops onto the loop
+(:func:`loop_snapshot`) and returns an immutable :class:`MetricsSnapshot`.
+
+Example (tests build a fresh registry)::
+
+    registry = CollectorRegistry()
+    registry.register(EventLogCollector(lambda: snapshot))
+    registry.get_sample_value("eventlog_head_position")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sidecar.eventlog.settings import parse_host_port
+
+SCRAPE_TIMEOUT_S: Final = 5.0
+"""Longest a scrape waits for the event loop to hand over a snapshot."""
+STATE_LABELS: Final = ("closed", "open", "half_open")
+APPEND_OUTCOMES: Final = ("ok", "invalid", "conflict", "chain", "store")
+
+
+class AppendCounters:
+    """Process-local counters, bumped on the event loop; read via :meth:`copy`."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = dict.fromkeys(APPEND_OUTCOMES, 0)
+        self.events_stored = 0
+        self.duplicates = 0
+        self.subscribers_dropped = 0
+
+    def appended(self, stored: int, duplicates: int) -> None:
+        self.requests["ok"] += 1
+        self.events_stored += stored
+        self.duplicates += duplicates
+
+    def rejected(self, outcome: str) -> None:
+        self.requests[outcome] = self.requests.get(outcome, 0) + 1
+
+    def subscriber_dropped(self) -> None:
+        self.subscribers_dropped += 1
+
+    def copy(self) -> CountersSnapshot:
+        return CountersSnapshot(
+            requests=dict(self.requests),
+            events_stored=self.events_stored,
+            duplicates=self.duplicates,
+            subscribers_dropped=self.subscribers_dropped,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CountersSnapshot:
+    requests: dict[str, int] = field(default_factory=dict)
+    events_stored: int = 0
+    duplicates: int = 0
+    subscribers_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    service: str
+    instance: str
+    upstream: str
+    state: str  # lowercase label value
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """Everything one scrape reports, taken at one moment on the event loop."""
+
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    breakers: tuple[BreakerState, ...] = ()
+    open_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    transitions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    head_position: int = 0
+    projection_position: int = 0
+    counters: CountersSnapshot = field(default_factory=CountersSnapshot)
+
+
+class EventLogCollector(Collector):
+    """Yields the ``eventlog_*`` families from ``snapshot()`` (called once per scrape)."""
+
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterator[Metric]:
+        # Families without samples: registering must not take a snapshot (that would wait
+        # for the event loop from the event loop).
+        yield from _families(MetricsSnapshot())
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _families(self._snapshot())
+
+
+def _families(s: MetricsSnapshot) -> Iterator[Metric]:
+    appended = CounterMetricFamily(
+        "eventlog_events_appended",
+        "Events stored in the log, by type (from projection state).",
+        labels=["type"],
+    )
+    for event_type, count in sorted(s.events_by_type.items()):
+        appended.add_metric([event_type], count)
+    yield appended
+
+    yield CounterMetricFamily(
+        "eventlog_duplicates",
+        "Appended events that were already stored (idempotent retries), since start.",
+        value=s.counters.duplicates,
+    )
+
+    state = GaugeMetricFamily(
+        "eventlog_breaker_state",
+        "Breaker state per sidecar instance: 1 for the current state, 0 for the others.",
+        labels=["service", "instance", "upstream", "state"],
+    )
+    for b in s.breakers:
+        for label in STATE_LABELS:
+            value = 1.0 if b.state == label else 0.0
+            state.add_metric([b.service, b.instance, b.upstream, label], value)
+    yield state
+
+    open_seconds = CounterMetricFamily(
+        "eventlog_breaker_open_seconds",
+        "Seconds breakers of this service/upstream spent OPEN, summed over instances "
+        "(current open periods included).",
+        labels=["service", "upstream"],
+    )
+    for (service, upstream), seconds in sorted(s.open_seconds.items()):
+        open_seconds.add_metric([service, upstream], seconds)
+    yield open_seconds
+
+    transitions = CounterMetricFamily(
+        "eventlog_breaker_transitions",
+        "Breaker state changes, summed over instances.",
+        labels=["service", "upstream", "from_state", "to_state"],
+    )
+    for (service, upstream, from_state, to_state), count in sorted(s.transitions.items()):
+        transitions.add_metric([service, upstream, from_state, to_state], count)
+    yield transitions
+
+    yield GaugeMetricFamily(
+        "eventlog_head_position", "Global position of the last stored event.", s.head_position
+    )
+    yield GaugeMetricFamily(
+        "eventlog_projection_position",
+        "Global position the projections have folded up to.",
+        s.projection_position,
+    )
+    yield GaugeMetricFamily(
+        "eventlog_projection_lag_events",
+        "Stored events not yet folded into the projections.",
+        max(0, s.head_position - s.projection_position),
+    )
+
+    requests = CounterMetricFamily(
+        "eventlog_append_requests",
+        "Append requests by outcome, since start.",
+        labels=["outcome"],
+    )
+    for outcome, count in sorted(s.counters.requests.items()):
+        requests.add_metric([outcome], count)
+    yield requests
+    yield CounterMetricFamily(
+        "eventlog_append_events",
+        "New events stored by this server process (rate() = append rate).",
+        value=s.counters.events_stored,
+    )
+    yield CounterMetricFamily(
+        "eventlog_subscribers_dropped",
+        "Subscriptions ended with RESOURCE_EXHAUSTED for falling behind, since start.",
+        value=s.counters.subscribers_dropped,
+    )
+
+
+def take_snapshot(follower: Any, counters: AppendCounters, head_position: int) -> MetricsSnapshot:
+    """Read the follower's projections into a snapshot (call on the event loop).
+
+    ``follower`` is a :class:`~sidecar.eventlog.follower.ProjectionFollower`.
+    """
+    views = follower.views()
+    now_ns = time.time_ns()
+    return MetricsSnapshot(
+        events_by_type=follower.event_counts(),
+        breakers=tuple(
+            BreakerState(i.service, i.instance, i.upstream, i.state.lower())
+            for i in views.instances(now_ns)
+        ),
+        open_seconds=views.open_seconds_total(now_ns),
+        transitions={
+            (svc, up, f.lower(), t.lower()): n
+            for (svc, up, f, t), n in views.transition_totals().items()
+        },
+        head_position=max(head_position, follower.position),
+        projection_position=follower.position,
+        counters=counters.copy(),
+    )
+
+
+def loop_snapshot(
+    loop: asyncio.AbstractEventLoop,
+    follower: Any,
+    counters: AppendCounters,
+    store: Any,
+    timeout_s: float = SCRAPE_TIMEOUT_S,
+) -> Callable[[], MetricsSnapshot]:
+    """A thread-safe ``snapshot`` function: runs :func:`take_snapshot` on ``loop``.
+
+    Blocks the calling (HTTP) thread for at most ``timeout_s``; never call it on ``loop``.
+    """
+
+    async def on_loop() -> MetricsSnapshot:
+        head = await store.head_position()
+        return take_snapshot(follower, counters, head)
+
+    def snapshot() -> MetricsSnapshot:
+        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(timeout_s)
+
+    return snapshot
+
+
+def start_metrics_server(
+    listen: str, snapshot: Callable[[], MetricsSnapshot]
+) -> tuple[Any, CollectorRegistry]:
+    """Serve ``/metrics`` on ``listen`` (HOST:PORT) from a fresh registry, on a daemon thread.
+
+    Returns ``(http_server, registry)``; call ``http_server.shutdown()`` to stop it.
+    """
+    host, port = parse_host_port(listen, "metrics_listen")
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(EventLogCollector(snapshot))
+    http_server, _thread = start_http_server(port, addr=host, registry=registry)
+    return http_server, registry

@@ -1,0 +1,194 @@
+"""One subscriber's view of the log: catch-up from a position, then live, with a bounded buffer.
+
+A reader task walks the log *by global position* and fills a bounded buffer; the gRPC handler
+takes events from it and writes them to the client. There is one cursor (``scan_position``,
+the next position to look at), so the switch from catch-up to live cannot skip or repeat an
+event: catch-up reads pages until a page comes back short (everything up to the head read
+*before* that page has been scanned), then the reader waits on ``EventStore.wait_for_append``
+and goes on reading from the same cursor.
+
+Back-pressure and slow subscribers:
+
+- While catching up, the reader only reads as many events as the buffer has room for and
+  waits for room otherwise: the store holds the backlog, not server memory.
+- Once live, new events are pushed without waiting. When the buffer is full the subscriber is
+  more than ``buffer_events`` behind the live log: the subscription stops with
+  :class:`SubscriberTooSlow`, and the handler ends the call with RESOURCE_EXHAUSTED and the
+  position to resume from (the client re-subscribes and catches up from the store).
+
+Threading: everything runs on the server's event loop; ``run`` is the reader task, ``get`` is
+called by the one handler coroutine that owns the subscription.
+
+Example::
+
+    sub = Subscription(store, from_position=1, event_filter=EventFilter(service="checkout"))
+    reader = asyncio.create_task(sub.run())
+    event = await sub.get(timeout_s=5.0)     # None: nothing within 5 s, send a heartbeat
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from sidecar.eventlog.settings import (
+    DEFAULT_LIVE_WAIT_S,
+    DEFAULT_SUBSCRIBE_PAGE_EVENTS,
+    DEFAULT_SUBSCRIBER_BUFFER_EVENTS,
+)
+from sidecar.eventlog.store import NO_FILTER, EventFilter, EventStore, StoredEvent
+
+
+class SubscriptionEnded(Exception):
+    """The subscription cannot go on; the handler ends the call."""
+
+
+class SubscriberTooSlow(SubscriptionEnded):
+    """The live log got ``buffer_events`` ahead of what the subscriber consumed."""
+
+    def __init__(self, buffer_events: int) -> None:
+        super().__init__(f"subscriber fell more than {buffer_events} events behind the live log")
+        self.buffer_events = buffer_events
+
+
+class SubscriptionFailed(SubscriptionEnded):
+    """Reading the store failed (the cause is chained)."""
+
+
+class Subscription:
+    """Catch-up-then-live reader for one subscriber (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        from_position: int,
+        event_filter: EventFilter = NO_FILTER,
+        *,
+        buffer_events: int = DEFAULT_SUBSCRIBER_BUFFER_EVENTS,
+        page_events: int = DEFAULT_SUBSCRIBE_PAGE_EVENTS,
+        live_wait_s: float = DEFAULT_LIVE_WAIT_S,
+    ) -> None:
+        if from_position < 1:
+            raise ValueError(f"from_position: must be >= 1, got {from_position}")
+        if buffer_events < 1 or page_events < 1 or live_wait_s <= 0:
+            raise ValueError("buffer_events, page_events and live_wait_s must be positive")
+        self._store = store
+        self._filter = event_filter
+        self._buffer_events = buffer_events
+        self._page_events = page_events
+        self._live_wait_s = live_wait_s
+        self._items: deque[StoredEvent] = deque()
+        self._wakeup = asyncio.Event()  # set by the reader: items, end
+        self._room = asyncio.Event()  # set by the consumer: an item was taken
+        self.ended = asyncio.Event()
+        """Set when the subscription stopped (too slow or failed); ``get`` then raises."""
+        self._end: SubscriptionEnded | None = None
+        self.scan_position = from_position
+        """The next global position the reader will look at."""
+        self.known_head = 0
+        """The highest head position the reader has seen."""
+        self.live = False
+        """False while catching up; True once the reader follows appends."""
+
+    @property
+    def buffered(self) -> int:
+        """Events read but not yet taken by the consumer."""
+        return len(self._items)
+
+    def resume_position(self, last_sent_position: int) -> int:
+        """Where a new subscription must start to miss nothing and repeat nothing.
+
+        With an empty buffer every scanned position was delivered or filtered out, so the
+        cursor is exact; otherwise the event after the last one sent.
+        """
+        if not self._items and self._end is None:
+            return max(self.scan_position, last_sent_position + 1)
+        return last_sent_position + 1
+
+    async def get(self, timeout_s: float) -> StoredEvent | None:
+        """The next event, or None when none came within ``timeout_s`` (time for a heartbeat).
+
+        Raises the :class:`SubscriptionEnded` that stopped the reader.
+        """
+        if not self._items:
+            if self._end is not None:
+                raise self._end
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return None
+            if not self._items:
+                if self._end is not None:
+                    raise self._end
+                return None
+        event = self._items.popleft()
+        self._room.set()
+        return event
+
+    def _stop(self, end: SubscriptionEnded) -> None:
+        self._end = end
+        self.ended.set()
+        self._wakeup.set()
+
+    def _push(self, batch: list[StoredEvent]) -> None:
+        if batch:
+            self._items.extend(batch)
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        """The reader loop; returns when the subscription ends (cancel it to stop earlier)."""
+        try:
+            await self._catch_up()
+            await self._follow()
+        except SubscriberTooSlow as exc:
+            self._stop(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a store failure ends this subscriber, not the server
+            failure = SubscriptionFailed(f"reading the log failed: {exc}")
+            failure.__cause__ = exc
+            self._stop(failure)
+
+    async def _catch_up(self) -> None:
+        """Read pages sized to the free buffer until a page comes back short."""
+        while True:
+            room = self._buffer_events - len(self._items)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            head = await self._store.head_position()
+            self.known_head = max(self.known_head, head)
+            if self.scan_position > head:
+                self.live = True
+                return
+            limit = min(self._page_events, room)
+            batch = await self._store.read_all(self.scan_position, limit, self._filter)
+            self._push(batch)
+            last = batch[-1].global_position + 1 if batch else self.scan_position
+            if len(batch) < limit:
+                # Everything up to `head` (read before the page) has been scanned.
+                self.scan_position = max(last, head + 1, self.scan_position)
+                self.live = True
+                return
+            self.scan_position = last
+
+    async def _follow(self) -> None:
+        """Live: wait for appends and push every matching event, refusing to queue unbounded."""
+        while True:
+            head = await self._store.wait_for_append(self.scan_position - 1, self._live_wait_s)
+            self.known_head = max(self.known_head, head)
+            while self.scan_position <= head:
+                batch = await self._store.read_all(
+                    self.scan_position, self._page_events, self._filter
+                )
+                if len(self._items) + len(batch) > self._buffer_events:
+                    raise SubscriberTooSlow(self._buffer_events)
+                self._push(batch)
+                last = batch[-1].global_position + 1 if batch else self.scan_position
+                if len(batch) < self._page_events:
+                    self.scan_position = max(last, head + 1, self.scan_position)
+                else:
+                    self.scan_position = last

@@ -1,0 +1,215 @@
+"""Field-by-field validation of requests to the event log, before anything reaches the store.
+
+Every check raises :class:`InvalidField` naming the field path as the client wrote it
+(``events[3].trace_id``) and the problem; the server turns it into INVALID_ARGUMENT. The hash
+chain itself (``prev_hash`` linking, ``hash`` recomputed) is the store's job on append
+(``ChainError``); here only the shapes are checked.
+
+Pure functions on protobuf messages: no I/O, safe from any thread, cheap enough to run on every
+event of every batch (a few microseconds each; see benchmarks/eventlog.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from sidecar.v1 import eventlog_pb2, events_pb2
+
+HASH_SIZE_BYTES: Final = 32
+MAX_STREAM_PART_CHARS: Final = 128
+"""Longest service or instance name in a stream id."""
+MAX_NAME_CHARS: Final = 256
+"""Longest upstream / breaker / type filter value."""
+MAX_FILTER_TYPES: Final = 16
+"""Most event types one filter may list."""
+MAX_TIMESTAMP_SECONDS: Final = 253_402_300_799
+"""9999-12-31T23:59:59Z, the protobuf Timestamp upper bound."""
+MIN_TIMESTAMP_SECONDS: Final = -62_135_596_800
+"""0001-01-01T00:00:00Z, the protobuf Timestamp lower bound."""
+
+PAYLOAD_TYPES: Final[dict[str, str]] = {
+    "breaker_transitioned": "BreakerTransitioned",
+    "breaker_mode_changed": "BreakerModeChanged",
+    "config_applied": "ConfigApplied",
+}
+"""Oneof field of ``Event.payload`` → the ``type`` an event carrying it must have."""
+EVENT_TYPES: Final = frozenset(PAYLOAD_TYPES.values())
+
+_UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TRACE_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+_NAME_PART_RE: Final = re.compile(r"[A-Za-z0-9._:-]+")
+_ZERO_TRACE_ID: Final = "0" * 32
+
+
+class InvalidField(ValueError):
+    """A request field is malformed. ``str()`` is ``"<field>: <problem>"``."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _short(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def split_stream(stream: str, field: str = "stream") -> tuple[str, str]:
+    """``"service/instance"`` → ``(service, instance)``; :class:`InvalidField` otherwise.
+
+    Each part is 1..128 characters of ``A-Z a-z 0-9 . _ : -`` (no second slash).
+    """
+    service, sep, instance = stream.partition("/")
+    if not sep or not service or not instance:
+        raise InvalidField(field, f"must be 'service/instance', got {_short(stream)}")
+    for part_name, part in (("service", service), ("instance", instance)):
+        if len(part) > MAX_STREAM_PART_CHARS or not _NAME_PART_RE.fullmatch(part):
+            raise InvalidField(
+                field,
+                f"{part_name} part {_short(part)} must be 1-{MAX_STREAM_PART_CHARS} characters "
+                "of letters, digits, '.', '_', ':' or '-'",
+            )
+    return service, instance
+
+
+def _check_timestamp(ts: object, field: str) -> None:
+    seconds: int = ts.seconds  # type: ignore[attr-defined]
+    nanos: int = ts.nanos  # type: ignore[attr-defined]
+    if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+        raise InvalidField(field, f"seconds {seconds} is outside years 0001-9999")
+    if not 0 <= nanos < 1_000_000_000:
+        raise InvalidField(field, f"nanos {nanos} must be in [0, 999999999]")
+
+
+def _check_name(value: str, field: str, *, required: bool) -> None:
+    if not value:
+        if required:
+            raise InvalidField(field, "must not be empty")
+        return
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidField(field, f"is {len(value)} characters long (max {MAX_NAME_CHARS})")
+
+
+def validate_event(event: events_pb2.Event, field: str = "event") -> None:
+    """Check one producer-made event (``global_position`` and ``recorded_at`` are ignored).
+
+    Raises :class:`InvalidField` for: ``event_id`` not a lowercase canonical UUID; ``stream`` not
+    ``service/instance``; ``version`` < 1; no payload, or ``type`` not the payload's type; the
+    payload's ``service``/``instance`` not those of the stream; a ``BreakerTransitioned`` or
+    ``BreakerModeChanged`` without ``upstream``; ``occurred_at`` unset or out of range;
+    ``trace_id`` neither empty nor 32 lowercase hex (all zeros is invalid, as in W3C trace
+    context); ``prev_hash`` or ``hash`` not 32 bytes.
+    """
+    event_id = event.event_id
+    if len(event_id) != 36 or not _UUID_RE.fullmatch(event_id):
+        raise InvalidField(
+            f"{field}.event_id",
+            f"must be a lowercase UUID like 01890a5d-ac96-774b-bcce-b302099a8057, "
+            f"got {_short(event_id)}",
+        )
+    service, instance = split_stream(event.stream, f"{field}.stream")
+    if event.version < 1:
+        raise InvalidField(f"{field}.version", "must be >= 1 (versions count from 1)")
+    which = event.WhichOneof("payload")
+    if which is None:
+        raise InvalidField(
+            f"{field}.payload", f"must be set (one of {', '.join(sorted(PAYLOAD_TYPES))})"
+        )
+    expected_type = PAYLOAD_TYPES[which]
+    if event.type != expected_type:
+        raise InvalidField(
+            f"{field}.type",
+            f"must be {expected_type!r} for a {which} payload, got {_short(event.type)}",
+        )
+    payload = getattr(event, which)
+    if payload.service != service:
+        raise InvalidField(
+            f"{field}.{which}.service",
+            f"{_short(payload.service)} differs from the stream's service {service!r}",
+        )
+    if payload.instance != instance:
+        raise InvalidField(
+            f"{field}.{which}.instance",
+            f"{_short(payload.instance)} differs from the stream's instance {instance!r}",
+        )
+    if which != "config_applied":
+        _check_name(payload.upstream, f"{field}.{which}.upstream", required=True)
+        _check_name(payload.breaker, f"{field}.{which}.breaker", required=False)
+    if not event.HasField("occurred_at"):
+        raise InvalidField(f"{field}.occurred_at", "must be set (the producer's clock)")
+    _check_timestamp(event.occurred_at, f"{field}.occurred_at")
+    trace_id = event.trace_id
+    if trace_id and (
+        len(trace_id) != 32 or trace_id == _ZERO_TRACE_ID or not _TRACE_ID_RE.fullmatch(trace_id)
+    ):
+        raise InvalidField(
+            f"{field}.trace_id",
+            f"must be empty or 32 lowercase hex characters (not all zero), got {_short(trace_id)}",
+        )
+    if len(event.prev_hash) != HASH_SIZE_BYTES:
+        raise InvalidField(
+            f"{field}.prev_hash", f"must be {HASH_SIZE_BYTES} bytes, got {len(event.prev_hash)}"
+        )
+    if len(event.hash) != HASH_SIZE_BYTES:
+        raise InvalidField(
+            f"{field}.hash", f"must be {HASH_SIZE_BYTES} bytes, got {len(event.hash)}"
+        )
+
+
+def validate_append(request: eventlog_pb2.AppendRequest, max_batch_events: int) -> None:
+    """Check a whole Append request: 1..max_batch_events valid events, no event id and no
+    ``(stream, version)`` twice in one batch (a retry resends the whole batch instead)."""
+    count = len(request.events)
+    if count == 0:
+        raise InvalidField("events", "must hold at least one event")
+    if count > max_batch_events:
+        raise InvalidField(
+            "events", f"holds {count} events, more than the limit of {max_batch_events} a batch"
+        )
+    seen_ids: dict[str, int] = {}
+    seen_versions: dict[tuple[str, int], int] = {}
+    for index, event in enumerate(request.events):
+        field = f"events[{index}]"
+        validate_event(event, field)
+        first = seen_ids.setdefault(event.event_id, index)
+        if first != index:
+            raise InvalidField(
+                f"{field}.event_id", f"{event.event_id} already appears in events[{first}]"
+            )
+        first = seen_versions.setdefault((event.stream, event.version), index)
+        if first != index:
+            raise InvalidField(
+                f"{field}.version",
+                f"version {event.version} of stream {event.stream!r} already appears in "
+                f"events[{first}]",
+            )
+
+
+def validate_filter(flt: eventlog_pb2.EventFilter, field: str = "filter") -> None:
+    """Check filter fields: names bounded, types known, the time range well formed."""
+    if flt.service:
+        split_stream(f"{flt.service}/x", f"{field}.service")
+    if flt.instance:
+        split_stream(f"x/{flt.instance}", f"{field}.instance")
+    _check_name(flt.upstream, f"{field}.upstream", required=False)
+    if len(flt.types) > MAX_FILTER_TYPES:
+        raise InvalidField(
+            f"{field}.types", f"lists {len(flt.types)} types (max {MAX_FILTER_TYPES})"
+        )
+    for i, type_name in enumerate(flt.types):
+        if type_name not in EVENT_TYPES:
+            raise InvalidField(
+                f"{field}.types[{i}]",
+                f"unknown event type {_short(type_name)} (known: {', '.join(sorted(EVENT_TYPES))})",
+            )
+    has_from, has_to = flt.HasField("from_time"), flt.HasField("to_time")
+    if has_from:
+        _check_timestamp(flt.from_time, f"{field}.from_time")
+    if has_to:
+        _check_timestamp(flt.to_time, f"{field}.to_time")
+    if has_from and has_to:
+        start = (flt.from_time.seconds, flt.from_time.nanos)
+        end = (flt.to_time.seconds, flt.to_time.nanos)
+        if end <= start:
+            raise InvalidField(f"{field}.to_time", "must be after from_time")
