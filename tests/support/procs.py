@@ -43,7 +43,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Block until something accepts TCP connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -67,7 +69,7 @@ class ManagedProcess:
                  cwd: Path | None = None) -> None:
         self.args = list(args)
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        self._log = open(log_path, "ab")  # closed in close()
         full_env = dict(os.environ)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         if env:
