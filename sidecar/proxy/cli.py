@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from sidecar.proxy.guard import BreakerRegistry
     from sidecar.proxy.hooks import ProxyPlugin
 
-PLUGIN_FACTORIES: tuple[str, ...] = ()
+PLUGIN_FACTORIES: tuple[str, ...] = (
+    "sidecar.telemetry.plugin:proxy_plugin",
+)
 """``module:function`` plugin factories for ``sidecar proxy`` (see the module docstring)."""
 
 DEFAULT_ADMIN_TIMEOUT_S: Final = 5.0
@@ -71,10 +73,9 @@ def _run_proxy(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=config.logging.level, stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from sidecar.telemetry.logging import configure_logging
+
+    logs = configure_logging(config.logging.level)  # JSON lines on stderr, never blocking
 
     from sidecar.proxy.app import ProxyApp
 
@@ -89,6 +90,8 @@ def _run_proxy(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         logging.getLogger("sidecar.proxy").error("%s", exc, extra={"event": "error"})
         return 1
+    finally:
+        logs.close()
     return 0
 
 

@@ -9,7 +9,7 @@ and the reload hook (log level, sample ratio, new upstreams' counters).
 Tracing is on unless ``OTEL_SDK_DISABLED=true``; then the proxy forwards the host's trace
 headers untouched and no span is made (the "tracing off" baseline of the benchmarks).
 
-Example::
+``sidecar proxy`` gets it through :func:`proxy_plugin`. Example (in-process)::
 
     telemetry = Telemetry(config)
     app = build_app(config, plugins=[telemetry.plugin()])
@@ -51,9 +51,10 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from sidecar.config import SidecarConfig
+    from sidecar.proxy.guard import BreakerRegistry
     from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin
 
-__all__ = ["PLUGIN_NAME", "Telemetry", "tracing_disabled"]
+__all__ = ["PLUGIN_NAME", "Telemetry", "proxy_plugin", "tracing_disabled"]
 
 PLUGIN_NAME: Final = "telemetry"
 
@@ -125,9 +126,16 @@ class Telemetry:
         )
 
     async def start(self) -> None:
-        """Serve ``/metrics`` on ``metrics_listen`` (raises ``OSError`` if the port is taken)."""
+        """Serve ``/metrics`` on ``metrics_listen``; ``RuntimeError`` naming the key if the
+        address cannot be bound (the proxy then exits 1, as for its own ports)."""
         if self._serve_metrics and self.metrics_server is None:
-            self.metrics_server = MetricsServer.start(self.config.metrics_listen, self.registry)
+            address = self.config.metrics_listen
+            try:
+                self.metrics_server = MetricsServer.start(address, self.registry)
+            except OSError as exc:
+                raise RuntimeError(
+                    f"metrics_listen: cannot listen on {address}: {exc.strerror or exc}"
+                ) from None
             _log.info("metrics on http://%s:%d/metrics", self.metrics_server.host,
                       self.metrics_server.port,
                       extra={"event": "start", "metrics_port": self.metrics_server.port})
@@ -176,3 +184,11 @@ class Telemetry:
                 "sample_ratio": self.tracing.sampler.ratio if self.tracing else None,
             },
         )
+
+
+def proxy_plugin(config: SidecarConfig, breakers: BreakerRegistry) -> ProxyPlugin:
+    """The ``sidecar proxy`` plugin factory (``sidecar.proxy.cli.PLUGIN_FACTORIES``): telemetry
+    for ``config``, with breaker state read from the proxy's registry at each scrape."""
+    telemetry = Telemetry(config)
+    telemetry.watch_breakers(lambda: [breaker.view() for breaker in breakers.breakers()])
+    return telemetry.plugin()

@@ -238,10 +238,11 @@ class _TracingScope:
                  tb: TracebackType | None) -> None:
         span = self._span
         try:
-            if exc is not None and span.is_recording():
+            # After finish(), an exception is the proxy answering (grpc's abort raises): not an
+            # error of the call beyond its status. Before it, something went wrong: record it.
+            if exc is not None and self._code is None and span.is_recording():
                 span.record_exception(exc)
-                if self._code is None:
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             span.end()
         finally:
             otel_context.detach(self._token)

@@ -303,3 +303,41 @@ def test_a_bad_otel_traces_sampler_arg_is_refused_naming_the_variable() -> None:
 def test_a_sample_ratio_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ValueError, match="sample_ratio"):
         SidecarSampler(1.5)
+
+
+def test_a_real_breaker_tripping_inside_a_call_links_its_transition_to_that_call() -> None:
+    from sidecar.breaker import BreakerSettings, CircuitBreaker
+
+    harness = Harness(ratio=0.0)
+    breaker = CircuitBreaker("payments", BreakerSettings(consecutive_failures=2, minimum_calls=5),
+                             clock=lambda: 10.0, wall_clock=lambda: 1_700_000_000.0)
+    breaker.add_listener(harness.transitions)
+    sent: list[Metadata] = []
+    for _ in range(2):
+        outgoing: Metadata = []
+        with harness.observer.start_call(call_info()) as scope:
+            permit = breaker.try_acquire()
+            assert permit is not None
+            scope.outgoing_metadata(outgoing)
+            breaker.record(permit, 0.001, failed=True)
+            scope.finish(grpc.StatusCode.UNAVAILABLE, 0.001)
+        sent.append(outgoing)
+
+    assert breaker.state is State.OPEN
+    (trip,) = harness.spans("breaker.transition")
+    (link,) = trip.links
+    _, trace_id, span_id, _ = _traceparent(sent[1]).split("-")  # the second call tripped it
+    assert (format(link.context.trace_id, "032x"), format(link.context.span_id, "016x")) == (
+        trace_id, span_id)
+    assert dict(trip.attributes or {})["breaker.reason"] == "consecutive_failures"
+
+
+def test_the_proxy_answering_with_an_error_after_finish_is_not_recorded_as_an_exception() -> None:
+    harness = Harness()
+    with pytest.raises(RuntimeError), harness.observer.start_call(call_info()) as scope:
+        scope.finish(grpc.StatusCode.UNAVAILABLE, 0.001)
+        raise RuntimeError("abort")  # grpc.aio's context.abort() raises to end the handler
+
+    (span,) = harness.spans()
+    assert span.events == ()
+    assert span.status.description == "UNAVAILABLE"
