@@ -1,0 +1,1281 @@
+"""NATS JetStream adapter of the event store port: the log on a replicated JetStream stream.
+
+``open_store("nats://h1:4222,h2:4222,h3:4222?replicas=3")`` gives a ``NatsEventStore``. The
+event log server keeps nothing on local disk: the log is one JetStream stream (file storage,
+``replicas`` copies kept by Raft), projection checkpoints live in a JetStream key-value bucket
+beside it. Several event log servers can therefore serve the same cluster.
+
+How the port's promises map onto JetStream
+-------------------------------------------
+
+**One subject per (stream, version)**: the event at version ``v`` of stream ``svc/inst`` is
+stored on ``<STREAM>.ev.<b64(svc)>.<b64(inst)>.<v>``. The JetStream stream allows one message
+per subject and refuses a second one (``max_msgs_per_subject=1`` with
+``discard=new, discard_new_per_subject``). So a version can never be written twice, whatever
+the duplicate window, and whoever writes: idempotency holds *forever*, not for
+``duplicate_window`` (the adapter sends no ``Nats-Msg-Id`` at all; the window only sizes the
+server's de-duplication table). A retry of a stored event finds its slot taken by the same
+``event_id`` and returns the original position with ``duplicate=True``; a different event there
+is a ``ConflictError`` naming both.
+
+**The chain**: before a batch is sent, the adapter checks it against each stream's head (the
+last message on ``<STREAM>.ev.<svc>.<inst>.*``): versions follow on, ``prev_hash`` is the head's
+hash, ``hash`` is recomputed. The first event of every stream in the batch carries
+``Nats-Expected-Last-Subject-Sequence`` (the head's stream sequence) for that wildcard subject,
+so the server refuses the batch if any other writer (another event log replica) moved the head
+meanwhile; the adapter then re-reads the head and decides again (duplicate, conflict or
+retry).
+
+**Atomic batches**: every append, even of one event, is a JetStream atomic batch (ADR-50,
+``allow_atomic``): all of its messages are stored or none. At most
+``MAX_ATOMIC_BATCH_EVENTS`` (the server's limit) new events per append.
+
+**Global position = stream sequence**, which is gap-free because nothing ever removes a
+message: the stream is created with ``deny_delete`` and ``deny_purge`` and without age, count
+or size limits; refused batches take no sequence. ``read_all`` checks the sequences it gets
+are contiguous and raises ``StoreError`` at a gap rather than skipping it.
+
+**Durability**: an append is answered after JetStream acknowledged the commit: on R1 an atomic
+batch commit is written and fsynced before the ack; on R3 it is on a quorum (2 of 3) of
+nodes, fsynced according to the servers' ``sync_interval`` (see README "Running at scale").
+
+Known limit: ``event_id`` uniqueness is enforced per (stream, version) slot forever, but the
+same ``event_id`` reused for a *different* slot is not detected (that would need a second
+write per event; the producer never does it: an id is made once per event).
+
+Reads use batched *direct gets* (``allow_direct``): any replica may answer, so on R3 a
+follower can lag; a read that ends before the head the leader reports is retried.
+``wait_for_append`` wakes on a notification every adapter publishes after each append (core
+NATS, ``<STREAM>.head``) and, while someone waits, polls the leader's head every
+``head_poll_interval_s`` (so appends made elsewhere, or a lost notification, are seen too).
+
+Threading: all methods are coroutines for one event loop; the connection is made lazily on
+first use, inside that loop. Nothing blocks the loop.
+
+Example::
+
+    store = open_nats_store("nats://127.0.0.1:4222?stream=EVENTLOG&replicas=1")
+    outcomes = await store.append(events)
+    await store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import calendar
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import struct
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+
+from sidecar import chain
+from sidecar.eventlog.records import validate_new_event
+from sidecar.eventlog.store import (
+    DEFAULT_READ_LIMIT,
+    MAX_READ_LIMIT,
+    NO_FILTER,
+    AppendOutcome,
+    ChainError,
+    ConflictError,
+    EventFilter,
+    EventStore,
+    InvalidEventError,
+    NewEvent,
+    StoredEvent,
+    StoreError,
+)
+
+_log = logging.getLogger(__name__)
+
+# --- settings (every default in one place) -------------------------------------------------
+
+DEFAULT_STREAM: Final = "EVENTLOG"
+"""JetStream stream name; also the subject prefix (``<STREAM>.ev.>``, ``<STREAM>.head``)."""
+DEFAULT_REPLICAS: Final = 1
+"""Copies of the stream and of the checkpoint bucket (1, 3 or 5 in practice)."""
+DEFAULT_DUPLICATE_WINDOW_S: Final = 120.0
+"""JetStream's ``Nats-Msg-Id`` window. Not used for idempotency (see module docstring)."""
+DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
+"""One JetStream request (publish ack, message get, stream info)."""
+DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
+"""Connecting to the first reachable server."""
+DEFAULT_APPEND_RETRY_S: Final = 30.0
+"""How long one append keeps retrying while the cluster has no leader / is unreachable."""
+DEFAULT_HEAD_POLL_INTERVAL_S: Final = 0.5
+"""While ``wait_for_append`` has waiters: how often the leader's head is polled."""
+DEFAULT_MAX_INFLIGHT_BATCHES: Final = 32
+"""Concurrent atomic batches from one adapter (the server allows 50 per stream)."""
+DEFAULT_READ_BATCH: Final = 1000
+"""Messages asked for per direct-get request when scanning."""
+DEFAULT_READ_MAX_BYTES: Final = 8 * 1024 * 1024
+"""Bytes asked for per direct-get request (bounds memory per request)."""
+
+MAX_ATOMIC_BATCH_EVENTS: Final = 1000
+"""nats-server's limit on messages in one atomic batch."""
+FORMAT_VERSION: Final = 1
+"""First byte of every stored message body; bump when the encoding changes."""
+
+_STREAM_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_RECONNECT_WAIT_S: Final = 0.25
+_RETRY_BACKOFF_S: Final = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+_MAX_STALE_REPLANS: Final = 50
+"""Re-plans after another writer moved a head, before giving up (contention bound)."""
+_STALE_READ_RETRIES: Final = 40
+_STALE_READ_PAUSE_S: Final = 0.05
+_SLOT_LOOKUP_CONCURRENCY: Final = 64
+_CHECKPOINT_INLINE: Final = b"\x00"
+_CHECKPOINT_CHUNKED: Final = b"\x01"
+_CHUNK_HEADROOM_BYTES: Final = 4096
+
+# JetStream API error codes this adapter reacts to.
+_ERR_WRONG_LAST_SEQUENCE: Final = 10071
+_ERR_WRONG_LAST_SEQUENCE_IN_FLIGHT: Final = 10164
+"""Clustered: another batch expecting the same subject sequence is still being proposed."""
+_ERR_MAX_MSGS_PER_SUBJECT: Final = 10077
+_ERR_NO_MESSAGE_FOUND: Final = 10037
+_STALE_ERRORS: Final = frozenset(
+    {_ERR_WRONG_LAST_SEQUENCE, _ERR_WRONG_LAST_SEQUENCE_IN_FLIGHT, _ERR_MAX_MSGS_PER_SUBJECT}
+)
+
+_CONNECTION_ERRORS: Final = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+)
+"""Client-side failures after which the outcome of a request is unknown (retry-able)."""
+
+_HDR_BATCH_ID: Final = "Nats-Batch-Id"
+_HDR_BATCH_SEQ: Final = "Nats-Batch-Sequence"
+_HDR_BATCH_COMMIT: Final = "Nats-Batch-Commit"
+_HDR_EXPECTED_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
+_HDR_EXPECTED_SUBJECT: Final = "Nats-Expected-Last-Subject-Sequence-Subject"
+
+
+@dataclass(frozen=True, slots=True)
+class NatsSettings:
+    """Where the log lives and how the adapter behaves; defaults are the ``DEFAULT_*`` above.
+
+    Built from a URL by ``NatsSettings.from_url``: ``nats://HOST:PORT[,HOST:PORT...]`` with
+    optional query keys named like the fields (``?replicas=3&stream=EVENTLOG``).
+    """
+
+    servers: tuple[str, ...]
+    stream: str = DEFAULT_STREAM
+    replicas: int = DEFAULT_REPLICAS
+    kv_bucket: str = ""
+    """Checkpoint bucket; "" means ``<stream>_CHECKPOINTS``."""
+    duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    append_retry_s: float = DEFAULT_APPEND_RETRY_S
+    head_poll_interval_s: float = DEFAULT_HEAD_POLL_INTERVAL_S
+    max_inflight_batches: int = DEFAULT_MAX_INFLIGHT_BATCHES
+    read_batch: int = DEFAULT_READ_BATCH
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            raise ValueError("servers: at least one HOST:PORT is needed")
+        if not _STREAM_NAME_RE.fullmatch(self.stream):
+            raise ValueError(
+                f"stream: {self.stream!r} must be 1-64 characters of letters, digits, '_' or '-'"
+            )
+        if self.kv_bucket and not _STREAM_NAME_RE.fullmatch(self.kv_bucket):
+            raise ValueError(
+                f"kv_bucket: {self.kv_bucket!r} must be 1-64 characters of letters, digits, "
+                "'_' or '-'"
+            )
+        if not 1 <= self.replicas <= 5:
+            raise ValueError(f"replicas: must be 1..5, got {self.replicas}")
+        for name in ("request_timeout_s", "connect_timeout_s", "head_poll_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.duplicate_window_s < 0:
+            raise ValueError(f"duplicate_window_s: must be >= 0, got {self.duplicate_window_s}")
+        if self.append_retry_s < 0:
+            raise ValueError(f"append_retry_s: must be >= 0, got {self.append_retry_s}")
+        if not 1 <= self.max_inflight_batches <= 50:
+            raise ValueError(
+                f"max_inflight_batches: must be 1..50, got {self.max_inflight_batches}"
+            )
+        if not 1 <= self.read_batch <= MAX_READ_LIMIT:
+            raise ValueError(f"read_batch: must be 1..{MAX_READ_LIMIT}, got {self.read_batch}")
+
+    @property
+    def checkpoint_bucket(self) -> str:
+        return self.kv_bucket or f"{self.stream}_CHECKPOINTS"
+
+    @classmethod
+    def from_url(cls, url: str) -> NatsSettings:
+        """Parse ``nats://h:p[,h:p...][?key=value...]``; ``ValueError`` names the bad part."""
+        scheme, sep, rest = url.partition("://")
+        if scheme != "nats" or not sep:
+            raise ValueError(f"store: {url!r} is not a nats://HOST:PORT[,HOST:PORT...] URL")
+        hosts, _, query = rest.partition("?")
+        hosts = hosts.rstrip("/")
+        servers: list[str] = []
+        for host in hosts.split(","):
+            host = host.strip()
+            address = host.rpartition("@")[2]  # user:password@ is passed on to nats-py
+            name, colon, port = address.rpartition(":")
+            if not host or not colon or not name or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"store: {url!r}: server {host!r} must be HOST:PORT")
+            servers.append(f"nats://{host}")
+        converters: dict[str, Callable[[str], object]] = {
+            "stream": str,
+            "replicas": int,
+            "kv_bucket": str,
+            "duplicate_window_s": float,
+            "request_timeout_s": float,
+            "connect_timeout_s": float,
+            "append_retry_s": float,
+            "head_poll_interval_s": float,
+            "max_inflight_batches": int,
+            "read_batch": int,
+        }
+        options = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+        unknown = sorted(set(options) - set(converters))
+        if unknown:
+            raise ValueError(
+                f"store: unknown nats option(s) {unknown}; known: {sorted(converters)}"
+            )
+        kwargs: dict[str, Any] = {}
+        for key, text in options.items():
+            try:
+                kwargs[key] = converters[key](text)
+            except ValueError:
+                raise ValueError(f"store: {url!r}: {key}: {text!r} is not a valid value") from None
+        try:
+            return cls(servers=tuple(servers), **kwargs)
+        except ValueError as exc:
+            raise ValueError(f"store: {url!r}: {exc}") from None
+
+
+def open_nats_store(url: str) -> NatsEventStore:
+    """The JetStream store for ``url`` (see ``NatsSettings.from_url``); connects on first use."""
+    return NatsEventStore(NatsSettings.from_url(url))
+
+
+# --- subjects ---------------------------------------------------------------------------------
+
+
+def _token(text: str) -> str:
+    """A subject token for any string: unpadded URL-safe base64, "=" for the empty string."""
+    if not text:
+        return "="
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+def _untoken(token: str) -> str:
+    if token == "=":
+        return ""
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+
+
+def _stream_tokens(stream: str) -> str:
+    """``svc/inst`` → ``<b64 svc>.<b64 inst>``; a name without "/" → ``<b64 name>.~``."""
+    service, sep, instance = stream.partition("/")
+    return f"{_token(service)}.{_token(instance) if sep else '~'}"
+
+
+def _stream_from_tokens(service_token: str, instance_token: str) -> str:
+    service = _untoken(service_token)
+    if instance_token == "~":
+        return service
+    return f"{service}/{_untoken(instance_token)}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Subjects:
+    """Subject names of one deployment (prefix = the JetStream stream name)."""
+
+    prefix: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.ev.>"
+
+    @property
+    def head(self) -> str:
+        return f"{self.prefix}.head"
+
+    def stream_all(self, stream: str) -> str:
+        return f"{self.prefix}.ev.{_stream_tokens(stream)}.*"
+
+    def slot(self, stream: str, version: int) -> str:
+        return f"{self.prefix}.ev.{_stream_tokens(stream)}.{version}"
+
+    def first_versions(self) -> str:
+        return f"{self.prefix}.ev.*.*.1"
+
+    def filter_for(self, flt: EventFilter) -> str | None:
+        """A subject filter doing the service/instance part of ``flt`` on the server."""
+        if flt.service and flt.instance:
+            return f"{self.prefix}.ev.{_token(flt.service)}.{_token(flt.instance)}.*"
+        if flt.service:
+            return f"{self.prefix}.ev.{_token(flt.service)}.*.*"
+        return None
+
+    def stream_of(self, subject: str) -> str:
+        parts = subject.split(".")
+        if len(parts) != 5 or parts[1] != "ev":
+            raise StoreError(f"subject {subject!r} is not an event subject of {self.prefix}")
+        return _stream_from_tokens(parts[2], parts[3])
+
+
+# --- message body codec ------------------------------------------------------------------------
+
+_BODY_HEAD: Final = struct.Struct(">BQq32s32sHHHHHHHI")
+"""format, version, occurred_at_ns, prev_hash, hash, then the lengths of event_id, stream, type,
+trace_id, service, instance, upstream (u16 each) and payload (u32); the bytes follow in that
+order."""
+
+
+def encode_event(event: NewEvent) -> bytes:
+    """The stored body of ``event`` (compact, fixed order; see ``_BODY_HEAD``)."""
+    texts = [
+        event.event_id.encode(),
+        event.stream.encode(),
+        event.type.encode(),
+        event.trace_id.encode(),
+        event.service.encode(),
+        event.instance.encode(),
+        event.upstream.encode(),
+    ]
+    for name, value in zip(
+        ("event_id", "stream", "type", "trace_id", "service", "instance", "upstream"),
+        texts,
+        strict=True,
+    ):
+        if len(value) > 0xFFFF:
+            raise InvalidEventError(name, f"{len(value)} bytes is too long (max 65535)",
+                                    event_id=event.event_id)
+    head = _BODY_HEAD.pack(
+        FORMAT_VERSION,
+        event.version,
+        event.occurred_at_ns,
+        event.prev_hash,
+        event.hash,
+        *(len(t) for t in texts),
+        len(event.payload),
+    )
+    return b"".join((head, *texts, event.payload))
+
+
+def decode_event(body: bytes, *, global_position: int, recorded_at_ns: int) -> StoredEvent:
+    """Inverse of ``encode_event`` plus the store-assigned fields; ``StoreError`` if malformed."""
+    try:
+        (fmt, version, occurred_at_ns, prev_hash, hash_, *lengths) = _BODY_HEAD.unpack_from(body)
+    except struct.error:
+        raise StoreError(f"position {global_position}: stored body is truncated") from None
+    if fmt != FORMAT_VERSION:
+        raise StoreError(f"position {global_position}: unknown body format {fmt}")
+    offset = _BODY_HEAD.size
+    fields: list[bytes] = []
+    for length in lengths:
+        fields.append(body[offset : offset + length])
+        offset += length
+    if offset != len(body):
+        raise StoreError(f"position {global_position}: stored body has the wrong length")
+    event_id, stream, type_, trace_id, service, instance, upstream = (
+        f.decode() for f in fields[:7]
+    )
+    return StoredEvent(
+        event_id=event_id,
+        stream=stream,
+        version=version,
+        type=type_,
+        occurred_at_ns=occurred_at_ns,
+        trace_id=trace_id,
+        payload=fields[7],
+        prev_hash=prev_hash,
+        hash=hash_,
+        service=service,
+        instance=instance,
+        upstream=upstream,
+        global_position=global_position,
+        recorded_at_ns=recorded_at_ns,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _epoch_seconds(text: str) -> int:
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+def parse_timestamp_ns(text: str) -> int:
+    """JetStream's RFC 3339 UTC timestamp (``2026-01-02T03:04:05.123456789Z``) → Unix ns."""
+    if not text.endswith("Z"):
+        raise StoreError(f"unexpected timestamp {text!r} (expected UTC 'Z')")
+    base, _, fraction = text[:-1].partition(".")
+    nanos = int((fraction + "000000000")[:9]) if fraction else 0
+    return _epoch_seconds(base) * 1_000_000_000 + nanos
+
+
+def _parse_header_block(raw: bytes) -> dict[str, str]:
+    """``NATS/1.0\\r\\nKey: value\\r\\n...`` (as MSG.GET returns it, base64-decoded) → dict."""
+    headers: dict[str, str] = {}
+    for line in raw.decode(errors="replace").split("\r\n")[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip()] = value.strip()
+    return headers
+
+
+# --- internal records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """The last stored event of one stream: its version, hash and stream sequence."""
+
+    version: int
+    hash: bytes
+    sequence: int
+
+
+_EMPTY_HEAD: Final = _Head(0, chain.GENESIS_HASH, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A stored event and the atomic batch that wrote it."""
+
+    event: StoredEvent
+    batch_id: str
+
+
+@dataclass
+class _Plan:
+    """What one attempt at an append will do."""
+
+    outcomes: list[AppendOutcome | None]
+    """Per unique input event: known now (duplicate) or None (to be written)."""
+    new: list[tuple[int, NewEvent]] = field(default_factory=list)
+    """(index into outcomes, event) to publish, grouped by stream, in version order."""
+    expectations: dict[str, _Head] = field(default_factory=dict)
+    """Stream → the head the batch was planned against."""
+
+
+class _Stale(Exception):
+    """The server refused the batch because a head moved: plan again."""
+
+
+class _Transient(Exception):
+    """No leader, timeout, reconnecting...: the outcome is unknown; plan again after a pause."""
+
+
+_T = TypeVar("_T")
+
+
+class NatsEventStore(EventStore):
+    """The event store on a JetStream stream (see the module docstring for the design)."""
+
+    def __init__(self, settings: NatsSettings) -> None:
+        self._settings = settings
+        self._subjects = _Subjects(settings.stream)
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: KeyValue | None = None
+        self._connect_lock = asyncio.Lock()
+        self._closed = False
+        self._heads: dict[str, _Head] = {}
+        self._batch_slots: asyncio.Semaphore | None = None
+        self._head_seen = 0
+        self._head_changed = asyncio.Event()
+        self._waiters = 0
+        self._poller: asyncio.Task[None] | None = None
+        self._replicated = False
+        self._max_payload = 1024 * 1024
+
+    @property
+    def settings(self) -> NatsSettings:
+        return self._settings
+
+    # --- connection ---------------------------------------------------------------------
+
+    async def _ensure(self) -> JetStreamContext:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._js is not None:
+            return self._js
+        async with self._connect_lock:
+            if self._js is None:
+                await self._connect()
+        assert self._js is not None
+        return self._js
+
+    async def _connect(self) -> None:
+        s = self._settings
+        nc = NatsClient()
+        try:
+            # nats-py retries the first connection forever with max_reconnect_attempts=-1
+            # (wanted later: a restarted or failed-over server must be reconnected), so the
+            # first connection is bounded here.
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=list(s.servers),
+                    # nats-py annotates these as int but sleeps on floats
+                    connect_timeout=s.connect_timeout_s,  # type: ignore[arg-type]
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=_RECONNECT_WAIT_S,  # type: ignore[arg-type]
+                    allow_reconnect=True,
+                    name=f"sidecar-eventlog:{s.stream}",
+                    error_cb=_log_nats_error,
+                    disconnected_cb=_log_disconnected,
+                    reconnected_cb=_log_reconnected,
+                ),
+                timeout=s.connect_timeout_s * (len(s.servers) + 1),
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise StoreError(
+                f"cannot connect to NATS at {', '.join(s.servers)} within "
+                f"{s.connect_timeout_s * (len(s.servers) + 1):.0f}s: {exc!r}"
+            ) from None
+        js = nc.jetstream(timeout=s.request_timeout_s)
+        try:
+            await self._ensure_stream(js)
+            self._kv = await self._ensure_bucket(js)
+            await nc.subscribe(self._subjects.head, cb=self._on_head_notice)
+        except BaseException:
+            await nc.close()
+            raise
+        self._max_payload = nc.max_payload
+        self._batch_slots = asyncio.Semaphore(s.max_inflight_batches)
+        self._nc, self._js = nc, js
+        self._poller = asyncio.get_running_loop().create_task(self._poll_head())
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        s = self._settings
+        config = StreamConfig(
+            name=s.stream,
+            description="Evergreen Sidecar breaker event log (one subject per stream version)",
+            subjects=[self._subjects.events],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=s.replicas,
+            discard=DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+            max_msgs_per_subject=1,
+            duplicate_window=s.duplicate_window_s,
+            deny_delete=True,
+            deny_purge=True,
+            allow_direct=True,
+            allow_atomic=True,
+        )
+        try:
+            info = await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            # Exists with other settings (e.g. made by an older release): use it if it keeps
+            # the invariants this adapter relies on, else refuse to start.
+            info = await js.stream_info(s.stream)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StoreError(f"cannot create JetStream stream {s.stream!r}: {exc!r}") from exc
+        cfg = info.config
+        problems = [
+            what
+            for what, ok in (
+                ("max_msgs_per_subject must be 1", cfg.max_msgs_per_subject == 1),
+                ("discard must be 'new'", cfg.discard == DiscardPolicy.NEW),
+                ("discard_new_per_subject must be set", bool(cfg.discard_new_per_subject)),
+                ("allow_atomic must be set", bool(cfg.allow_atomic)),
+                ("allow_direct must be set", bool(cfg.allow_direct)),
+                ("deny_delete must be set", bool(cfg.deny_delete)),
+                ("deny_purge must be set", bool(cfg.deny_purge)),
+                ("subjects must be exactly " + self._subjects.events,
+                 list(cfg.subjects or []) == [self._subjects.events]),
+            )
+            if not ok
+        ]
+        if problems:
+            raise StoreError(
+                f"JetStream stream {s.stream!r} exists with unsafe settings: {'; '.join(problems)}"
+            )
+        self._replicated = (cfg.num_replicas or 1) > 1
+        self._note_head(info.state.last_seq)
+
+    async def _ensure_bucket(self, js: JetStreamContext) -> KeyValue:
+        s = self._settings
+        try:
+            return await js.key_value(s.checkpoint_bucket)
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        try:
+            return await js.create_key_value(
+                KeyValueConfig(
+                    bucket=s.checkpoint_bucket,
+                    description="Evergreen Sidecar projection checkpoints",
+                    history=1,
+                    storage=StorageType.FILE,
+                    replicas=s.replicas,
+                    direct=False,  # reads from the leader: a saved checkpoint is seen at once
+                )
+            )
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StoreError(f"cannot create KV bucket {s.checkpoint_bucket!r}: {exc!r}") from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._nc is not None:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await self._nc.drain()
+            if not self._nc.is_closed:
+                await self._nc.close()
+        self._head_changed.set()
+
+    # --- append ------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[NewEvent]) -> list[AppendOutcome]:
+        if not events:
+            return []
+        for event in events:
+            validate_new_event(event)
+        unique: dict[str, NewEvent] = {}
+        for event in events:
+            known = unique.get(event.event_id)
+            if known is None:
+                unique[event.event_id] = event
+            else:
+                _check_same_content(known, event)
+        order = list(unique.values())
+        if len(order) > MAX_ATOMIC_BATCH_EVENTS:
+            raise InvalidEventError(
+                "events", f"{len(order)} events in one batch; at most {MAX_ATOMIC_BATCH_EVENTS}"
+            )
+        await self._ensure()
+        outcomes = await self._append_unique(order)
+        by_id = {o.event_id: o for o in outcomes}
+        return [by_id[event.event_id] for event in events]
+
+    async def _append_unique(self, order: list[NewEvent]) -> list[AppendOutcome]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.append_retry_s
+        attempts: set[str] = set()  # batch ids of our own attempts (an ack may have been lost)
+        stale = transient = 0
+        last_problem = ""
+        streams = {event.stream for event in order}
+        while True:
+            try:
+                plan = await self._plan(order, attempts)
+                if plan.new:
+                    batch_id = uuid.uuid4().hex
+                    attempts.add(batch_id)
+                    positions = await self._publish(plan, batch_id)
+                    self._settle(plan, positions)
+                result = [o for o in plan.outcomes if o is not None]
+                assert len(result) == len(order)
+                return result
+            except _Stale as exc:
+                stale += 1
+                last_problem = str(exc)
+                for stream in streams:
+                    self._heads.pop(stream, None)
+                if stale > _MAX_STALE_REPLANS:
+                    raise StoreError(
+                        f"append gave up after {stale} attempts: other writers kept moving the "
+                        f"stream heads ({last_problem})"
+                    ) from None
+                if stale > 1:
+                    await asyncio.sleep(_RETRY_BACKOFF_S[min(stale, len(_RETRY_BACKOFF_S)) - 1])
+            except _Transient as exc:
+                transient += 1
+                last_problem = str(exc)
+                for stream in streams:
+                    self._heads.pop(stream, None)
+                pause = _RETRY_BACKOFF_S[min(transient, len(_RETRY_BACKOFF_S)) - 1]
+                if loop.time() + pause > deadline:
+                    raise StoreError(
+                        f"JetStream did not accept the batch within append_retry_s="
+                        f"{self._settings.append_retry_s}s: {last_problem}"
+                    ) from None
+                await asyncio.sleep(pause)
+
+    async def _plan(self, order: list[NewEvent], attempts: set[str]) -> _Plan:
+        """Check every event against its stream head: duplicate, conflict, chain error or new."""
+        plan = _Plan(outcomes=[None] * len(order))
+        by_stream: dict[str, list[int]] = {}
+        for index, event in enumerate(order):
+            by_stream.setdefault(event.stream, []).append(index)
+        heads = await self._gather([self._head(stream) for stream in by_stream])
+        for (stream, indexes), head in zip(by_stream.items(), heads, strict=True):
+            taken = [order[i].version for i in indexes if order[i].version <= head.version]
+            slots = await self._load_slots(stream, taken) if taken else {}
+            running_version, running_hash = head.version, head.hash
+            in_batch: dict[int, str] = {}
+            for index in indexes:
+                event = order[index]
+                if event.version <= head.version:
+                    slot = slots.get(event.version)
+                    if slot is None:
+                        raise _Transient(f"{stream} version {event.version} vanished")
+                    if slot.event.event_id != event.event_id:
+                        raise _conflict(event, slot.event.event_id, head.version)
+                    _check_same_content(slot.event.as_new_event(), event)
+                    plan.outcomes[index] = AppendOutcome(
+                        event.event_id,
+                        slot.event.global_position,
+                        event.version,
+                        duplicate=slot.batch_id not in attempts,
+                    )
+                    continue
+                if event.version <= running_version:
+                    raise _conflict(event, in_batch.get(event.version, "?"), running_version)
+                _check_chain(event, running_version, running_hash)
+                running_version, running_hash = event.version, event.hash
+                in_batch[event.version] = event.event_id
+                if stream not in plan.expectations:
+                    plan.expectations[stream] = head
+                plan.new.append((index, event))
+        return plan
+
+    async def _publish(self, plan: _Plan, batch_id: str) -> list[int]:
+        """Send ``plan.new`` as one atomic batch; the stream sequence of each, in order."""
+        nc = self._nc
+        assert nc is not None and self._batch_slots is not None
+        recorded: set[str] = set()
+        messages: list[tuple[str, bytes, dict[str, str]]] = []
+        for number, (_, event) in enumerate(plan.new, start=1):
+            headers = {_HDR_BATCH_ID: batch_id, _HDR_BATCH_SEQ: str(number)}
+            if event.stream not in recorded:
+                recorded.add(event.stream)
+                head = plan.expectations[event.stream]
+                headers[_HDR_EXPECTED_SUBJECT_SEQ] = str(head.sequence)
+                headers[_HDR_EXPECTED_SUBJECT] = self._subjects.stream_all(event.stream)
+            messages.append(
+                (self._subjects.slot(event.stream, event.version), encode_event(event), headers)
+            )
+        messages[-1][2][_HDR_BATCH_COMMIT] = "1"
+        async with self._batch_slots:
+            try:
+                for subject, body, headers in messages[:-1]:
+                    await nc.publish(subject, body, headers=headers)
+                subject, body, headers = messages[-1]
+                reply = await nc.request(
+                    subject, body, timeout=self._settings.request_timeout_s, headers=headers
+                )
+            except (TimeoutError, nats.errors.TimeoutError) as exc:
+                raise _Transient(f"no acknowledgement of the batch: {exc!r}") from None
+            except nats.errors.NoRespondersError:
+                raise _Transient("no JetStream stream leader answered (election?)") from None
+            except _CONNECTION_ERRORS as exc:
+                if self._closed:
+                    raise StoreError("the store is closed") from None
+                raise _Transient(f"connection problem: {exc!r}") from None
+        ack = _json(reply.data)
+        error = ack.get("error")
+        if error:
+            err_code = int(error.get("err_code") or 0)
+            description = str(error.get("description") or error)
+            if err_code in _STALE_ERRORS:
+                raise _Stale(description)
+            if int(error.get("code") or 0) >= 500:
+                raise _Transient(f"{description} (err_code {err_code})")
+            raise StoreError(f"JetStream refused the batch: {description} (err_code {err_code})")
+        count = int(ack.get("count") or 0)
+        last = int(ack.get("seq") or 0)
+        if count != len(messages) or last < count:
+            raise StoreError(f"JetStream acknowledged {count} of {len(messages)} events ({ack})")
+        return list(range(last - count + 1, last + 1))
+
+    def _settle(self, plan: _Plan, positions: list[int]) -> None:
+        for (index, event), position in zip(plan.new, positions, strict=True):
+            plan.outcomes[index] = AppendOutcome(event.event_id, position, event.version, False)
+            self._heads[event.stream] = _Head(event.version, event.hash, position)
+        if len(self._heads) > 100_000:  # bound the cache; heads are re-read on demand
+            self._heads.clear()
+        self._note_head(positions[-1])
+        nc = self._nc
+        if nc is not None:
+            asyncio.get_running_loop().create_task(self._announce(nc, positions[-1]))
+
+    async def _announce(self, nc: NatsClient, head: int) -> None:
+        """Tell other adapters (replicas) the head moved; best effort (they also poll)."""
+        with contextlib.suppress(nats.errors.Error):
+            await nc.publish(self._subjects.head, str(head).encode())
+
+    async def _head(self, stream: str) -> _Head:
+        cached = self._heads.get(stream)
+        if cached is not None:
+            return cached
+        found = await self._leader_get_last(self._subjects.stream_all(stream))
+        head = (
+            _EMPTY_HEAD
+            if found is None
+            else _Head(found.event.version, found.event.hash, found.event.global_position)
+        )
+        self._heads[stream] = head
+        return head
+
+    async def _load_slots(self, stream: str, versions: list[int]) -> dict[int, _Slot]:
+        semaphore = asyncio.Semaphore(_SLOT_LOOKUP_CONCURRENCY)
+
+        async def one(version: int) -> _Slot | None:
+            async with semaphore:
+                return await self._leader_get_last(self._subjects.slot(stream, version))
+
+        found = await self._gather([one(v) for v in versions])
+        return {v: slot for v, slot in zip(versions, found, strict=True) if slot is not None}
+
+    async def _leader_get_last(self, subject: str) -> _Slot | None:
+        """The last message on ``subject`` read from the stream leader (never a lagging copy)."""
+        nc = self._nc
+        assert nc is not None
+        request = json.dumps({"last_by_subj": subject}).encode()
+        api = f"$JS.API.STREAM.MSG.GET.{self._settings.stream}"
+        try:
+            reply = await nc.request(api, request, timeout=self._settings.request_timeout_s)
+        except _CONNECTION_ERRORS as exc:
+            if self._closed:
+                raise StoreError("the store is closed") from None
+            raise _Transient(f"reading {subject}: {exc!r}") from None
+        data = _json(reply.data)
+        error = data.get("error")
+        if error:
+            if int(error.get("err_code") or 0) == _ERR_NO_MESSAGE_FOUND or error.get("code") == 404:
+                return None
+            if int(error.get("code") or 0) >= 500:
+                raise _Transient(f"reading {subject}: {error}")
+            raise StoreError(f"reading {subject}: {error}")
+        message = data["message"]
+        body = base64.b64decode(message.get("data") or "")
+        headers = (
+            _parse_header_block(base64.b64decode(message["hdrs"])) if message.get("hdrs") else {}
+        )
+        event = decode_event(
+            body,
+            global_position=int(message["seq"]),
+            recorded_at_ns=parse_timestamp_ns(message["time"]),
+        )
+        return _Slot(event, headers.get(_HDR_BATCH_ID, ""))
+
+    async def _gather(self, jobs: list[Awaitable[_T]]) -> list[_T]:
+        return list(await asyncio.gather(*jobs))
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int = DEFAULT_READ_LIMIT
+    ) -> list[StoredEvent]:
+        _check_limit(limit)
+        await self._ensure()
+        start_version = max(from_version, 1)
+        first = await self._leader_get_last(self._subjects.slot(stream, start_version))
+        if first is None:
+            return []
+        head = await self._leader_get_last(self._subjects.stream_all(stream))
+        last_version = head.event.version if head is not None else start_version
+        wanted = min(limit, last_version - start_version + 1)
+        events = await self._scan(
+            first.event.global_position, wanted, self._subjects.stream_all(stream), None,
+            expect_contiguous=False,
+        )
+        # Versions must follow on; a lagging replica may have ended early (then: retried).
+        for offset, event in enumerate(events):
+            if event.version != start_version + offset:
+                raise StoreError(
+                    f"stream {stream!r}: expected version {start_version + offset} at position "
+                    f"{event.global_position}, found {event.version}"
+                )
+        return events
+
+    async def read_all(
+        self,
+        from_position: int = 1,
+        limit: int = DEFAULT_READ_LIMIT,
+        filter: EventFilter = NO_FILTER,
+    ) -> list[StoredEvent]:
+        _check_limit(limit)
+        await self._ensure()
+        subject = self._subjects.filter_for(filter)
+        return await self._scan(
+            max(from_position, 1), limit, subject, filter, expect_contiguous=subject is None
+        )
+
+    async def _scan(
+        self,
+        start: int,
+        limit: int,
+        subject: str | None,
+        flt: EventFilter | None,
+        *,
+        expect_contiguous: bool,
+    ) -> list[StoredEvent]:
+        """Events from sequence ``start`` on (matching ``subject``/``flt``), up to ``limit``.
+
+        Reads in direct-get batches. When a batch ends early, the leader's head decides
+        whether that was the end of the log or a lagging replica (then asks again).
+        """
+        found: list[StoredEvent] = []
+        next_seq = start
+        retries = 0
+        while len(found) < limit:
+            want = self._settings.read_batch if flt is not None else limit - len(found)
+            batch, pending = await self._direct_batch(next_seq, want, subject)
+            for event in batch:
+                if expect_contiguous and event.global_position != next_seq:
+                    raise StoreError(
+                        f"gap in the log: position {next_seq} is missing "
+                        f"(next stored is {event.global_position})"
+                    )
+                next_seq = event.global_position + 1
+                if flt is None or flt.matches(event):
+                    found.append(event)
+                    if len(found) == limit:
+                        return found
+            if batch and pending:
+                continue  # the responder has more; keep going
+            # The responder has nothing more. On R1 it is the leader: that is the end. On R3
+            # it may be a lagging follower: the leader decides.
+            if not self._replicated:
+                return found
+            if subject is None:
+                leader_head = await self.head_position()
+                if next_seq > leader_head:
+                    return found
+            elif not await self._leader_has_after(subject, next_seq):
+                return found
+            retries += 1
+            if retries > _STALE_READ_RETRIES:
+                raise StoreError(
+                    f"the replica answering reads stays behind the leader at position "
+                    f"{next_seq - 1}"
+                )
+            await asyncio.sleep(_STALE_READ_PAUSE_S)
+        return found
+
+    async def _leader_has_after(self, subject: str, sequence: int) -> bool:
+        slot = await self._leader_get_last(subject)
+        return slot is not None and slot.event.global_position >= sequence
+
+    async def _direct_batch(
+        self, start: int, batch: int, subject: str | None
+    ) -> tuple[list[StoredEvent], int]:
+        """One batched direct get: (events from ``start``, messages the responder has left)."""
+        nc = self._nc
+        assert nc is not None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[dict[str, str]] = loop.create_future()
+        raw: list[Msg] = []
+
+        async def collect(msg: Msg) -> None:
+            status = msg.headers.get("Status") if msg.headers else None
+            if status is None:
+                raw.append(msg)
+            elif not done.done():
+                done.set_result(dict(msg.headers or {}))
+
+        request: dict[str, Any] = {
+            "seq": start,
+            "batch": batch,
+            "max_bytes": DEFAULT_READ_MAX_BYTES,
+        }
+        if subject is not None:
+            request["next_by_subj"] = subject
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=collect)
+        try:
+            await nc.publish(
+                f"$JS.API.DIRECT.GET.{self._settings.stream}",
+                json.dumps(request).encode(),
+                reply=inbox,
+            )
+            try:
+                end = await asyncio.wait_for(done, self._settings.request_timeout_s)
+            except TimeoutError:
+                raise StoreError(
+                    f"reading from position {start}: no answer within "
+                    f"{self._settings.request_timeout_s}s"
+                ) from None
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        status = end.get("Status", "")
+        if status == "404":
+            return [], 0
+        if status != "204":
+            raise StoreError(f"reading from position {start}: JetStream answered {end}")
+        events = [self._decode_direct(msg) for msg in raw]
+        return events, int(end.get("Nats-Num-Pending") or 0)
+
+    def _decode_direct(self, msg: Msg) -> StoredEvent:
+        headers = msg.headers or {}
+        return decode_event(
+            msg.data,
+            global_position=int(headers["Nats-Sequence"]),
+            recorded_at_ns=parse_timestamp_ns(headers["Nats-Time-Stamp"]),
+        )
+
+    async def head_position(self) -> int:
+        await self._ensure()
+        info = await self._stream_info({})
+        head = int(info["state"]["last_seq"])
+        self._note_head(head)
+        return head
+
+    async def _stream_info(self, request: dict[str, Any]) -> dict[str, Any]:
+        nc = self._nc
+        assert nc is not None
+        api = f"$JS.API.STREAM.INFO.{self._settings.stream}"
+        try:
+            reply = await nc.request(
+                api, json.dumps(request).encode(), timeout=self._settings.request_timeout_s
+            )
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StoreError(f"stream info of {self._settings.stream!r}: {exc!r}") from exc
+        data = _json(reply.data)
+        if data.get("error"):
+            raise StoreError(f"stream info of {self._settings.stream!r}: {data['error']}")
+        return data
+
+    async def streams(self) -> list[str]:
+        await self._ensure()
+        names: list[str] = []
+        offset = 0
+        while True:
+            info = await self._stream_info(
+                {"subjects_filter": self._subjects.first_versions(), "offset": offset}
+            )
+            subjects: dict[str, int] = info["state"].get("subjects") or {}
+            names.extend(self._subjects.stream_of(subject) for subject in subjects)
+            offset += len(subjects)
+            total = int(info.get("total") or 0)
+            if not subjects or offset >= total:
+                break
+        return sorted(names)
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    async def save_checkpoint(self, name: str, position: int, state: bytes) -> None:
+        if not name:
+            raise ValueError("name: a checkpoint needs a name")
+        if position < 0:
+            raise ValueError(f"position: must be >= 0, got {position}")
+        await self._ensure()
+        kv = self._kv
+        assert kv is not None
+        key = _token(name)
+        state = bytes(state)
+        limit = self._max_payload - _CHUNK_HEADROOM_BYTES
+        try:
+            if 9 + len(state) <= limit:
+                await kv.put(key, _CHECKPOINT_INLINE + struct.pack(">Q", position) + state)
+                return
+            # Too big for one message: chunks under a fresh generation, then the manifest
+            # (the commit point), then the previous generation's chunks are deleted.
+            previous = await self._manifest(kv, key)
+            generation = uuid.uuid4().hex
+            chunks = [state[i : i + limit] for i in range(0, len(state), limit)]
+            for number, chunk in enumerate(chunks):
+                await kv.put(f"{key}.{generation}.{number}", chunk)
+            manifest = {
+                "position": position,
+                "generation": generation,
+                "chunks": len(chunks),
+                "sha256": hashlib.sha256(state).hexdigest(),
+            }
+            await kv.put(key, _CHECKPOINT_CHUNKED + json.dumps(manifest).encode())
+            if previous is not None:
+                for number in range(int(previous["chunks"])):
+                    with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                        await kv.purge(f"{key}.{previous['generation']}.{number}")
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StoreError(f"saving checkpoint {name!r}: {exc!r}") from exc
+
+    async def _manifest(self, kv: KeyValue, key: str) -> dict[str, Any] | None:
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        value = entry.value or b""
+        if value[:1] == _CHECKPOINT_CHUNKED:
+            manifest: dict[str, Any] = json.loads(value[1:])
+            return manifest
+        return None
+
+    async def load_checkpoint(self, name: str) -> tuple[int, bytes] | None:
+        await self._ensure()
+        kv = self._kv
+        assert kv is not None
+        key = _token(name)
+        try:
+            try:
+                entry = await kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            value = entry.value or b""
+            if value[:1] == _CHECKPOINT_INLINE and len(value) >= 9:
+                return struct.unpack_from(">Q", value, 1)[0], value[9:]
+            if value[:1] != _CHECKPOINT_CHUNKED:
+                raise StoreError(f"checkpoint {name!r}: unknown encoding")
+            manifest = json.loads(value[1:])
+            parts: list[bytes] = []
+            for number in range(int(manifest["chunks"])):
+                chunk = await kv.get(f"{key}.{manifest['generation']}.{number}")
+                parts.append(chunk.value or b"")
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StoreError(f"loading checkpoint {name!r}: {exc!r}") from exc
+        state = b"".join(parts)
+        if hashlib.sha256(state).hexdigest() != manifest["sha256"]:
+            raise StoreError(f"checkpoint {name!r}: chunks do not match the manifest digest")
+        return int(manifest["position"]), state
+
+    # --- waiting for appends -------------------------------------------------------------
+
+    async def wait_for_append(self, after_position: int, timeout_s: float) -> int:
+        await self._ensure()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout_s, 0.0)
+        if self._head_seen <= after_position:
+            with contextlib.suppress(StoreError):
+                await self.head_position()
+        while self._head_seen <= after_position and not self._closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            changed = self._head_changed
+            self._waiters += 1
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                break
+            finally:
+                self._waiters -= 1
+        return self._head_seen
+
+    def _note_head(self, head: int) -> None:
+        if head > self._head_seen:
+            self._head_seen = head
+            changed, self._head_changed = self._head_changed, asyncio.Event()
+            changed.set()
+
+    async def _on_head_notice(self, msg: Msg) -> None:
+        with contextlib.suppress(ValueError):
+            self._note_head(int(msg.data))
+
+    async def _poll_head(self) -> None:
+        """While anyone waits, ask the leader for the head every ``head_poll_interval_s``."""
+        while not self._closed:
+            await asyncio.sleep(self._settings.head_poll_interval_s)
+            if self._waiters:
+                with contextlib.suppress(StoreError):
+                    await self.head_position()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    _log.debug("nats client: %r", exc)
+
+
+async def _log_disconnected() -> None:
+    _log.info("event store: disconnected from NATS, reconnecting")
+
+
+async def _log_reconnected() -> None:
+    _log.info("event store: reconnected to NATS")
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, binascii.Error):
+        raise StoreError(f"JetStream sent an unreadable reply: {data[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"JetStream sent an unexpected reply: {data[:200]!r}")
+    return value
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_READ_LIMIT:
+        raise ValueError(f"limit: must be 1..{MAX_READ_LIMIT}, got {limit}")
+
+
+def _check_chain(event: NewEvent, head_version: int, head_hash: bytes) -> None:
+    where = f"stream {event.stream!r} version {event.version}"
+    if event.version != head_version + 1:
+        raise ChainError(
+            f"stream {event.stream!r}: event {event.event_id} has version {event.version} but "
+            f"the next version is {head_version + 1} (gap)",
+            stream=event.stream, version=event.version, event_id=event.event_id,
+        )
+    if event.prev_hash != head_hash:
+        raise ChainError(
+            f"{where}: prev_hash {event.prev_hash.hex()} is not the hash of version "
+            f"{head_version} ({head_hash.hex()})",
+            stream=event.stream, version=event.version, event_id=event.event_id,
+        )
+    if chain.hash_of(event) != event.hash:
+        raise ChainError(
+            f"{where}: hash {event.hash.hex()} is not the SHA-256 of the event's canonical bytes",
+            stream=event.stream, version=event.version, event_id=event.event_id,
+        )
+
+
+def _conflict(event: NewEvent, holder: str, head_version: int) -> ConflictError:
+    return ConflictError(
+        f"stream {event.stream!r}: event {event.event_id} expects the head at version "
+        f"{event.version - 1}, but the head is version {head_version} and version "
+        f"{event.version} holds event {holder}",
+        stream=event.stream,
+        version=event.version,
+        event_id=event.event_id,
+        existing_event_id=holder,
+        expected=f"head at version {event.version - 1}",
+        actual=f"head at version {head_version}",
+    )
+
+
+def _check_same_content(original: NewEvent, again: NewEvent) -> None:
+    if original != again:
+        differing = [
+            name
+            for name in NewEvent.__dataclass_fields__
+            if getattr(original, name) != getattr(again, name)
+        ]
+        raise ConflictError(
+            f"event {again.event_id} is already stored (stream {original.stream!r} version "
+            f"{original.version}) with different content: {', '.join(differing)} differ",
+            stream=again.stream,
+            version=again.version,
+            event_id=again.event_id,
+            existing_event_id=original.event_id,
+            expected=f"the stored content of event {original.event_id}",
+            actual=f"different {', '.join(differing)}",
+        )
