@@ -20,6 +20,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "sidecar.proxy.cli",
     "sidecar.eventlog.cli",
     "sidecar.demo",
+    "sidecar.healthcheck",
 )
 
 

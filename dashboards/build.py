@@ -1,0 +1,558 @@
+"""Build the Grafana dashboards from code: ``python dashboards/build.py [--check]``.
+
+The dashboards are written with Grafana Labs' dashboards-as-code SDK
+(``grafana-foundation-sdk``) and committed as JSON next to this file, where Grafana's file
+provisioning (``dashboards/provisioning/``) picks them up. Edit this file, never the JSON:
+``tests/unit/dashboards`` fails when the committed JSON differs from what this file builds,
+and ``tests/integration/dashboards`` runs every query below against a real Prometheus that
+scrapes a real sidecar and event log, so a panel that would stay empty fails CI.
+
+Metric names are the contract of DESIGN.md section 6; the few extra names (overflows,
+shipping lag and failures, projection lag, recovery time) are the constants below, read from
+the code that exports them.
+
+Label conventions (set by ``deploy/prometheus.yml``): every sidecar target carries a
+``service`` label (the pod's ``app.kubernetes.io/name``) and ``instance`` is the pod name,
+which is also the sidecar's default ``instance`` in its events. The event log is scraped with
+``honor_labels: true`` so the ``service``/``instance``/``upstream`` labels of its projections
+are kept as exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import stat, statetimeline, timeseries
+from grafana_foundation_sdk.builders.prometheus import Dataquery as PromQuery
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+HERE: Final = Path(__file__).resolve().parent
+
+# --- names -------------------------------------------------------------------------------------
+
+DATASOURCE_VAR: Final = "datasource"
+"""Template variable holding the Prometheus datasource; provisioning names it ``Prometheus``."""
+
+TAG: Final = "evergreen-sidecar"
+"""Every dashboard carries this tag; the dashboards link to each other through it."""
+
+# Non-contract metric names (DESIGN section 6 lists the contract ones inline below).
+SIDECAR_OVERFLOWS: Final = "sidecar_overflow_total"
+SIDECAR_OUTBOX_OLDEST_AGE: Final = "sidecar_outbox_oldest_event_age_seconds"
+SIDECAR_SHIPPING_FAILURES: Final = "sidecar_events_ship_failures_total"
+EVENTLOG_PROJECTION_LAG: Final = "eventlog_projection_lag_events"
+EXTRA_METRICS: Final = (
+    SIDECAR_OVERFLOWS, SIDECAR_OUTBOX_OLDEST_AGE, SIDECAR_SHIPPING_FAILURES,
+    EVENTLOG_PROJECTION_LAG,
+)
+
+# Breaker states as numbers on the state timelines (0 is healthy, higher is worse).
+STATE_LEVELS: Final = (("closed", "green"), ("half_open", "yellow"), ("open", "red"))
+
+SIDECAR_SEL: Final = 'service=~"$service", instance=~"$instance", upstream=~"$upstream"'
+EVENTLOG_SEL: Final = 'service=~"$service", instance=~"$instance", upstream=~"$upstream"'
+EVENTLOG_SU_SEL: Final = 'service=~"$service", upstream=~"$upstream"'
+
+# Grid: 24 columns; panel heights in grid rows.
+GRAPH_HEIGHT: Final = 8
+TIMELINE_HEIGHT: Final = 7
+STAT_HEIGHT: Final = 6
+
+
+# --- small builders ---------------------------------------------------------------------------
+
+
+def _datasource() -> model.DataSourceRef:
+    return model.DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VAR}}}")
+
+
+def _query(expr: str, legend: str, ref_id: str, *, exemplar: bool = False,
+           instant: bool = False) -> PromQuery:
+    query = (
+        PromQuery().expr(expr).legend_format(legend).ref_id(ref_id).datasource(_datasource())
+    )
+    if exemplar:
+        query = query.exemplar(True)
+    return query.instant() if instant else query.range()
+
+
+def _legend() -> common_builders.VizLegendOptions:
+    return (
+        common_builders.VizLegendOptions()
+        .display_mode(common.LegendDisplayMode.LIST)
+        .placement(common.LegendPlacement.BOTTOM)
+        .show_legend(True)
+    )
+
+
+def _tooltip() -> common_builders.VizTooltipOptions:
+    return common_builders.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(
+        common.SortOrder.DESCENDING
+    )
+
+
+def _graph(title: str, description: str, unit: str, targets: Sequence[PromQuery], *,
+           width: int, bars: bool = False, min_val: float | None = 0) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(_datasource())
+        .unit(unit)
+        .targets(list(targets))
+        .span(width)
+        .height(GRAPH_HEIGHT)
+        .legend(_legend())
+        .tooltip(_tooltip())
+        .fill_opacity(10)
+        .line_width(1)
+    )
+    if min_val is not None:
+        panel = panel.min(min_val)
+    if bars:
+        panel = (
+            panel.draw_style(common.GraphDrawStyle.BARS)
+            .fill_opacity(80)
+            .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+        )
+    return panel
+
+
+def _stat(title: str, description: str, unit: str, targets: Sequence[PromQuery], *,
+          width: int, thresholds: Sequence[tuple[float | None, str]]) -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(_datasource())
+        .unit(unit)
+        .targets(list(targets))
+        .span(width)
+        .height(STAT_HEIGHT)
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .thresholds(
+            dash.ThresholdsConfig()
+            .mode(model.ThresholdsMode.ABSOLUTE)
+            .steps([model.Threshold(value=value, color=color) for value, color in thresholds])
+        )
+    )
+
+
+def _state_level_expr(metric: str, selector: str, by: str) -> str:
+    """One number per breaker: 0 closed, 1 half-open, 2 open (the state gauges are 1 for the
+    current state and 0 for the others, so the weighted sum picks the current one)."""
+    terms = [
+        f"{level} * max by ({by}) ({metric}{{{selector}, state=\"{state}\"}})"
+        for level, (state, _) in enumerate(STATE_LEVELS)
+        if level
+    ]
+    return " + ".join(terms)
+
+
+def _state_timeline(title: str, description: str, expr: str, legend: str) -> statetimeline.Panel:
+    mapping = model.ValueMap(
+        options={
+            str(level): model.ValueMappingResult(text=state.upper(), color=color, index=level)
+            for level, (state, color) in enumerate(STATE_LEVELS)
+        }
+    )
+    return (
+        statetimeline.Panel()
+        .title(title)
+        .description(description)
+        .datasource(_datasource())
+        .targets([_query(expr, legend, "A")])
+        .span(24)
+        .height(TIMELINE_HEIGHT)
+        .mappings([mapping])
+        .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.FIXED).fixed_color("green"))
+        .show_value(common.VisibilityMode.NEVER)
+        .merge_values(True)
+        .row_height(0.8)
+        .fill_opacity(80)
+        .line_width(0)
+        .legend(_legend())
+    )
+
+
+def _query_variable(name: str, label: str, query: str) -> dash.QueryVariable:
+    return (
+        dash.QueryVariable(name)
+        .label(label)
+        .datasource(_datasource())
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
+def _datasource_variable() -> dash.DatasourceVariable:
+    return (
+        dash.DatasourceVariable(DATASOURCE_VAR)
+        .label("Prometheus")
+        .type("prometheus")
+        .current(model.VariableOption(selected=True, text="Prometheus", value="Prometheus"))
+    )
+
+
+class _PromAnnotation(model.AnnotationQuery):
+    """A Prometheus annotation: the SDK's model has ``expr`` but not the title/tag/step fields
+    Grafana's Prometheus datasource reads, so they are added to its JSON here."""
+
+    def __init__(self, name: str, expr: str, *, title_format: str, tag_keys: str,
+                 step: str) -> None:
+        super().__init__(name=name, datasource=_datasource(), enable=True, hide=False,
+                         icon_color="red", expr=expr)
+        self.title_format = title_format
+        self.tag_keys = tag_keys
+        self.step = step
+
+    def to_json(self) -> dict[str, object]:
+        payload = super().to_json()
+        payload.update(titleFormat=self.title_format, tagKeys=self.tag_keys, step=self.step,
+                       useValueForTime=False)
+        return payload
+
+
+class _AnnotationBuilder(cogbuilder.Builder[model.AnnotationQuery]):
+    def __init__(self, annotation: _PromAnnotation) -> None:
+        self._annotation = annotation
+
+    def build(self) -> model.AnnotationQuery:
+        return self._annotation
+
+
+def _transition_annotation(name: str, metric: str, selector: str, by: str,
+                           title: str) -> _AnnotationBuilder:
+    expr = f"sum by ({by}) (increase({metric}{{{selector}}}[$__rate_interval])) > 0"
+    return _AnnotationBuilder(
+        _PromAnnotation(name, expr, title_format=title, tag_keys=by.replace(" ", ""),
+                        step="$__interval")
+    )
+
+
+def _links() -> dash.DashboardLink:
+    return (
+        dash.DashboardLink("Evergreen Sidecar")
+        .type(model.DashboardLinkType.DASHBOARDS)
+        .tags([TAG])
+        .as_dropdown(True)
+        .include_vars(True)
+        .keep_time(True)
+    )
+
+
+def _base(uid: str, title: str, description: str) -> dash.Dashboard:
+    return (
+        dash.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags([TAG])
+        .editable()
+        .refresh("10s")
+        .time("now-30m", "now")
+        .timezone("browser")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .link(_links())
+    )
+
+
+# --- the dashboards ---------------------------------------------------------------------------
+
+
+def sidecar_overview() -> dash.Dashboard:
+    """Traffic, latency and breakers as one sidecar (or a fleet of them) sees them."""
+    requests = f"sidecar_requests_total{{{SIDECAR_SEL}}}"
+    errors = f'sidecar_requests_total{{{SIDECAR_SEL}, code!="OK"}}'
+    buckets = f"sidecar_request_duration_seconds_bucket{{{SIDECAR_SEL}}}"
+    rate = "[$__rate_interval]"
+    quantiles = [
+        _query(
+            f"histogram_quantile({q}, sum by (upstream, le) (rate({buckets}{rate})))",
+            f"{{{{upstream}}}} p{round(q * 100)}", ref, exemplar=True,
+        )
+        for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))
+    ]
+    shipping_scope = 'service=~"$service", instance=~"$instance"'
+    return (
+        _base(
+            "sidecar-overview", "Evergreen Sidecar / Overview",
+            "Calls through the sidecar per upstream, the circuit breakers' state and the "
+            "shipping of breaker events to the event log.",
+        )
+        .with_variable(_datasource_variable())
+        .with_variable(_query_variable("service", "Service",
+                                       "label_values(sidecar_requests_total, service)"))
+        .with_variable(_query_variable(
+            "instance", "Instance",
+            'label_values(sidecar_requests_total{service=~"$service"}, instance)'))
+        .with_variable(_query_variable(
+            "upstream", "Upstream",
+            'label_values(sidecar_requests_total{service=~"$service", instance=~"$instance"}, '
+            "upstream)"))
+        .annotation(_transition_annotation(
+            "Breaker transitions", "sidecar_breaker_transitions_total", SIDECAR_SEL,
+            "upstream, from_state, to_state", "{{upstream}}: {{from_state}} → {{to_state}}"))
+        .with_row(dash.Row("Traffic per upstream"))
+        .with_panel(_graph(
+            "Requests per second",
+            "Calls the host made through the sidecar, per upstream, whatever their outcome "
+            "(rejected and fallback answers included).",
+            "reqps", [_query(f"sum by (upstream) (rate({requests}{rate}))", "{{upstream}}", "A")],
+            width=8))
+        .with_panel(_graph(
+            "Error ratio",
+            "Share of calls the host saw end with a status other than OK, per upstream. "
+            "Rejections by an open breaker count as errors unless a fallback answered OK.",
+            "percentunit",
+            [_query(f"sum by (upstream) (rate({errors}{rate})) / "
+                    f"sum by (upstream) (rate({requests}{rate}))", "{{upstream}}", "A")],
+            width=8))
+        .with_panel(_graph(
+            "Latency p50 / p95 / p99",
+            "Call duration as the host sees it. The dots are exemplars: click one to open "
+            "the trace of that very call (the datasource maps trace_id to the tracing backend).",
+            "s", quantiles, width=8))
+        .with_row(dash.Row("Circuit breakers"))
+        .with_panel(_state_timeline(
+            "Breaker state",
+            "State of each breaker over time, per instance: CLOSED lets calls through, OPEN "
+            "rejects them at once, HALF_OPEN lets a few probes test the upstream.",
+            _state_level_expr("sidecar_breaker_state", SIDECAR_SEL, "instance, upstream"),
+            "{{upstream}} @ {{instance}}"))
+        .with_panel(_graph(
+            "Rejections and fallbacks",
+            "Calls an open (or full half-open) breaker refused without touching the upstream, "
+            "and calls the upstream's fallback answered instead.",
+            "reqps",
+            [_query(f"sum by (upstream) (rate(sidecar_breaker_rejections_total{{{SIDECAR_SEL}}}"
+                    f"{rate}))", "rejected {{upstream}}", "A"),
+             _query(f"sum by (upstream) (rate(sidecar_fallbacks_total{{{SIDECAR_SEL}}}{rate}))",
+                    "fallback {{upstream}}", "B")],
+            width=8))
+        .with_panel(_stat(
+            "Current open duration",
+            "How long the breaker stays open this time (while OPEN), or how long the next trip "
+            "would keep it open. It grows with trips in a row and shrinks as health returns.",
+            "s",
+            [_query(f"max by (upstream) (sidecar_breaker_open_duration_seconds{{{SIDECAR_SEL}}})",
+                    "{{upstream}}", "A")],
+            width=8, thresholds=[(None, "green"), (5, "yellow"), (30, "red")]))
+        .with_panel(_graph(
+            "Transitions",
+            "Breaker state changes per upstream and target state.",
+            "short",
+            [_query(f"sum by (upstream, to_state) (increase(sidecar_breaker_transitions_total"
+                    f"{{{SIDECAR_SEL}}}{rate}))", "{{upstream}} → {{to_state}}", "A")],
+            width=8, bars=True))
+        .with_row(dash.Row("Limits and event shipping"))
+        .with_panel(_graph(
+            "Concurrency-limit overflows",
+            "Calls refused with RESOURCE_EXHAUSTED because the upstream already had "
+            "max_concurrent_requests in flight (the bulkhead).",
+            "reqps",
+            [_query(f"sum by (upstream) (rate({SIDECAR_OVERFLOWS}{{{SIDECAR_SEL}}}{rate}))",
+                    "{{upstream}}", "A")],
+            width=6))
+        .with_panel(_graph(
+            "Outbox depth",
+            "Breaker events written to the local outbox and not yet acknowledged by the event "
+            "log. It rises while the log is unreachable and drains when it is back.",
+            "short",
+            [_query(f"sum by (instance) (sidecar_outbox_pending_events{{{shipping_scope}}})",
+                    "{{instance}}", "A")],
+            width=6))
+        .with_panel(_graph(
+            "Shipping lag",
+            "Age of the oldest event still waiting in the outbox: how far behind the event "
+            "log is for this sidecar.",
+            "s",
+            [_query(f"max by (instance) ({SIDECAR_OUTBOX_OLDEST_AGE}{{{shipping_scope}}})",
+                    "{{instance}}", "A")],
+            width=6))
+        .with_panel(_graph(
+            "Events shipped and shipping failures",
+            "Events the event log acknowledged, and failed shipping attempts (retried with "
+            "backoff; appends are idempotent, so a retry never duplicates an event).",
+            "ops",
+            [_query(f"sum by (instance) (rate(sidecar_events_shipped_total{{{shipping_scope}}}"
+                    f"{rate}))", "shipped {{instance}}", "A"),
+             _query(f"sum by (instance) (rate({SIDECAR_SHIPPING_FAILURES}{{{shipping_scope}}}"
+                    f"{rate}))", "failed {{instance}}", "B")],
+            width=6))
+    )
+
+
+def breaker_event_log() -> dash.Dashboard:
+    """The fleet's breaker history as the event log's projections tell it."""
+    rate = "[$__rate_interval]"
+    open_seconds = f"eventlog_breaker_open_seconds_total{{{EVENTLOG_SU_SEL}}}"
+    known = (f"count by (service, upstream) "
+             f'(eventlog_breaker_state{{{EVENTLOG_SU_SEL}, state="open"}})')
+    return (
+        _base(
+            "breaker-event-log", "Evergreen Sidecar / Breaker event log",
+            "Every breaker transition of every sidecar, from the append-only event log's "
+            "projections: state per service and upstream, time spent open, recovery, and the "
+            "health of the log itself.",
+        )
+        .with_variable(_datasource_variable())
+        .with_variable(_query_variable("service", "Service",
+                                       "label_values(eventlog_breaker_state, service)"))
+        .with_variable(_query_variable(
+            "upstream", "Upstream",
+            'label_values(eventlog_breaker_state{service=~"$service"}, upstream)'))
+        .with_variable(_query_variable(
+            "instance", "Instance",
+            'label_values(eventlog_breaker_state{service=~"$service", upstream=~"$upstream"}, '
+            "instance)"))
+        .annotation(_transition_annotation(
+            "Breaker transitions (event log)", "eventlog_breaker_transitions_total",
+            EVENTLOG_SU_SEL, "service, upstream, from_state, to_state",
+            "{{service}}/{{upstream}}: {{from_state}} → {{to_state}}"))
+        .with_row(dash.Row("Breakers across the fleet"))
+        .with_panel(_graph(
+            "Transitions by service and upstream",
+            "Breaker state changes recorded in the log, by service, upstream and target state.",
+            "short",
+            [_query(f"sum by (service, upstream, to_state) (increase("
+                    f"eventlog_breaker_transitions_total{{{EVENTLOG_SU_SEL}}}{rate}))",
+                    "{{service}}/{{upstream}} → {{to_state}}", "A")],
+            width=12, bars=True))
+        .with_panel(_graph(
+            "Instances with an open breaker",
+            "How many instances of each service have the breaker to that upstream OPEN, "
+            "out of the instances the log knows.",
+            "short",
+            [_query(f"sum by (service, upstream) (eventlog_breaker_state{{{EVENTLOG_SEL}, "
+                    f'state="open"}})', "open {{service}}/{{upstream}}", "A"),
+             _query(known, "known {{service}}/{{upstream}}", "B")],
+            width=12))
+        .with_panel(_state_timeline(
+            "Breaker state per instance",
+            "State of each breaker as recorded in the log, per service, instance and upstream.",
+            _state_level_expr("eventlog_breaker_state", EVENTLOG_SEL,
+                              "service, instance, upstream"),
+            "{{service}}/{{instance}} → {{upstream}}"))
+        .with_row(dash.Row("Availability and recovery"))
+        .with_panel(_stat(
+            "Seconds spent open",
+            "Breaker-seconds spent OPEN over the dashboard's time range, summed over the "
+            "instances of each service (the current open period included).",
+            "s",
+            [_query(f"sum by (service, upstream) (increase({open_seconds}[$__range]))",
+                    "{{service}}/{{upstream}}", "A")],
+            width=8, thresholds=[(None, "green"), (60, "yellow"), (600, "red")]))
+        .with_panel(_stat(
+            "Availability (time not open)",
+            "Share of instance-time the breaker to each upstream was not OPEN over the time "
+            "range: 1 - open seconds / (instances * range).",
+            "percentunit",
+            [_query(f"1 - sum by (service, upstream) (increase({open_seconds}[$__range])) / "
+                    f"({known} * $__range_s)", "{{service}}/{{upstream}}", "A")],
+            width=8, thresholds=[(None, "red"), (0.99, "yellow"), (0.999, "green")]))
+        .with_panel(_stat(
+            "Mean time to recover",
+            "Breaker-seconds spent OPEN per recovery (HALF_OPEN -> CLOSED) over the time "
+            "range: how long an upstream stays cut off once its breaker trips.",
+            "s",
+            [_query(f"sum by (service, upstream) (increase({open_seconds}[$__range])) / "
+                    f"sum by (service, upstream) (increase(eventlog_breaker_transitions_total"
+                    f'{{{EVENTLOG_SU_SEL}, from_state="half_open", to_state="closed"}}'
+                    f"[$__range]))", "{{service}}/{{upstream}}", "A")],
+            width=8, thresholds=[(None, "green"), (30, "yellow"), (300, "red")]))
+        .with_row(dash.Row("The event log"))
+        .with_panel(_graph(
+            "Append rate by event type",
+            "Events appended to the log per second, by type.",
+            "ops",
+            [_query(f"sum by (type) (rate(eventlog_events_appended_total{rate}))", "{{type}}",
+                    "A")],
+            width=6))
+        .with_panel(_graph(
+            "Duplicate appends",
+            "Appends of an event_id already in the log (a shipper retry): answered with the "
+            "original position, nothing stored. Harmless; a steady rate means retries.",
+            "ops",
+            [_query(f"sum(rate(eventlog_duplicates_total{rate}))", "duplicates", "A")],
+            width=6))
+        .with_panel(_graph(
+            "Head position",
+            "Global position of the newest event in the log.",
+            "short",
+            [_query("max(eventlog_head_position)", "head", "A"),
+             _query("min(eventlog_projection_position)", "projections", "B")],
+            width=6, min_val=None))
+        .with_panel(_graph(
+            "Projection lag",
+            "Events appended but not yet folded into the projections (read models). Lasting "
+            "lag means the dashboards and status queries are behind the log.",
+            "short",
+            [_query(f"max({EVENTLOG_PROJECTION_LAG})", "lag", "A")],
+            width=6))
+    )
+
+
+DASHBOARDS: Final[dict[str, Callable[[], dash.Dashboard]]] = {
+    "sidecar-overview.json": sidecar_overview,
+    "breaker-event-log.json": breaker_event_log,
+}
+"""Output file name (in ``dashboards/``) → the function that builds it."""
+
+
+def render(builder: dash.Dashboard) -> str:
+    """The dashboard as Grafana JSON: stable key order, two-space indent, final newline.
+
+    Panels (rows included) get ids 1, 2, ... in layout order: Grafana needs them unique
+    within a dashboard and the SDK leaves them unset.
+    """
+    built = builder.build()
+    for number, panel in enumerate(built.panels or [], start=1):
+        panel.id_val = number
+    return JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False).encode(built) + "\n"
+
+
+def stale_files(directory: Path = HERE) -> list[str]:
+    """Names of the committed dashboards that differ from what this file builds."""
+    stale = []
+    for name, build in DASHBOARDS.items():
+        path = directory / name
+        if not path.exists() or path.read_text(encoding="utf-8") != render(build()):
+            stale.append(name)
+    return stale
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when a committed dashboard is stale")
+    parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: here)")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files(args.out)
+        for name in stale:
+            print(f"stale: dashboards/{name} (run: python dashboards/build.py)", file=sys.stderr)
+        return 1 if stale else 0
+    for name, build in DASHBOARDS.items():
+        (args.out / name).write_text(render(build()), encoding="utf-8")
+        print(f"wrote {args.out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The Grafana dashboards as a user meets them: generated from code, fresh, complete, and wired
+to the metric names of DESIGN section 6 (tests/integration/dashboards runs every query)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dashboards import build
+from dashboards.queries import LABEL_VALUES, dashboard_queries, expand, panels
+
+ROOT = Path(__file__).resolve().parents[3]
+DASHBOARDS = ROOT / "dashboards"
+
+CONTRACT_METRICS = {
+    "sidecar_requests_total", "sidecar_request_duration_seconds", "sidecar_breaker_state",
+    "sidecar_breaker_transitions_total", "sidecar_breaker_rejections_total",
+    "sidecar_fallbacks_total", "sidecar_breaker_open_duration_seconds",
+    "sidecar_outbox_pending_events", "sidecar_events_shipped_total",
+    "eventlog_events_appended_total", "eventlog_duplicates_total", "eventlog_breaker_state",
+    "eventlog_breaker_open_seconds_total", "eventlog_breaker_transitions_total",
+    "eventlog_head_position", "eventlog_projection_position",
+}
+EXTRA_METRICS = set(build.EXTRA_METRICS)
+
+
+def _load(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((DASHBOARDS / name).read_text(encoding="utf-8"))
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def overview() -> dict[str, Any]:
+    return _load("sidecar-overview.json")
+
+
+@pytest.fixture(scope="module")
+def event_log() -> dict[str, Any]:
+    return _load("breaker-event-log.json")
+
+
+def test_committed_dashboards_are_what_build_py_generates() -> None:
+    assert build.stale_files() == [], "run: .venv/bin/python dashboards/build.py"
+
+
+def test_the_check_mode_reports_a_stale_dashboard(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert build.main(["--out", str(tmp_path)]) == 0
+    (tmp_path / "sidecar-overview.json").write_text("{}", encoding="utf-8")
+    assert build.main(["--check", "--out", str(tmp_path)]) == 1
+    assert "sidecar-overview.json" in capsys.readouterr().err
+
+
+def test_sidecar_overview_has_the_panels_an_operator_looks_for(overview: dict[str, Any]) -> None:
+    titles = {panel["title"] for panel in panels(overview)}
+    assert titles >= {
+        "Requests per second", "Error ratio", "Latency p50 / p95 / p99", "Breaker state",
+        "Rejections and fallbacks", "Current open duration", "Concurrency-limit overflows",
+        "Outbox depth", "Shipping lag",
+    }
+    timeline = next(p for p in panels(overview) if p["title"] == "Breaker state")
+    assert timeline["type"] == "state-timeline"
+    texts = {r["text"] for r in timeline["fieldConfig"]["defaults"]["mappings"][0]["options"]
+             .values()}
+    assert texts == {"CLOSED", "HALF_OPEN", "OPEN"}
+
+
+def test_breaker_event_log_has_the_panels_an_operator_looks_for(
+        event_log: dict[str, Any]) -> None:
+    titles = {panel["title"] for panel in panels(event_log)}
+    assert titles >= {
+        "Transitions by service and upstream", "Instances with an open breaker",
+        "Seconds spent open", "Availability (time not open)", "Mean time to recover",
+        "Append rate by event type", "Duplicate appends", "Head position", "Projection lag",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(build.DASHBOARDS))
+def test_every_dashboard_filters_by_service_upstream_and_instance(name: str) -> None:
+    dashboard = _load(name)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "service", "upstream", "instance"} <= set(variables)
+    for var in ("service", "upstream", "instance"):
+        assert variables[var]["includeAll"] and variables[var]["allValue"] == ".*"
+        assert LABEL_VALUES.match(variables[var]["query"]), variables[var]["query"]
+    breaker_queries = [q for q in dashboard_queries(dashboard)
+                       if q.kind == "panel" and "breaker_state" in q.expr]
+    assert breaker_queries and all('upstream=~"$upstream"' in q.expr for q in breaker_queries)
+
+
+@pytest.mark.parametrize("name", sorted(build.DASHBOARDS))
+def test_every_panel_queries_prometheus_through_the_datasource_variable(name: str) -> None:
+    dashboard = _load(name)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels(dashboard):
+        assert panel["targets"], panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        for target in panel["targets"]:
+            assert target["expr"] and target["datasource"]["uid"] == "${datasource}"
+
+
+@pytest.mark.parametrize("name", sorted(build.DASHBOARDS))
+def test_dashboards_use_only_known_metric_names(name: str) -> None:
+    used = set()
+    for query in dashboard_queries(_load(name)):
+        for metric in re.findall(r"\b((?:sidecar|eventlog)_[a-z_]+)\b", query.expr):
+            used.add(metric.removesuffix("_bucket"))
+    unknown = used - CONTRACT_METRICS - EXTRA_METRICS
+    assert not unknown, f"not in DESIGN section 6 nor declared in build.py: {unknown}"
+
+
+def test_latency_queries_ask_for_exemplars_and_exemplars_link_to_traces(
+        overview: dict[str, Any]) -> None:
+    latency = next(p for p in panels(overview) if p["title"] == "Latency p50 / p95 / p99")
+    assert [t["exemplar"] for t in latency["targets"]] == [True, True, True]
+    provisioning = yaml.safe_load(
+        (DASHBOARDS / "provisioning/datasources/evergreen-sidecar.yaml").read_text())
+    prometheus = next(d for d in provisioning["datasources"] if d["type"] == "prometheus")
+    tempo = next(d for d in provisioning["datasources"] if d["type"] == "tempo")
+    (destination,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    # the sidecar's exemplars are {trace_id, span_id} (sidecar/telemetry/metrics.py)
+    assert destination == {"name": "trace_id", "datasourceUid": tempo["uid"]}
+
+
+@pytest.mark.parametrize("name", sorted(build.DASHBOARDS))
+def test_breaker_transitions_are_annotations(name: str) -> None:
+    (annotation,) = _load(name)["annotations"]["list"]
+    assert "breaker_transitions_total" in annotation["expr"]
+    assert annotation["enable"] and "{{to_state}}" in annotation["titleFormat"]
+
+
+def test_provisioning_serves_the_generated_dashboards_from_the_datasource_they_expect() -> None:
+    provider = yaml.safe_load(
+        (DASHBOARDS / "provisioning/dashboards/evergreen-sidecar.yaml").read_text())
+    (entry,) = provider["providers"]
+    assert entry["type"] == "file" and entry["options"]["path"]
+    datasources = yaml.safe_load(
+        (DASHBOARDS / "provisioning/datasources/evergreen-sidecar.yaml").read_text())
+    names = {d["name"] for d in datasources["datasources"]}
+    for name in build.DASHBOARDS:
+        variable = next(v for v in _load(name)["templating"]["list"]
+                        if v["name"] == "datasource")
+        assert variable["current"]["value"] in names
+
+
+def test_expand_replaces_grafana_builtins_like_grafana_does() -> None:
+    expr = 'rate(x{a=~"$a", b="${b}"}[$__rate_interval]) / $__range_s + y[$__range]'
+    assert expand(expr, {"a": "one|two", "b": "three"}, step_s=1, scrape_s=1, range_s=90) == (
+        'rate(x{a=~"one|two", b="three"}[4s]) / 90 + y[90s]')
+
+
+def test_expand_refuses_a_variable_without_a_value() -> None:
+    with pytest.raises(KeyError, match=r"\$missing"):
+        expand("up{a=\"$missing\"}", {}, step_s=1, scrape_s=1, range_s=60)
