@@ -217,6 +217,10 @@ class SqliteEventStore(EventStore):
     def path(self) -> Path:
         return self._path
 
+    @property
+    def settings(self) -> SqliteSettings:
+        return self._settings
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self._path,

@@ -1,0 +1,145 @@
+"""What the SQLite adapter adds to the contract: durability across reopen, WAL readers, group
+commit, settings, and ``open_store`` URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sidecar.eventlog.sqlite_store import SqliteEventStore, SqliteSettings
+from sidecar.eventlog.store import StoreError
+from sidecar.eventlog.stores import open_store
+from tests.support.events import StreamFactory
+
+
+async def test_acknowledged_events_survive_reopening_and_stay_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    producer = StreamFactory()
+    events = producer.transitions(5)
+    store = SqliteEventStore(path)
+    await store.append(events)
+    await store.save_checkpoint("status", 5, b"{}")
+    await store.close()
+
+    reopened = SqliteEventStore(path)
+    try:
+        again = await reopened.append(events[2:3])
+        after = await reopened.append([producer.transition()])
+
+        assert (again[0].global_position, again[0].duplicate) == (3, True)
+        assert after[0].global_position == 6
+        assert await reopened.load_checkpoint("status") == (5, b"{}")
+        assert [e.as_new_event() for e in await reopened.read_stream(producer.stream)][:5] == events
+    finally:
+        await reopened.close()
+
+
+async def test_database_is_in_wal_mode_with_full_sync_by_default(tmp_path: Path) -> None:
+    store = SqliteEventStore(tmp_path / "events.db")
+    await store.close()
+
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.settings.synchronous == "FULL"
+
+
+async def test_readers_see_committed_events_while_another_writer_holds_a_transaction(
+    tmp_path: Path,
+) -> None:
+    store = SqliteEventStore(tmp_path / "events.db")
+    try:
+        await store.append([StreamFactory().transition()])
+        blocker = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("DELETE FROM events")  # uncommitted
+        try:
+            assert [e.global_position for e in await store.read_all()] == [1]
+            assert await store.head_position() == 1
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    finally:
+        await store.close()
+
+
+async def test_concurrent_appends_are_committed_together(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SqliteEventStore(path, SqliteSettings(busy_timeout_s=60))
+    try:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's first group waits behind this lock
+        producers = [StreamFactory("svc", f"pod-{i}") for i in range(20)]
+        appends = [asyncio.create_task(store.append(p.transitions(3))) for p in producers]
+        for _ in range(3):
+            await asyncio.sleep(0)  # let every append reach the writer's queue
+        blocker.execute("COMMIT")
+        blocker.close()
+        await asyncio.gather(*appends)
+
+        commit_times = {e.recorded_at_ns for e in await store.read_all(limit=100)}
+        # Every event of one group shares its commit time: 20 batches, at most 2 commits.
+        assert len(commit_times) <= 2
+        assert await store.head_position() == 60
+    finally:
+        await store.close()
+
+
+async def test_closed_store_refuses_appends_and_reads(tmp_path: Path) -> None:
+    store = SqliteEventStore(tmp_path / "events.db")
+    await store.close()
+    await store.close()  # idempotent
+
+    with pytest.raises(StoreError, match="closed"):
+        await store.append([StreamFactory().transition()])
+    with pytest.raises(StoreError, match="closed"):
+        await store.read_all()
+
+
+def test_bad_settings_are_refused_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteSettings(synchronous="SOMETIMES")
+    with pytest.raises(ValueError, match="read_threads"):
+        SqliteSettings(read_threads=0)
+    with pytest.raises(ValueError, match="max_group_events"):
+        SqliteSettings(max_group_events=0)
+
+
+async def test_open_store_opens_sqlite_urls_with_options(tmp_path: Path) -> None:
+    store = open_store(f"sqlite://{tmp_path}/a/events.db?synchronous=NORMAL&read_threads=3")
+    try:
+        assert isinstance(store, SqliteEventStore)
+        assert store.path == tmp_path / "a" / "events.db"
+        assert (store.settings.synchronous, store.settings.read_threads) == ("NORMAL", 3)
+    finally:
+        await store.close()
+
+
+async def test_open_store_takes_a_relative_sqlite_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:data/events.db")
+    try:
+        await store.append([StreamFactory().transition()])
+        assert (tmp_path / "data" / "events.db").exists()
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgres://db/events", "unknown store URL"),
+        ("events.db", "unknown store URL"),
+        ("sqlite://host/events.db", "names a host"),
+        ("sqlite://", "no file path"),
+        ("sqlite:///tmp/x.db?fsync=yes", "unknown sqlite option"),
+        ("sqlite:///tmp/x.db?synchronous=SOMETIMES", "synchronous"),
+    ],
+)
+def test_open_store_refuses_bad_urls_with_a_clear_message(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_store(url)
