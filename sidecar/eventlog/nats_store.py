@@ -691,8 +691,18 @@ class NatsEventStore(EventStore):
         last_problem = ""
         streams = {event.stream for event in order}
         while True:
+            cached = any(stream in self._heads for stream in streams)
             try:
-                plan = await self._plan(order, attempts)
+                try:
+                    plan = await self._plan(order, attempts)
+                except (ChainError, ConflictError):
+                    if not cached:
+                        raise
+                    # The verdict may rest on a head cached before another replica appended:
+                    # judge again against the heads the leader has now.
+                    for stream in streams:
+                        self._heads.pop(stream, None)
+                    plan = await self._plan(order, attempts)
                 if plan.new:
                     batch_id = uuid.uuid4().hex
                     attempts.add(batch_id)
