@@ -68,12 +68,6 @@ class Chained(Protocol):
     def payload(self) -> bytes: ...
 
 
-def _field(data: bytes, name: str) -> bytes:
-    if len(data) > _MAX_U32:
-        raise ValueError(f"{name}: {len(data)} bytes is too long to hash (max {_MAX_U32})")
-    return _U32.pack(len(data)) + data
-
-
 def canonical_bytes(
     *,
     prev_hash: bytes,
@@ -88,7 +82,7 @@ def canonical_bytes(
     """The exact bytes that ``compute_hash`` digests (see the module docstring).
 
     Raises ``ValueError`` naming the field when a value cannot be encoded (``prev_hash`` not
-    32 bytes, ``version`` outside u64, ``occurred_at_ns`` outside i64).
+    32 bytes, ``version`` outside u64, ``occurred_at_ns`` outside i64, a field over 4 GiB).
     """
     if len(prev_hash) != HASH_SIZE_BYTES:
         raise ValueError(f"prev_hash: must be {HASH_SIZE_BYTES} bytes, got {len(prev_hash)}")
@@ -96,17 +90,37 @@ def canonical_bytes(
         raise ValueError(f"version: {version} does not fit an unsigned 64-bit integer")
     if not -(2**63) <= occurred_at_ns < 2**63:
         raise ValueError(f"occurred_at_ns: {occurred_at_ns} does not fit a signed 64-bit integer")
+    stream_b, event_id_b, type_b, trace_id_b = (
+        stream.encode(),
+        event_id.encode(),
+        type.encode(),
+        trace_id.encode(),
+    )
+    for name, data in (
+        ("stream", stream_b),
+        ("event_id", event_id_b),
+        ("type", type_b),
+        ("trace_id", trace_id_b),
+        ("payload", payload),
+    ):
+        if len(data) > _MAX_U32:
+            raise ValueError(f"{name}: {len(data)} bytes is too long to hash (max {_MAX_U32})")
     return b"".join(
         (
             DOMAIN_TAG,
             prev_hash,
-            _field(stream.encode(), "stream"),
+            _U32.pack(len(stream_b)),
+            stream_b,
             _U64.pack(version),
-            _field(event_id.encode(), "event_id"),
-            _field(type.encode(), "type"),
+            _U32.pack(len(event_id_b)),
+            event_id_b,
+            _U32.pack(len(type_b)),
+            type_b,
             _I64.pack(occurred_at_ns),
-            _field(trace_id.encode(), "trace_id"),
-            _field(payload, "payload"),
+            _U32.pack(len(trace_id_b)),
+            trace_id_b,
+            _U32.pack(len(payload)),
+            payload,
         )
     )
 
