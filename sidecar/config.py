@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from sidecar.breaker import BreakerSettings, Mode
-from sidecar.events.settings import EventsSettings
+from sidecar.events.settings import MAX_BATCH_SIZE, EventsSettings
 
 _BREAKER = BreakerSettings()  # the single source of breaker defaults
 _EVENTS = EventsSettings()  # the single source of event pipeline defaults
@@ -285,7 +285,7 @@ class EventlogConfig(_Model):
     outbox_path: Annotated[str, Field(min_length=1)] = _EVENTS.outbox_path
     queue_size: PositiveInt = _EVENTS.queue_size
     outbox_max_events: PositiveInt = _EVENTS.outbox_max_events
-    batch_size: PositiveInt = _EVENTS.batch_size
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] = _EVENTS.batch_size
     flush_interval_ms: PositiveFloat = _EVENTS.flush_interval_ms
     append_timeout_ms: PositiveFloat = _EVENTS.append_timeout_ms
     backoff: ShipperBackoff = ShipperBackoff()

@@ -1,0 +1,504 @@
+"""The durable local outbox: breaker events wait here (SQLite, WAL) until the event log has them.
+
+Two pieces:
+
+- :class:`Outbox`, the SQLite file at ``eventlog.outbox_path``. It is the ONE place where events
+  get their ``version``, ``prev_hash`` and ``hash``: :meth:`Outbox.append` numbers events in the
+  order they arrive, continuing from the stream head it keeps in the same file (table ``head``,
+  updated in the same transaction), so versions and the hash chain continue across restarts,
+  and two breakers changing at the same instant can never take the same version.
+- :class:`OutboxWriter`, the thread that moves events from the in-memory
+  :class:`~sidecar.events.producer.EventQueue` into the outbox, off the data path.
+
+Stream head unknown. A stream the outbox has no head for (a first start, a wiped outbox file,
+a new instance name) must not guess ``version = 1``: the event log may already hold that stream.
+Its events are stored un-numbered ("awaiting head") until the shipper has read the stream's head
+from the log and called :meth:`Outbox.rebase`; they are numbered then, in arrival order, and
+shipped. So a sidecar whose outbox was wiped continues the log's chain instead of colliding
+with it. (What the wiped outbox held but never shipped is lost: that is the one thing a
+deleted file takes with it.)
+
+Size bound policy (``max_events``): when the outbox holds ``max_events`` unshipped events, NEW
+events are refused. They are counted (:attr:`OutboxStats.refused`, exported as
+``sidecar_events_dropped_total{reason="outbox_full"}``) and logged loudly by the writer; nothing
+already in the outbox is dropped. Refusing the newest is the only chain-safe choice: an event
+that was refused never got a version, so the chain of what is stored stays unbroken, whereas
+dropping an older, numbered event would leave a hole no later event could be appended after.
+Acknowledged events are deleted at once (the head table keeps what the chain needs), so the
+bound counts unshipped events only.
+
+Conflicts. If the log refuses a batch as a conflict (another event at our version, or a chain
+that does not continue its head), :meth:`Outbox.rebase` drops the events the log already has
+(matched by ``event_id``) and renumbers every still-unshipped event after the log's head. This
+is safe because the log never accepted those numbers: nobody has seen them.
+
+Durability: ``synchronous=FULL`` (each write transaction is fsynced; the writer batches, so it
+is one fsync per batch, never on the data path). An exclusive ``flock`` on ``<path>.lock``
+stops a second process from using the same outbox (two writers would fork the chain); the OS
+releases it when the process dies, even by SIGKILL.
+
+Threading: :class:`Outbox` is thread-safe (one lock around one connection); its methods block
+on disk I/O and must never be called on the proxy's event loop: the writer thread, the shipper
+thread and the metrics scrape thread use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+from sidecar import chain
+from sidecar.events._loud import LoudLimiter
+from sidecar.events.producer import EventQueue
+from sidecar.v1 import events_pb2
+
+__all__ = [
+    "DEFAULT_WRITER_POLL_S",
+    "DEFAULT_WRITER_RETRY_S",
+    "GENESIS_HEAD",
+    "Outbox",
+    "OutboxError",
+    "OutboxLockedError",
+    "OutboxStats",
+    "OutboxWriter",
+    "RebaseOutcome",
+    "StreamHead",
+]
+
+_log = logging.getLogger("sidecar.events")
+
+SCHEMA_VERSION: Final = 1
+DEFAULT_WRITER_POLL_S: Final = 0.25
+"""How long the writer waits for an event before checking whether it was asked to stop."""
+DEFAULT_WRITER_RETRY_S: Final = 1.0
+"""After a failed outbox write (disk full, I/O error) the writer retries this much later."""
+DEFAULT_BUSY_TIMEOUT_MS: Final = 5_000
+"""SQLite busy timeout (only a reader such as a backup tool can hold the file briefly)."""
+_SQL_PARAMS_PER_STATEMENT: Final = 500
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS head (
+    stream  TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    hash    BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order
+    event_id       TEXT NOT NULL UNIQUE,
+    stream         TEXT NOT NULL,
+    version        INTEGER,                            -- NULL: awaiting the stream head
+    occurred_at_ns INTEGER NOT NULL,
+    body           BLOB NOT NULL                       -- serialized sidecar.v1.Event
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_stream_version
+    ON events (stream, version) WHERE version IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_stream_seq ON events (stream, seq);
+"""
+
+
+class OutboxError(Exception):
+    """The outbox file cannot be used (wrong schema, unreadable)."""
+
+
+class OutboxLockedError(OutboxError):
+    """Another process holds the outbox (two sidecars configured with one ``outbox_path``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """The last numbered event of a stream: the next event gets ``version + 1`` and
+    ``prev_hash = hash``."""
+
+    version: int
+    hash: bytes
+
+
+GENESIS_HEAD: Final = StreamHead(0, chain.GENESIS_HASH)
+"""The head of a stream with no event yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """A consistent read of the outbox for metrics (computed at scrape time)."""
+
+    pending: int
+    """Unshipped events held (numbered or awaiting their stream head)."""
+    awaiting_head: int
+    """Of ``pending``: events not numbered yet because their stream head is being learned."""
+    oldest_pending_occurred_at_ns: int | None
+    """``occurred_at`` of the oldest unshipped event (by arrival), None when empty."""
+    refused: int
+    """Events refused because the outbox was full, since it was opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class RebaseOutcome:
+    """What :meth:`Outbox.rebase` did to one stream."""
+
+    already_stored: int
+    """Unshipped events the log turned out to have: deleted from the outbox as shipped."""
+    renumbered: int
+    """Events (re)numbered after the log's head."""
+    head: StreamHead
+    """The stream head afterwards."""
+
+
+def _lock_file(path: Path) -> IO[bytes]:
+    lock = open(str(path) + ".lock", "ab")  # held open for the outbox's life
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise OutboxLockedError(
+            f"outbox {path} is in use by another process (pid in {path}.lock); "
+            "each sidecar needs its own eventlog.outbox_path"
+        ) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()).encode())
+    lock.flush()
+    return lock
+
+
+class Outbox:
+    """The SQLite outbox; see the module docstring for numbering, bound and conflicts.
+
+    Example::
+
+        outbox = Outbox("/var/lib/sidecar/outbox.db", max_events=100_000)
+        outbox.append([event])                       # numbered if the stream head is known
+        batch = outbox.next_batch(500)               # numbered, unshipped, in order
+        outbox.acknowledge([e.event_id for e in batch])
+        outbox.close()
+    """
+
+    def __init__(self, path: str | Path, *, max_events: int) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_events: must be >= 1, got {max_events}")
+        self.path = Path(path)
+        self.max_events = max_events
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lockfile = _lock_file(self.path)
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {DEFAULT_BUSY_TIMEOUT_MS}")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise OutboxError(f"outbox {self.path}: cannot switch to WAL (got {mode!r})")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(_SCHEMA)
+            self._check_schema()
+            self._heads: dict[str, StreamHead] = {
+                stream: StreamHead(int(version), bytes(hash_))
+                for stream, version, hash_ in self._db.execute(
+                    "SELECT stream, version, hash FROM head")
+            }
+            self._pending = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        except sqlite3.Error as exc:
+            self._lockfile.close()
+            raise OutboxError(f"outbox {self.path}: {exc}") from exc
+        except BaseException:
+            self._lockfile.close()
+            raise
+        self._refused = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            raise OutboxError(
+                f"outbox {self.path}: schema version {row[0]} is not {SCHEMA_VERSION}; "
+                "ship it with the sidecar version that wrote it, or move the file away"
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- the one place where versions and hashes are assigned ---------------------------------
+
+    def _number(self, stream: str, head: StreamHead) -> tuple[StreamHead, int]:
+        """Number the stream's un-numbered events in arrival order after ``head``.
+
+        Inside a transaction, under ``self._lock``. Returns the new head and how many events
+        were numbered.
+        """
+        rows = self._db.execute(
+            "SELECT seq, body FROM events WHERE stream = ? AND version IS NULL ORDER BY seq",
+            (stream,),
+        ).fetchall()
+        for seq, body in rows:
+            event = events_pb2.Event.FromString(body)
+            event.version = head.version + 1
+            event.prev_hash = head.hash
+            event.ClearField("hash")
+            event.ClearField("global_position")
+            event.ClearField("recorded_at")
+            event.hash = chain.proto_hash(event)
+            self._db.execute("UPDATE events SET version = ?, body = ? WHERE seq = ?",
+                             (event.version, event.SerializeToString(), seq))
+            head = StreamHead(event.version, bytes(event.hash))
+        if rows:
+            self._save_head(stream, head)
+        return head, len(rows)
+
+    def _save_head(self, stream: str, head: StreamHead) -> None:
+        self._db.execute(
+            "INSERT INTO head (stream, version, hash) VALUES (?, ?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, hash = excluded.hash",
+            (stream, head.version, head.hash),
+        )
+
+    def append(self, events: Sequence[events_pb2.Event]) -> int:
+        """Store new (un-numbered) events in arrival order; return how many were accepted.
+
+        Events of a stream whose head is known are numbered in the same transaction. When the
+        outbox is full, the events beyond the bound are refused (counted in ``refused``; the
+        caller logs). An ``event_id`` already in the outbox is ignored. Raises
+        ``sqlite3.Error`` when the disk write fails (nothing is stored then).
+        """
+        with self._lock:
+            room = max(0, self.max_events - self._pending)
+            accepted = events[:room]
+            refused = len(events) - len(accepted)
+            inserted = 0
+            new_heads: dict[str, StreamHead] = {}
+            if accepted:
+                with self._transaction() as db:
+                    for event in accepted:
+                        cursor = db.execute(
+                            "INSERT OR IGNORE INTO events "
+                            "(event_id, stream, version, occurred_at_ns, body) "
+                            "VALUES (?, ?, NULL, ?, ?)",
+                            (event.event_id, event.stream, chain.timestamp_ns(event),
+                             event.SerializeToString()),
+                        )
+                        inserted += cursor.rowcount
+                    for stream in dict.fromkeys(event.stream for event in accepted):
+                        head = self._heads.get(stream)
+                        if head is not None:
+                            new_heads[stream], _ = self._number(stream, head)
+            self._heads.update(new_heads)
+            self._pending += inserted
+            self._refused += refused
+            return len(accepted)
+
+    def rebase(self, stream: str, log_head: StreamHead,
+               already_stored: Collection[str] = ()) -> RebaseOutcome:
+        """Adopt the event log's head of ``stream`` and (re)number its unshipped events after it.
+
+        Used when the head was unknown (fresh or wiped outbox) and after a conflict.
+        ``already_stored`` are event ids the log has: they are deleted as shipped. Every other
+        unshipped event of the stream is numbered after ``log_head`` in arrival order.
+        """
+        ids = list(already_stored)
+        with self._lock:
+            deleted = 0
+            with self._transaction() as db:
+                for start in range(0, len(ids), _SQL_PARAMS_PER_STATEMENT):
+                    chunk = ids[start:start + _SQL_PARAMS_PER_STATEMENT]
+                    marks = ",".join("?" * len(chunk))
+                    deleted += db.execute(
+                        f"DELETE FROM events WHERE stream = ? AND event_id IN ({marks})",
+                        (stream, *chunk),
+                    ).rowcount
+                db.execute("UPDATE events SET version = NULL WHERE stream = ?", (stream,))
+                head, renumbered = self._number(stream, log_head)
+                if not renumbered:  # nothing left to number: still remember the log's head
+                    self._save_head(stream, head)
+            # committed; still under the lock, so no append can number from the old head
+            self._heads[stream] = head
+            self._pending -= deleted
+        return RebaseOutcome(already_stored=deleted, renumbered=renumbered, head=head)
+
+    # --- reads and acknowledgements ---------------------------------------------------------------
+
+    def head(self, stream: str) -> StreamHead | None:
+        """The stream's head as the outbox knows it; None when it must be learned from the log."""
+        with self._lock:
+            return self._heads.get(stream)
+
+    def streams_awaiting_head(self) -> list[str]:
+        """Streams with un-numbered events whose head is unknown (the shipper resolves them)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT stream FROM events WHERE version IS NULL").fetchall()
+            return sorted(str(row[0]) for row in rows if row[0] not in self._heads)
+
+    def next_batch(self, limit: int) -> list[events_pb2.Event]:
+        """Up to ``limit`` numbered, unshipped events, oldest first (per stream: by version)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM events WHERE version IS NOT NULL ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [events_pb2.Event.FromString(row[0]) for row in rows]
+
+    def first_unshipped_version(self, stream: str) -> int | None:
+        """The lowest version of the stream still waiting to be shipped (None if none)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(version) FROM events WHERE stream = ? AND version IS NOT NULL",
+                (stream,),
+            ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def acknowledge(self, event_ids: Collection[str]) -> int:
+        """The log has these events: delete them (prune). Returns how many were deleted."""
+        ids = list(event_ids)
+        deleted = 0
+        with self._lock:
+            with self._transaction() as db:
+                for start in range(0, len(ids), _SQL_PARAMS_PER_STATEMENT):
+                    chunk = ids[start:start + _SQL_PARAMS_PER_STATEMENT]
+                    marks = ",".join("?" * len(chunk))
+                    deleted += db.execute(
+                        f"DELETE FROM events WHERE event_id IN ({marks})", chunk).rowcount
+            self._pending -= deleted
+        return deleted
+
+    def stats(self) -> OutboxStats:
+        """Pending count, awaiting-head count, oldest unshipped event, refusals."""
+        with self._lock:
+            if self._closed:
+                return OutboxStats(0, 0, None, self._refused)
+            oldest = self._db.execute(
+                "SELECT occurred_at_ns FROM events ORDER BY seq LIMIT 1").fetchone()
+            awaiting = self._db.execute(
+                "SELECT COUNT(*) FROM events WHERE version IS NULL").fetchone()[0]
+            return OutboxStats(
+                pending=self._pending,
+                awaiting_head=int(awaiting),
+                oldest_pending_occurred_at_ns=None if oldest is None else int(oldest[0]),
+                refused=self._refused,
+            )
+
+    def close(self) -> None:
+        """Close the file and release the lock. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._db.close()
+            self._lockfile.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class OutboxWriter:
+    """The writer thread: takes events from the :class:`EventQueue`, appends them to the outbox
+    in batches (one transaction, one fsync each) and wakes the shipper.
+
+    A failed disk write is logged loudly and retried every ``retry_s`` with the same batch;
+    meanwhile the queue fills and then drops (counted): the data path never notices.
+    Refusals because the outbox is full are logged loudly too (rate limited).
+
+    Example::
+
+        writer = OutboxWriter(queue, outbox, batch_size=500, on_written=shipper.wake)
+        writer.start()
+        ...
+        writer.stop(timeout_s=2.0)     # writes what is queued, then returns
+    """
+
+    def __init__(self, queue: EventQueue, outbox: Outbox, *, batch_size: int,
+                 on_written: Callable[[], None] = lambda: None,
+                 poll_s: float = DEFAULT_WRITER_POLL_S,
+                 retry_s: float = DEFAULT_WRITER_RETRY_S) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        self._queue = queue
+        self._outbox = outbox
+        self._batch_size = batch_size
+        self._on_written = on_written
+        self._poll_s = poll_s
+        self._retry_s = retry_s
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._held: list[events_pb2.Event] = []
+        self.lost_on_stop = 0
+        self._full = LoudLimiter(
+            _log, f"breaker events dropped: the outbox {outbox.path} is full "
+                  f"({outbox.max_events} unshipped events; is the event log reachable?)")
+        self._failing = LoudLimiter(
+            _log, f"cannot write breaker events to the outbox {outbox.path}")
+
+    def write_once(self, timeout_s: float | None) -> int:
+        """Move one batch from the queue into the outbox (waiting up to ``timeout_s`` for the
+        first event). Returns how many were accepted. Raises ``sqlite3.Error`` on a failed
+        write, keeping the batch for the next call."""
+        if not self._held:
+            self._held = self._queue.take(self._batch_size, timeout_s)
+        if not self._held:
+            return 0
+        batch = self._held
+        accepted = self._outbox.append(batch)
+        self._held = []
+        if accepted < len(batch):
+            self._full.hit(len(batch) - accepted,
+                           extra={"event": "events_dropped", "reason": "outbox_full",
+                                  "outbox_max_events": self._outbox.max_events})
+        if accepted:
+            self._on_written()
+        return accepted
+
+    def start(self) -> None:
+        """Start the writer thread (daemon: it never keeps the process alive)."""
+        if self._thread is not None:
+            raise RuntimeError("writer already started")
+        self._thread = threading.Thread(target=self._run, name="sidecar-outbox-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stopping.is_set()
+            try:
+                written = self.write_once(0 if stopping else self._poll_s)
+            except sqlite3.Error as exc:
+                self._failing.hit(len(self._held), extra={"event": "outbox_error",
+                                                          "error": str(exc)})
+                if stopping:
+                    self.lost_on_stop += len(self._held) + self._queue.depth()
+                    _log.error("outbox writer stopping with %d unwritten events",
+                               self.lost_on_stop, extra={"event": "outbox_error"})
+                    return
+                self._stopping.wait(self._retry_s)
+                continue
+            if stopping and not written and not self._held:
+                return
+
+    def stop(self, timeout_s: float) -> bool:
+        """Ask the thread to write what is queued and end; wait up to ``timeout_s``.
+        Returns True when it ended."""
+        self._stopping.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()

@@ -1,0 +1,515 @@
+"""Ships the outbox to the event log: a batch processor and an exporter, OpenTelemetry style.
+
+- :class:`GrpcEventExporter` (the exporter) only encodes and sends: ``EventLog.Append`` and
+  ``EventLog.ReadStream`` over one gRPC channel, turning a failed RPC into :class:`ExportError`.
+- :class:`Shipper` (the processor) decides what and when: it takes batches of numbered events
+  from the :class:`~sidecar.events.outbox.Outbox`, appends them, and prunes what the log
+  acknowledged. It retries with exponential backoff and jitter (:class:`Backoff`) behind its own
+  :class:`~sidecar.breaker.CircuitBreaker`, so an event log that is down costs one failed call
+  per open period, not a hot loop.
+
+Exactly once. Append is idempotent forever by ``event_id``: an event the log already has is
+answered ``duplicate=True`` and counts as shipped. So every retry is harmless, including the
+one after a crash between "the log stored it" and "the outbox deleted it". Events are deleted
+from the outbox only after the log has acknowledged them.
+
+Stream heads. Before a stream whose head the outbox does not know is shipped (first start, wiped
+outbox, new instance name), the shipper reads the head from the log (``ReadStream``, a galloping
+search: O(log n) calls) and hands it to :meth:`Outbox.rebase`, which numbers the waiting events
+after it.
+
+Conflicts. ``FAILED_PRECONDITION`` (another event at our version, or our chain does not continue
+the log's head) is logged loudly and counted (``sidecar_events_ship_failures_total{code=
+"FAILED_PRECONDITION"}``). The shipper then re-reads the log's head, drops what the log already
+has and renumbers the rest after it (:meth:`Outbox.rebase`); a conflict again right after that
+backs off exponentially, so it never spins. Other refusals (``INVALID_ARGUMENT``,
+``UNAUTHENTICATED``, ``PERMISSION_DENIED``...) keep the events and back off the same way: data is
+never dropped because the log said no.
+
+Threading: :class:`Shipper` runs in its own daemon thread; :meth:`Shipper.step` is one unit of
+work and is what unit tests drive with an injected clock and random generator. Nothing here runs
+on the proxy's event loop, and the gRPC channel is a synchronous one owned by this thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import grpc
+
+from sidecar.breaker import BreakerListener, CircuitBreaker, State, Transition
+from sidecar.events._loud import LoudLimiter
+from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
+from sidecar.events.settings import EventsSettings
+from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
+
+__all__ = [
+    "READ_PAGE_EVENTS",
+    "Acknowledgement",
+    "Backoff",
+    "EventExporter",
+    "ExportError",
+    "GrpcEventExporter",
+    "Shipper",
+    "ShipperStats",
+]
+
+_log = logging.getLogger("sidecar.events")
+
+READ_PAGE_EVENTS: Final = 1_000
+"""Events per ReadStream page when the shipper reads what the log already has of a stream."""
+MIN_RETRY_S: Final = 0.01
+"""Shortest wait the shipper schedules (guards against a zero-length busy loop)."""
+UNHEALTHY_CODES: Final = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INTERNAL", "UNKNOWN",
+     "CANCELLED"}
+)
+"""Failures that say the event log is unwell: they count against the shipper's breaker. Others
+(a conflict, a refused request) are answers from a healthy log."""
+CONFLICT_CODE: Final = "FAILED_PRECONDITION"
+TOKEN_METADATA_KEY: Final = "authorization"
+"""Metadata key of the event log's bearer token (``Bearer <token>``)."""
+
+
+class ExportError(Exception):
+    """An RPC to the event log failed; ``code`` is the gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def unhealthy(self) -> bool:
+        """True when the failure says the log is down or overloaded (breaker failure)."""
+        return self.code in UNHEALTHY_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """The log's answer for one appended event."""
+
+    event_id: str
+    version: int
+    global_position: int
+    duplicate: bool
+
+
+class EventExporter(Protocol):
+    """Encodes and sends; decides nothing. Methods block up to ``timeout_s`` and raise
+    :class:`ExportError` when the RPC fails."""
+
+    def append(self, events: Sequence[events_pb2.Event],
+               timeout_s: float) -> list[Acknowledgement]:
+        """Append one atomic batch; one acknowledgement per event, in order."""
+        ...
+
+    def read_stream(self, stream: str, from_version: int, limit: int,
+                    timeout_s: float) -> list[events_pb2.Event]:
+        """Up to ``limit`` events of ``stream`` from ``from_version``, in version order."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class GrpcEventExporter:
+    """:class:`EventExporter` over a synchronous gRPC channel to ``sidecar.v1.EventLog``.
+
+    The channel's reconnect backoff is capped at ``max_reconnect_backoff_ms`` (gRPC's default
+    grows to 120 s, which would hide a recovered log for minutes).
+
+    Example::
+
+        exporter = GrpcEventExporter("127.0.0.1:7070", token=None)
+        acks = exporter.append([event], timeout_s=5.0)
+    """
+
+    def __init__(self, address: str, *, token: str | None = None,
+                 max_reconnect_backoff_ms: int = 10_000) -> None:
+        backoff_ms = max(100, int(max_reconnect_backoff_ms))
+        self.address = address
+        self._channel = grpc.insecure_channel(address, options=[
+            ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 200)),
+            ("grpc.min_reconnect_backoff_ms", min(backoff_ms, 200)),
+            ("grpc.max_reconnect_backoff_ms", backoff_ms),
+        ])
+        self._stub = eventlog_pb2_grpc.EventLogStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata: tuple[tuple[str, str], ...] = (
+            ((TOKEN_METADATA_KEY, f"Bearer {token}"),) if token else ()
+        )
+
+    def __repr__(self) -> str:  # never show the token
+        return f"GrpcEventExporter({self.address!r})"
+
+    def append(self, events: Sequence[events_pb2.Event],
+               timeout_s: float) -> list[Acknowledgement]:
+        try:
+            response = self._stub.Append(eventlog_pb2.AppendRequest(events=events),
+                                         timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise ExportError(exc.code().name, str(exc.details())) from None
+        return [Acknowledgement(r.event_id, int(r.version), int(r.global_position),
+                                bool(r.duplicate)) for r in response.results]
+
+    def read_stream(self, stream: str, from_version: int, limit: int,
+                    timeout_s: float) -> list[events_pb2.Event]:
+        try:
+            response = self._stub.ReadStream(
+                eventlog_pb2.ReadStreamRequest(stream=stream, from_version=from_version,
+                                               limit=limit),
+                timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise ExportError(exc.code().name, str(exc.details())) from None
+        return list(response.events)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: the n-th failure in a row waits
+    ``min(max_s, base_s * multiplier**(n-1)) * (1 - jitter * U[0, 1))``.
+
+    The jitter only shortens a delay, so ``max_s`` is a true cap.
+
+    >>> Backoff(0.2, 10.0, 2.0, 0.0).delay_s(3, random.Random(0))
+    0.8
+    """
+
+    base_s: float
+    max_s: float
+    multiplier: float
+    jitter: float
+
+    @classmethod
+    def from_settings(cls, settings: EventsSettings) -> Backoff:
+        return cls(settings.backoff_base_ms / 1000, settings.backoff_max_ms / 1000,
+                   settings.backoff_multiplier, settings.backoff_jitter)
+
+    def ceiling_s(self, failures: int) -> float:
+        """The delay of the ``failures``-th failure in a row before jitter."""
+        if failures < 1:
+            return 0.0
+        if self.multiplier > 1 and (
+                (failures - 1) * math.log(self.multiplier) >= math.log(self.max_s / self.base_s)):
+            return self.max_s
+        return min(self.max_s, self.base_s * self.multiplier ** (failures - 1))
+
+    def delay_s(self, failures: int, rng: random.Random) -> float:
+        """The jittered delay after the ``failures``-th failure in a row (0 for none)."""
+        return self.ceiling_s(failures) * (1.0 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class ShipperStats:
+    """Counters of the shipper since start (exported at scrape time)."""
+
+    shipped: int
+    """Events the log acknowledged (stored now, or already: duplicates included)."""
+    duplicates: int
+    """Of ``shipped``: events the log already had (a retry after a lost answer or a crash)."""
+    failures: dict[str, int]
+    """Failed RPCs by gRPC status name."""
+    rebases: int
+    """Times a stream was (re)numbered after the log's head (head learned or conflict)."""
+    breaker_state: State
+
+
+class _BreakerLog(BreakerListener):
+    """Logs the shipper's own breaker opening and closing."""
+
+    def on_transition(self, transition: Transition) -> None:
+        if transition.to_state is State.OPEN:
+            _log.warning("event log unreachable: shipping paused for %.1fs (%s)",
+                         transition.open_duration_s, transition.reason,
+                         extra={"event": "shipper_breaker", "to_state": "open"})
+        elif transition.to_state is State.CLOSED:
+            _log.info("event log reachable again: shipping resumed",
+                      extra={"event": "shipper_breaker", "to_state": "closed"})
+
+
+class Shipper:
+    """The batch processor between the outbox and the event log; see the module docstring.
+
+    ``clock`` (monotonic seconds) and ``rng`` are injectable so tests can drive :meth:`step`
+    without sleeping.
+
+    Example::
+
+        shipper = Shipper(outbox, GrpcEventExporter("127.0.0.1:7070"), EventsSettings())
+        shipper.start()            # its own thread
+        writer = OutboxWriter(queue, outbox, batch_size=500, on_written=shipper.wake)
+        ...
+        shipper.stop(timeout_s=5.0)    # ships what it can within 5 s, then closes the exporter
+    """
+
+    def __init__(self, outbox: Outbox, exporter: EventExporter, settings: EventsSettings, *,
+                 breaker: CircuitBreaker | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self._outbox = outbox
+        self._exporter = exporter
+        self._settings = settings
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._backoff = Backoff.from_settings(settings)
+        self._append_timeout_s = settings.append_timeout_ms / 1000
+        self._flush_interval_s = settings.flush_interval_ms / 1000
+        self.breaker = breaker or CircuitBreaker("eventlog", settings.breaker, clock=clock)
+        self.breaker.add_listener(_BreakerLog())
+        self._not_before = float("-inf")
+        self.idle = False
+        """True when the last :meth:`step` found nothing to ship."""
+        self._failures_in_row = 0
+        self._conflicts_in_row = 0
+        self._rebase_needed: set[str] = set()
+        self._deadline: float | None = None
+        self._shipped = 0
+        self._duplicates = 0
+        self._rebases = 0
+        self._failures: dict[str, int] = {}
+        self._counter_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unreachable = LoudLimiter(_log, "cannot ship breaker events to the event log",
+                                        level=logging.WARNING)
+        self._conflict = LoudLimiter(
+            _log, "the event log refused breaker events as a conflict (FAILED_PRECONDITION): "
+                  "re-reading the stream head and renumbering unshipped events; is another "
+                  "sidecar writing the same stream (service/instance)?", interval_s=0.0)
+        self._refused = LoudLimiter(_log, "the event log refused breaker events; they stay in "
+                                          "the outbox and are retried with backoff")
+        self._broken = LoudLimiter(_log, "the event shipper failed unexpectedly; retrying")
+
+    # --- what the exporter reports -------------------------------------------------------------
+
+    def stats(self) -> ShipperStats:
+        """A copy of the counters (safe from any thread)."""
+        with self._counter_lock:
+            return ShipperStats(self._shipped, self._duplicates, dict(self._failures),
+                                self._rebases, self.breaker.state)
+
+    # --- one unit of work ------------------------------------------------------------------------
+
+    def _timeout_s(self) -> float:
+        if self._deadline is None:
+            return self._append_timeout_s
+        return max(MIN_RETRY_S, min(self._append_timeout_s, self._deadline - self._clock()))
+
+    def step(self) -> float:
+        """Do at most one RPC's worth of work; return the seconds until the next step is due
+        (0.0: at once). Never raises."""
+        now = self._clock()
+        if now < self._not_before:
+            return self._not_before - now
+        try:
+            stream = self._stream_to_resolve()
+            batch = [] if stream is not None else self._outbox.next_batch(
+                self._settings.batch_size)
+        except Exception as exc:  # the outbox failed (disk): not the log's fault
+            return self._internal_failure(exc, now)
+        self.idle = stream is None and not batch
+        if self.idle:
+            return self._flush_interval_s
+        permit = self.breaker.try_acquire()
+        if permit is None:
+            wait = max(self.breaker.retry_after_s(), MIN_RETRY_S)
+            self._not_before = now + wait
+            return wait
+        started = self._clock()
+        try:
+            if stream is not None:
+                self._resolve(stream)
+            else:
+                self._ship(batch)
+        except ExportError as exc:
+            self.breaker.record(permit, self._clock() - started, failed=exc.unhealthy)
+            return self._export_failure(exc, batch, now)
+        except Exception as exc:
+            self.breaker.release(permit)
+            return self._internal_failure(exc, now)
+        self.breaker.record(permit, self._clock() - started, failed=False)
+        self._failures_in_row = 0
+        if stream is None:
+            self._conflicts_in_row = 0
+        return 0.0
+
+    def _stream_to_resolve(self) -> str | None:
+        if self._rebase_needed:
+            return min(self._rebase_needed)
+        awaiting = self._outbox.streams_awaiting_head()
+        return awaiting[0] if awaiting else None
+
+    def _ship(self, batch: list[events_pb2.Event]) -> None:
+        acks = self._exporter.append(batch, self._timeout_s())
+        sent = {event.event_id: event for event in batch}
+        acked = [ack for ack in acks if ack.event_id in sent]
+        for ack in acked:
+            if ack.version != sent[ack.event_id].version:
+                _log.warning("event %s was stored at version %d, not %d (stored earlier)",
+                             ack.event_id, ack.version, sent[ack.event_id].version,
+                             extra={"event": "ship_version_mismatch"})
+        self._outbox.acknowledge([ack.event_id for ack in acked])
+        duplicates = sum(1 for ack in acked if ack.duplicate)
+        with self._counter_lock:
+            self._shipped += len(acked)
+            self._duplicates += duplicates
+        if len(acked) != len(batch):
+            _log.error("the event log acknowledged %d of %d events; the rest will be resent",
+                       len(acked), len(batch), extra={"event": "ship_partial_ack"})
+
+    def _resolve(self, stream: str) -> None:
+        """Learn the log's head of ``stream`` and (re)number the outbox's unshipped events."""
+        head = self._read_head(stream)
+        first = self._outbox.first_unshipped_version(stream)
+        stored: set[str] = set()
+        if first is not None and head.version >= first:
+            version = first
+            while version <= head.version:
+                page = self._exporter.read_stream(stream, version, READ_PAGE_EVENTS,
+                                                  self._timeout_s())
+                if not page:
+                    break
+                stored.update(event.event_id for event in page)
+                version = int(page[-1].version) + 1
+        outcome = self._outbox.rebase(stream, head, stored)
+        self._rebase_needed.discard(stream)
+        with self._counter_lock:
+            self._rebases += 1
+        _log.info("stream %s continues after version %d of the event log "
+                  "(%d unshipped events numbered, %d already stored)", stream, head.version,
+                  outcome.renumbered, outcome.already_stored,
+                  extra={"event": "stream_head", "stream": stream, "head_version": head.version,
+                         "renumbered": outcome.renumbered,
+                         "already_stored": outcome.already_stored})
+
+    def _event_at(self, stream: str, version: int) -> events_pb2.Event | None:
+        page = self._exporter.read_stream(stream, version, 1, self._timeout_s())
+        if page and int(page[0].version) == version:
+            return page[0]
+        return None
+
+    def _read_head(self, stream: str) -> StreamHead:
+        """The log's last event of ``stream``: gallop up from the outbox's idea of the head,
+        then binary search. About 2*log2(distance) ReadStream calls; 2 when the guess is right."""
+        known = self._outbox.head(stream)
+        probe = max(1, known.version if known is not None else 1)
+        low, low_event = 0, None
+        high: int
+        found = self._event_at(stream, probe)
+        if found is None:
+            high = probe
+        else:
+            low, low_event, step = probe, found, 1
+            while True:
+                candidate = self._event_at(stream, low + step)
+                if candidate is None:
+                    high = low + step
+                    break
+                low, low_event, step = low + step, candidate, step * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            found = self._event_at(stream, middle)
+            if found is None:
+                high = middle
+            else:
+                low, low_event = middle, found
+        if low_event is None:
+            return GENESIS_HEAD
+        return StreamHead(low, bytes(low_event.hash))
+
+    # --- failures -------------------------------------------------------------------------------
+
+    def _count_failure(self, code: str) -> None:
+        with self._counter_lock:
+            self._failures[code] = self._failures.get(code, 0) + 1
+
+    def _export_failure(self, exc: ExportError, batch: list[events_pb2.Event],
+                        now: float) -> float:
+        self._count_failure(exc.code)
+        if exc.code == CONFLICT_CODE and batch:
+            self._conflicts_in_row += 1
+            streams = sorted({event.stream for event in batch})
+            self._rebase_needed.update(streams)
+            self._conflict.hit(extra={"event": "ship_conflict", "streams": streams,
+                                      "error": exc.message})
+            # the first conflict is resolved at once; a conflict again right after backs off
+            delay = self._backoff.delay_s(self._conflicts_in_row - 1, self._rng)
+        else:
+            self._failures_in_row += 1
+            delay = self._backoff.delay_s(self._failures_in_row, self._rng)
+            limiter = self._unreachable if exc.unhealthy else self._refused
+            limiter.hit(extra={"event": "ship_failed", "code": exc.code, "error": exc.message,
+                               "retry_in_s": round(delay, 3)})
+        self._not_before = now + max(delay, MIN_RETRY_S if delay else 0.0)
+        return max(0.0, self._not_before - now)
+
+    def _internal_failure(self, exc: Exception, now: float) -> float:
+        self._count_failure("INTERNAL_ERROR")
+        self._failures_in_row += 1
+        delay = max(self._backoff.delay_s(self._failures_in_row, self._rng), MIN_RETRY_S)
+        self._broken.hit(extra={"event": "ship_failed", "error": repr(exc)})
+        _log.debug("shipper failure", exc_info=exc)
+        self._not_before = now + delay
+        return delay
+
+    # --- the thread -----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New events are in the outbox (called by the writer; never blocks)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the shipper thread (daemon)."""
+        if self._thread is not None:
+            raise RuntimeError("shipper already started")
+        self._thread = threading.Thread(target=self._run, name="sidecar-event-shipper",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                delay = self.step()
+                if delay > 0:
+                    self._wake.wait(delay)
+            self._drain()
+        finally:
+            self._exporter.close()
+
+    def _drain(self) -> None:
+        """Ship what is left until the outbox is empty or the deadline passes. Does not wait
+        out an open breaker or a long backoff: what is not shipped stays in the outbox."""
+        deadline = self._deadline if self._deadline is not None else self._clock()
+        while self._clock() < deadline:
+            delay = self.step()
+            if self.idle:
+                return  # nothing left
+            if delay > 0:
+                if self._clock() + delay >= deadline:
+                    return
+                time.sleep(delay)
+
+    def stop(self, timeout_s: float) -> bool:
+        """Ship what can be shipped within ``timeout_s``, then stop the thread and close the
+        exporter. Returns True when the thread ended in time (it is a daemon either way)."""
+        self._deadline = self._clock() + max(0.0, timeout_s)
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is None:
+            self._exporter.close()
+            return True
+        self._thread.join(max(0.0, timeout_s) + 1.0)
+        return not self._thread.is_alive()
