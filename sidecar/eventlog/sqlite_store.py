@@ -382,9 +382,16 @@ class SqliteEventStore(EventStore):
             job = self._queue.get()
             if job is _STOP:
                 break
-            group = [job]
-            size = job.size()
-            while size < self._settings.max_group_events:
+            group: list[_Job] = []
+            size = 0
+            while True:
+                # A caller that gave up before its job started (cancelled) stores nothing;
+                # once running, a job can no longer be cancelled and will be answered.
+                if job.future.set_running_or_notify_cancel():
+                    group.append(job)
+                    size += job.size()
+                if size >= self._settings.max_group_events:
+                    break
                 try:
                     job = self._queue.get_nowait()
                 except queue.Empty:
@@ -392,16 +399,15 @@ class SqliteEventStore(EventStore):
                 if job is _STOP:
                     stopping = True
                     break
-                group.append(job)
-                size += job.size()
-            self._commit_group(group)
+            if group:
+                self._commit_group(group)
         # Anything still queued after close() raced with it: refuse rather than hang.
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not _STOP:
+            if job is not _STOP and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(StoreError("the store is closed"))
 
     def _commit_group(self, group: list[_Job]) -> None:

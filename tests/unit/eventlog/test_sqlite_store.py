@@ -143,3 +143,32 @@ async def test_open_store_takes_a_relative_sqlite_path(
 def test_open_store_refuses_bad_urls_with_a_clear_message(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         open_store(url)
+
+
+async def test_cancelled_appends_leave_the_log_whole_and_the_writer_running(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    store = SqliteEventStore(path, SqliteSettings(busy_timeout_s=60))
+    try:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        producers = [StreamFactory("svc", f"pod-{i}") for i in range(10)]
+        appends = [asyncio.create_task(store.append(p.transitions(2))) for p in producers]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        for task in appends[::2]:
+            task.cancel()  # callers giving up (e.g. a gRPC deadline) while queued
+        blocker.execute("COMMIT")
+        blocker.close()
+        results = await asyncio.gather(*appends, return_exceptions=True)
+
+        late = await store.append([StreamFactory("svc", "late").transition()])
+        stored = await store.read_all()
+        assert [e.global_position for e in stored] == list(range(1, len(stored) + 1))
+        assert late[0].global_position == len(stored)
+        for producer, result in zip(producers, results, strict=True):
+            if isinstance(result, list):  # answered: its events are there
+                assert len(await store.read_stream(producer.stream)) == 2
+    finally:
+        await store.close()
