@@ -188,15 +188,20 @@ class NatsNode:
             return ""
         return str(meta.get("leader") or "")
 
-    def stream_state(self, stream: str) -> dict[str, Any] | None:
-        """This node's local view of a stream (its replica's state), or None if absent."""
+    def stream_detail(self, stream: str) -> dict[str, Any] | None:
+        """This node's ``/jsz`` entry for a stream (its replica), or None if it has none."""
         data = self.jsz(accounts="true", streams="true")
         for account in data.get("account_details") or []:
             for detail in account.get("stream_detail") or []:
                 if detail.get("name") == stream:
-                    state: dict[str, Any] = detail.get("state") or {}
-                    return state
+                    found: dict[str, Any] = detail
+                    return found
         return None
+
+    def stream_state(self, stream: str) -> dict[str, Any] | None:
+        """This node's local copy of a stream: messages, first_seq, last_seq, ..."""
+        detail = self.stream_detail(stream)
+        return None if detail is None else dict(detail.get("state") or {})
 
 
 class NatsCluster:
@@ -241,6 +246,24 @@ class NatsCluster:
             if n.name == name:
                 return n
         raise KeyError(name)
+
+    def stream_leader(self, stream: str, timeout_s: float = READY_TIMEOUT_S) -> NatsNode:
+        """The node leading ``stream``'s Raft group (waits for an election to finish)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for node in self.nodes:
+                if not node.running:
+                    continue
+                try:
+                    detail = node.stream_detail(stream)
+                except (OSError, urllib.error.URLError, ValueError):
+                    continue
+                leader = ((detail or {}).get("cluster") or {}).get("leader")
+                if leader and self.node(leader).running:
+                    return self.node(leader)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stream {stream!r} has no leader after {timeout_s}s")
+            time.sleep(POLL_INTERVAL_S)
 
     def start(self) -> None:
         try:
