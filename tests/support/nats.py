@@ -236,7 +236,7 @@ class NatsCluster:
         """Comma-separated client URLs of every node (running or not)."""
         return ",".join(f"127.0.0.1:{n.client_port}" for n in self.nodes)
 
-    def store_url(self, **query: str | int) -> str:
+    def store_url(self, **query: str | float) -> str:
         """``nats://h:p,h:p[?k=v...]`` for ``open_store``."""
         suffix = ("?" + urlencode(query)) if query else ""
         return f"nats://{self.urls}{suffix}"

@@ -27,7 +27,7 @@ async def drop_stream(cluster: NatsCluster, stream: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fresh_store(cluster: NatsCluster, replicas: int, **query: str | int
+async def fresh_store(cluster: NatsCluster, replicas: int, **query: str | float
                       ) -> AsyncIterator[tuple[EventStore, str]]:
     """An empty store on its own JetStream stream; closed and deleted afterwards."""
     stream = unique_stream_name()
