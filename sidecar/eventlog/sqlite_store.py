@@ -439,11 +439,15 @@ class SqliteEventStore(EventStore):
                         result = None
                     conn.execute("RELEASE job")
                     results.append((job, result, None))
-                except (StoreError, ValueError, sqlite3.IntegrityError) as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    if isinstance(exc, sqlite3.IntegrityError):
-                        exc = StoreError(f"the database refused the batch: {exc}")
+                except sqlite3.DatabaseError as exc:
+                    if not isinstance(exc, sqlite3.IntegrityError):
+                        raise  # I/O or corruption: the whole group fails below
+                    _rollback_job(conn)
+                    results.append((job, None, StoreError(f"the database refused it: {exc}")))
+                except Exception as exc:  # this batch is bad; the rest of the group goes on
+                    _rollback_job(conn)
+                    if not isinstance(exc, StoreError | ValueError):
+                        exc = StoreError(f"the batch could not be stored: {exc!r}")
                     results.append((job, None, exc))
             conn.execute("COMMIT")
         except Exception as exc:  # the commit itself failed (disk full, I/O error, ...)
@@ -562,6 +566,11 @@ class SqliteEventStore(EventStore):
             )
         conn.executemany(_INSERT, rows)
         return outcomes, next_position
+
+
+def _rollback_job(conn: sqlite3.Connection) -> None:
+    conn.execute("ROLLBACK TO job")
+    conn.execute("RELEASE job")
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -4,6 +4,7 @@ commit, settings, and ``open_store`` URLs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -170,5 +171,22 @@ async def test_cancelled_appends_leave_the_log_whole_and_the_writer_running(
         for producer, result in zip(producers, results, strict=True):
             if isinstance(result, list):  # answered: its events are there
                 assert len(await store.read_stream(producer.stream)) == 2
+    finally:
+        await store.close()
+
+
+async def test_a_batch_failing_unexpectedly_is_refused_alone(tmp_path: Path) -> None:
+    store = SqliteEventStore(tmp_path / "events.db")
+    try:
+        good = StreamFactory("svc", "good").transitions(3)
+        broken = dataclasses.replace(StreamFactory("svc", "bad").transition(), payload=None)  # type: ignore[arg-type]
+
+        results = await asyncio.gather(
+            store.append(good), store.append([broken]), return_exceptions=True
+        )
+
+        assert isinstance(results[0], list)
+        assert isinstance(results[1], StoreError)
+        assert await store.head_position() == 3
     finally:
         await store.close()
