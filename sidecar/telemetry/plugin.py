@@ -186,9 +186,11 @@ class Telemetry:
         )
 
 
-def proxy_plugin(config: SidecarConfig, breakers: BreakerRegistry) -> ProxyPlugin:
+def proxy_plugin(config: SidecarConfig, breakers: BreakerRegistry, *,
+                 registry: CollectorRegistry | None = None) -> ProxyPlugin:
     """The ``sidecar proxy`` plugin factory (``sidecar.proxy.cli.PLUGIN_FACTORIES``): telemetry
-    for ``config``, with breaker state read from the proxy's registry at each scrape."""
-    telemetry = Telemetry(config)
+    for ``config``, with breaker state read from the proxy's registry at each scrape.
+    ``registry`` is shared by every plugin (it is what ``/metrics`` serves)."""
+    telemetry = Telemetry(config, registry=registry)
     telemetry.watch_breakers(lambda: [breaker.view() for breaker in breakers.breakers()])
     return telemetry.plugin()

@@ -3,10 +3,11 @@
 Call spans (:class:`TracingObserver`) follow the gRPC semantic conventions: kind CLIENT (the
 sidecar calls the upstream on the host's behalf), name ``pkg.Service/Method``, attributes
 ``rpc.system``, ``rpc.service``, ``rpc.method``, ``rpc.grpc.status_code``, ``server.address`` /
-``server.port`` (the upstream), ``client.address`` / ``client.port`` (the host app) and
-``sidecar.upstream`` / ``sidecar.breaker``. The W3C ``traceparent``/``tracestate`` and ``baggage``
-of the host's metadata are the parent; the call span's context replaces them on the way to the
-upstream, so the sidecar sits inside the application's own trace. A call the breaker rejected
+``server.port`` (the upstream), ``client.address`` / ``client.port`` (the host app),
+``sidecar.upstream`` and, for per-method breakers, ``sidecar.breaker``. The W3C
+``traceparent``/``tracestate`` and ``baggage`` of the host's metadata are the parent; the call
+span's context replaces them on the way to the upstream, so the sidecar sits inside the
+application's own trace. A call the breaker rejected
 carries a ``breaker.rejected`` event, a fallback a ``breaker.fallback`` event.
 
 Breaker spans (:class:`TransitionTracer`): every state change is its own root span
@@ -101,7 +102,7 @@ DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 5.0
 """How long shutdown waits for queued spans to reach the collector."""
 
 _ATTRIBUTE_CACHE_SIZE: Final = 1024
-"""Distinct (method, upstream, address) attribute sets cached; the cache resets when full."""
+"""Distinct (method, upstream, address, peer) attribute sets cached; reset when full."""
 
 _ROOT: Final = Context()
 _CAUSED_BY: Final[Mapping[str, AttributeValue]] = {"sidecar.link": "caused_by"}
@@ -189,6 +190,8 @@ class _CallStatics:
 
 
 def _call_statics(info: CallInfo) -> _CallStatics:
+    """The span name and attributes of calls with this route and peer. Kept to the useful
+    minimum: every attribute costs a validation on each recorded span."""
     path = info.method.lstrip("/")
     service, _, method = path.rpartition("/")
     host, port = _split_host_port(info.upstream_address)
@@ -197,15 +200,15 @@ def _call_statics(info: CallInfo) -> _CallStatics:
         "rpc.service": service,
         "rpc.method": method,
         "sidecar.upstream": info.upstream or UNROUTED,
-        "sidecar.breaker": info.breaker,
-        "sidecar.call_kind": info.kind,
     }
+    if info.breaker and info.breaker != info.upstream:  # per-method breakers
+        attributes["sidecar.breaker"] = info.breaker
     if host:
         attributes["server.address"] = host
-        attributes["network.peer.address"] = host
     if port is not None:
         attributes["server.port"] = port
-        attributes["network.peer.port"] = port
+    if info.peer:
+        attributes.update(_peer_attributes(info.peer))
     return _CallStatics(name=path or info.method, attributes=attributes)
 
 
@@ -224,11 +227,8 @@ class _TracingScope:
         observer, info = self._observer, self._info
         statics = observer._statics(info)
         parent = observer._extract(info.metadata)
-        span = observer._tracer.start_span(statics.name, context=parent, kind=SpanKind.CLIENT)
-        if span.is_recording():
-            span.set_attributes(statics.attributes)
-            if info.peer:
-                span.set_attributes(_peer_attributes(info.peer))
+        span = observer._tracer.start_span(statics.name, context=parent, kind=SpanKind.CLIENT,
+                                           attributes=statics.attributes)
         self._span = span
         self._context = trace.set_span_in_context(span, parent)
         self._token = otel_context.attach(self._context)
@@ -297,7 +297,7 @@ class TracingObserver:
         return _TracingScope(self, info)
 
     def _statics(self, info: CallInfo) -> _CallStatics:
-        key = (info.method, info.upstream, info.upstream_address, info.breaker, info.kind)
+        key = (info.method, info.upstream, info.upstream_address, info.breaker, info.peer)
         statics = self._cache.get(key)
         if statics is None:
             statics = _call_statics(info)
