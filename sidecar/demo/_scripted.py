@@ -1,4 +1,4 @@
-"""``sidecar demo``: watch the adaptive breaker live through an outage and a recovery.
+"""``sidecar demo --scripted``: the breaker alone, on a simulated clock.
 
 This bounded demo drives one real :class:`~sidecar.breaker.CircuitBreaker` with a scripted
 upstream that goes through phases (healthy, brownout, outage, recovery) on a simulated clock,
@@ -8,7 +8,6 @@ streak. It needs no network and finishes in about a second.
 
 from __future__ import annotations
 
-import argparse
 import random
 from dataclasses import dataclass
 
@@ -103,18 +102,3 @@ def run_scripted_demo(seed: int = 7, speed_note: bool = True) -> list[Transition
           f"{admitted} calls reached the upstream, {rejected} were rejected fast while open; "
           f"{len(printer.transitions)} transitions.")
     return printer.transitions
-
-
-def _run(args: argparse.Namespace) -> int:
-    run_scripted_demo(seed=args.seed)
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``sidecar demo``."""
-    parser = subparsers.add_parser(
-        "demo", help="watch the adaptive breaker through a scripted outage and recovery",
-        description=__doc__,
-    )
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
-    parser.set_defaults(func=_run)
