@@ -286,13 +286,14 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         events = await self._read(
             context, self._store.read_all(from_position, limit, filter_from_proto(request.filter))
         )
-        next_position = events[-1].global_position + 1 if events else from_position
+        last = events[-1].global_position if events else 0
+        next_position = last + 1 if events else from_position
         if len(events) < limit:
             next_position = max(next_position, head + 1)
         return eventlog_pb2.ReadAllResponse(
             events=[to_proto(e) for e in events],
             next_position=next_position,
-            head_position=max(head, next_position - 1),
+            head_position=max(head, last),
         )
 
     async def _read(self, context: grpc.aio.ServicerContext, pending: Any) -> Any:

@@ -1,0 +1,148 @@
+"""Subscribe over gRPC: catch-up then live with no gap and no duplicate, server-side filters,
+heartbeats, and a slow subscriber dropped with a position to resume from."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar.eventlog.settings import RESUME_METADATA_KEY
+from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
+from tests.integration.eventlog._server import EventLogProcess
+from tests.support.events import StreamFactory, to_proto
+
+pytestmark = pytest.mark.integration
+
+RECEIVE_TIMEOUT_S = 30.0
+
+
+async def _append(stub: eventlog_pb2_grpc.EventLogStub, events: list[object]) -> None:
+    await stub.Append(
+        eventlog_pb2.AppendRequest(events=[to_proto(e) for e in events]),  # type: ignore[arg-type]
+        timeout=10,
+    )
+
+
+@pytest.fixture
+async def fresh_log(tmp_path: Path) -> AsyncIterator[EventLogProcess]:
+    server = EventLogProcess(tmp_path, "--heartbeat-interval-s", "0.2")
+    yield server
+    server.close()
+
+
+async def test_catch_up_then_live_under_concurrent_appends_has_no_gap_and_no_duplicate(
+    fresh_log: EventLogProcess,
+) -> None:
+    producers = [StreamFactory("sub", f"pod-{i}") for i in range(3)]
+    async with grpc.aio.insecure_channel(fresh_log.address) as channel:
+        stub = eventlog_pb2_grpc.EventLogStub(channel)
+        for producer in producers:
+            await _append(stub, producer.transitions(400))  # 1200 to catch up on
+        live_batches = 30
+
+        async def append_live() -> None:
+            for i in range(live_batches):
+                await _append(stub, producers[i % 3].transitions(20))
+
+        call = stub.Subscribe(eventlog_pb2.SubscribeRequest(from_position=1))
+        appender = asyncio.create_task(append_live())
+        total = 1200 + live_batches * 20
+        positions: list[int] = []
+        versions: dict[str, list[int]] = {}
+
+        async def receive() -> None:
+            async for message in call:
+                if message.WhichOneof("message") != "event":
+                    continue
+                positions.append(message.event.global_position)
+                versions.setdefault(message.event.stream, []).append(message.event.version)
+                if len(positions) == total:
+                    return
+
+        await asyncio.wait_for(receive(), RECEIVE_TIMEOUT_S)
+        call.cancel()
+        await appender
+
+    assert positions == list(range(1, total + 1))
+    for stream_versions in versions.values():
+        assert stream_versions == list(range(1, len(stream_versions) + 1))
+
+
+async def test_filtered_subscription_sends_only_matches_and_heartbeats_with_resume_position(
+    fresh_log: EventLogProcess,
+) -> None:
+    wanted, other = StreamFactory("wanted", "pod-1"), StreamFactory("other", "pod-1")
+    async with grpc.aio.insecure_channel(fresh_log.address) as channel:
+        stub = eventlog_pb2_grpc.EventLogStub(channel)
+        await _append(stub, [*other.transitions(5), *wanted.transitions(2), *other.transitions(3)])
+        call = stub.Subscribe(
+            eventlog_pb2.SubscribeRequest(
+                filter=eventlog_pb2.EventFilter(service="wanted", types=["BreakerTransitioned"]),
+                heartbeat_interval_ms=100,
+            )
+        )
+        events, heartbeat = [], None
+        async for message in call:
+            if message.WhichOneof("message") == "event":
+                events.append(message.event)
+            elif events:
+                heartbeat = message.heartbeat
+                break
+        call.cancel()
+
+    assert [(e.stream, e.version) for e in events] == [("wanted/pod-1", 1), ("wanted/pod-1", 2)]
+    assert heartbeat is not None
+    assert heartbeat.head_position == 10
+    assert heartbeat.resume_position == 11  # the trailing non-matching events were scanned
+
+
+async def test_slow_subscriber_is_dropped_with_a_position_that_resumes_exactly(
+    tmp_path: Path,
+) -> None:
+    server = EventLogProcess(tmp_path, "--subscriber-buffer-events", "50")
+    try:
+        # A small HTTP/2 window so that a client that stops reading really pushes back.
+        options = [("grpc.http2.lookahead_bytes", 16384), ("grpc.http2.bdp_probe", 0)]
+        async with grpc.aio.insecure_channel(server.address, options=options) as channel:
+            stub = eventlog_pb2_grpc.EventLogStub(channel)
+            producer = StreamFactory("slow", "pod-1")
+            await _append(stub, producer.transitions(1))
+            call = stub.Subscribe(eventlog_pb2.SubscribeRequest(from_position=1))
+            first = await asyncio.wait_for(call.read(), RECEIVE_TIMEOUT_S)
+            assert first.event.global_position == 1
+            for _ in range(30):  # the subscriber reads nothing meanwhile
+                await _append(stub, producer.transitions(100))
+
+            received = [first.event.global_position]
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                while True:
+                    message = await asyncio.wait_for(call.read(), RECEIVE_TIMEOUT_S)
+                    if message is grpc.aio.EOF:
+                        break
+                    if message.WhichOneof("message") == "event":
+                        received.append(message.event.global_position)
+                await call  # raises the final status
+            error = caught.value
+            trailer = dict(error.trailing_metadata() or ())
+            resume = int(trailer[RESUME_METADATA_KEY])
+
+            resumed = stub.Subscribe(eventlog_pb2.SubscribeRequest(from_position=resume))
+            rest: list[int] = []
+            async for message in resumed:
+                if message.WhichOneof("message") == "event":
+                    rest.append(message.event.global_position)
+                    if rest[-1] == 3001:
+                        break
+            resumed.cancel()
+    finally:
+        server.close()
+
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"resume from position {resume}" in (error.details() or "")
+    assert received == list(range(1, len(received) + 1))
+    assert resume == received[-1] + 1
+    assert received + rest == list(range(1, 3002))
