@@ -68,6 +68,7 @@ from sidecar.eventlog.subscription import (
     Subscription,
     SubscriptionEnded,
 )
+from sidecar.rpc_guard import DecodeGuardInterceptor
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
 
 log = logging.getLogger("sidecar.eventlog.server")
@@ -489,6 +490,7 @@ class EventLogServer:
                     settings.token, reads_require_token=settings.reads_require_token
                 )
             )
+        interceptors.append(DecodeGuardInterceptor())  # after auth: see sidecar.rpc_guard
         self._server = grpc.aio.server(
             interceptors=interceptors, options=server_options(settings)
         )

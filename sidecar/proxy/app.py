@@ -47,6 +47,7 @@ from sidecar.proxy._forward import CHANNEL_OPTIONS, ProxyHandler, Routing, Upstr
 from sidecar.proxy.admin import SidecarAdminServicer
 from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard
 from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin, combine_observers
+from sidecar.rpc_guard import DecodeGuardInterceptor
 from sidecar.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["ProxyApp", "build_app"]
@@ -136,7 +137,8 @@ class ProxyApp:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((self._handler,))
         self.port = _bind(server, self.config.listen, "listen")
-        admin = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+        admin = grpc.aio.server(options=(("grpc.so_reuseport", 0),),
+                                interceptors=[DecodeGuardInterceptor()])
         admin_pb2_grpc.add_SidecarAdminServicer_to_server(  # type: ignore[no-untyped-call]
             SidecarAdminServicer(self.breakers), admin)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, admin)
