@@ -108,7 +108,7 @@ CREATE INDEX IF NOT EXISTS events_stream_seq ON events (stream, seq);
 """
 
 
-class OutboxError(Exception):
+class OutboxError(RuntimeError):
     """The outbox file cannot be used (wrong schema, unreadable)."""
 
 

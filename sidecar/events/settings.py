@@ -83,8 +83,8 @@ class EventsSettings:
     """First retry delay after a failed ``Append``; doubled (``backoff_multiplier``) per
     failure in a row, capped at ``backoff_max_ms``."""
     backoff_max_ms: float = 10_000.0
-    """Cap of the retry delay (also the gRPC channel's maximum reconnect backoff, so a log that
-    comes back is noticed within about this long)."""
+    """Cap of the retry delay; also caps the open time of the shipper's breaker and the gRPC
+    channel's reconnect backoff, so a log that comes back is noticed within about this long."""
     backoff_multiplier: float = 2.0
     """Growth of the retry delay per failure in a row (>= 1)."""
     backoff_jitter: float = 0.5

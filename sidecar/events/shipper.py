@@ -33,6 +33,7 @@ on the proxy's event loop, and the gRPC channel is a synchronous one owned by th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -44,7 +45,13 @@ from typing import Final, Protocol
 
 import grpc
 
-from sidecar.breaker import BreakerListener, CircuitBreaker, State, Transition
+from sidecar.breaker import (
+    BreakerListener,
+    BreakerSettings,
+    CircuitBreaker,
+    State,
+    Transition,
+)
 from sidecar.events._loud import LoudLimiter
 from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
 from sidecar.events.settings import EventsSettings
@@ -225,6 +232,15 @@ class ShipperStats:
     breaker_state: State
 
 
+def _breaker_settings(settings: EventsSettings) -> BreakerSettings:
+    """The shipper's breaker never stays open longer than ``backoff_max_ms``: one knob bounds
+    how long a recovered log waits for the shipper to notice."""
+    cap_ms = settings.backoff_max_ms
+    return dataclasses.replace(settings.breaker,
+                               open_base_ms=min(settings.breaker.open_base_ms, cap_ms),
+                               open_max_ms=min(settings.breaker.open_max_ms, cap_ms))
+
+
 class _BreakerLog(BreakerListener):
     """Logs the shipper's own breaker opening and closing."""
 
@@ -265,7 +281,8 @@ class Shipper:
         self._backoff = Backoff.from_settings(settings)
         self._append_timeout_s = settings.append_timeout_ms / 1000
         self._flush_interval_s = settings.flush_interval_ms / 1000
-        self.breaker = breaker or CircuitBreaker("eventlog", settings.breaker, clock=clock)
+        self.breaker = breaker or CircuitBreaker("eventlog", _breaker_settings(settings),
+                                                 clock=clock)
         self.breaker.add_listener(_BreakerLog())
         self._not_before = float("-inf")
         self.idle = False

@@ -8,9 +8,10 @@ that cannot be bound exits 1.
 sidecar; ``json`` prints one JSON array (states and modes in lower case, as in metrics labels).
 
 Plugins: :data:`PLUGIN_FACTORIES` names ``module:function`` entries called as
-``function(config, breakers) -> ProxyPlugin`` (``breakers`` is the proxy's
-:class:`~sidecar.proxy.guard.BreakerRegistry`) to plug telemetry/events into ``sidecar proxy``;
-a factory module that cannot be imported is an error.
+``function(config, breakers, registry=registry) -> ProxyPlugin`` (``breakers`` is the proxy's
+:class:`~sidecar.proxy.guard.BreakerRegistry`, ``registry`` the one Prometheus
+``CollectorRegistry`` every plugin registers its metrics in, served on ``metrics_listen``) to plug
+telemetry/events into ``sidecar proxy``; a factory module that cannot be imported is an error.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 PLUGIN_FACTORIES: tuple[str, ...] = (
     "sidecar.telemetry.plugin:proxy_plugin",
+    "sidecar.events.plugin:proxy_plugin",
 )
 """``module:function`` plugin factories for ``sidecar proxy`` (see the module docstring)."""
 
@@ -54,11 +56,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _plugins(config: SidecarConfig, breakers: BreakerRegistry) -> list[ProxyPlugin]:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()  # one /metrics for every plugin
     plugins = []
     for entry in PLUGIN_FACTORIES:
         module_name, _, function = entry.partition(":")
         factory: Any = getattr(import_module(module_name), function)
-        plugins.append(factory(config, breakers))
+        plugins.append(factory(config, breakers, registry=registry))
     return plugins
 
 
