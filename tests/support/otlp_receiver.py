@@ -10,7 +10,7 @@ In-process (a grpc server on its own threads; usable from sync and asyncio tests
 As its own process (e.g. for benchmarks, so decoding spans costs the measured process
 nothing)::
 
-    python -m tests.support.otlp_receiver --port 4317 [--out spans.jsonl]
+    python -m tests.support.otlp_receiver --port 4317 [--out spans.jsonl | --count-only]
 
 prints ``listening on 127.0.0.1:PORT`` once serving and, on SIGTERM/SIGINT,
 ``{"spans": N, "exports": M}``; with ``--out`` every span is also written as a JSON line.
@@ -92,12 +92,18 @@ class ReceivedSpan:
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, sink: Callable[[list[ReceivedSpan]], None]) -> None:
+    def __init__(self, sink: Callable[[list[ReceivedSpan]], None],
+                 count: Callable[[int], None] | None = None) -> None:
         self._sink = sink
+        self._count = count
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        if self._count is not None:  # count only: cheap, for benchmarks
+            self._count(sum(len(scope.spans) for resource in request.resource_spans
+                            for scope in resource.scope_spans))
+            return trace_service_pb2.ExportTraceServiceResponse()
         received: list[ReceivedSpan] = []
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -130,7 +136,10 @@ class OtlpReceiver:
     """An OTLP/gRPC trace endpoint on 127.0.0.1 that keeps every span it receives."""
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", max_workers: int = 4,
-                 keep_spans: bool = True) -> None:
+                 keep_spans: bool = True, decode: bool = True) -> None:
+        """``decode=False``: only count spans (no per-span decoding; ``spans()`` stays empty),
+        so a benchmark's receiver takes as little CPU from the measured processes as it can."""
+        self._decode = decode
         self._host = host
         self._requested_port = port
         self._max_workers = max_workers
@@ -150,8 +159,9 @@ class OtlpReceiver:
 
     def start(self) -> OtlpReceiver:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._max_workers))
+        service = _TraceService(self._add, None if self._decode else self._add_count)
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            _TraceService(self._add), server)
+            service, server)
         self.port = server.add_insecure_port(f"{self._host}:{self._requested_port}")
         if self.port == 0:
             raise OSError(f"cannot bind OTLP receiver on {self._host}:{self._requested_port}")
@@ -173,6 +183,12 @@ class OtlpReceiver:
             self._cond.notify_all()
         if self.on_spans is not None:
             self.on_spans(spans)
+
+    def _add_count(self, count: int) -> None:
+        with self._cond:
+            self.exports += 1
+            self.span_count += count
+            self._cond.notify_all()
 
     def spans(self) -> list[ReceivedSpan]:
         with self._cond:
@@ -213,10 +229,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=4317)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--out", help="append every span as a JSON line to this file")
+    parser.add_argument("--count-only", action="store_true",
+                        help="do not decode spans, only count them (benchmarks)")
     args = parser.parse_args(argv)
+    if args.out and args.count_only:
+        parser.error("--out needs decoded spans; drop --count-only")
 
     out: IO[str] | None = open(args.out, "a") if args.out else None
-    receiver = OtlpReceiver(port=args.port, host=args.host, keep_spans=False)
+    receiver = OtlpReceiver(port=args.port, host=args.host, keep_spans=False,
+                            decode=not args.count_only)
     lock = threading.Lock()
     if out is not None:
         def write(spans: list[ReceivedSpan]) -> None:
