@@ -129,3 +129,26 @@ def test_mtls_server_serves_clients_with_a_certificate_and_refuses_others(
 
     assert [r.global_position for r in accepted.results] == [1, 2]
     assert set(refused.values()) == {grpc.StatusCode.UNAVAILABLE}
+
+
+def test_batch_length_and_message_size_limits_are_enforced(tmp_path: Path) -> None:
+    with EventLogProcess(
+        tmp_path, "--max-batch-events", "5", "--max-message-bytes", "4096"
+    ) as server:
+        producer = StreamFactory("limits", "pod-1")
+        with pytest.raises(grpc.RpcError) as too_many:
+            server.append(producer.transitions(6))
+        too_many_head = server.head()
+        with pytest.raises(grpc.RpcError) as too_big:
+            request = eventlog_pb2.AppendRequest(
+                events=[to_proto(e) for e in StreamFactory("limits", "pod-2").transitions(5)]
+            )
+            request.events[0].breaker_transitioned.reason = "x" * 5000
+            server.stub.Append(request, timeout=10)
+        within = server.append(StreamFactory("limits", "pod-3").transitions(5))
+
+    assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than the limit of 5" in too_many.value.details()
+    assert too_many_head == 0
+    assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(within.results) == 5
