@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final, TypeAlias
 
@@ -127,10 +127,10 @@ class Routing:
         self.table: RouteTable[Upstream] = RouteTable(routes)
 
 
-def _outgoing_metadata(context: Context) -> list[MetadataItem]:
+def _outgoing_metadata(incoming: Sequence[MetadataItem]) -> list[MetadataItem]:
     return [
         (key, value)
-        for key, value in context.invocation_metadata() or ()
+        for key, value in incoming
         if key not in HOP_BY_HOP and key[0] != ":"
         and (not key.startswith("grpc-") or key in _KEPT_GRPC_KEYS)
     ]
@@ -231,18 +231,19 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                        method: str, kind: CallKind, request: bytes | None,
                        context: Context) -> bytes | None:
         observer = self._observer
+        incoming = context.invocation_metadata() or ()
         if observer is NOOP_OBSERVER:
-            return await self._call(first, lookup, method, kind, request, context, NOOP_SCOPE)
-        info = CallInfo(
-            first.name, method, first.guard.breaker_for(method).name, kind, context.peer(),
-            first.address, tuple(context.invocation_metadata() or ()),
-        )
+            return await self._call(first, lookup, method, kind, request, context, incoming,
+                                    NOOP_SCOPE)
+        info = CallInfo(first.name, method, first.guard.breaker_for(method).name, kind,
+                        context.peer(), first.address, tuple(incoming))
         with observer.start_call(info) as scope:
-            return await self._call(first, lookup, method, kind, request, context, scope)
+            return await self._call(first, lookup, method, kind, request, context, incoming,
+                                    scope)
 
     async def _call(self, first: Upstream, lookup: Callable[[str], Upstream | None],
                     method: str, kind: CallKind, request: bytes | None, context: Context,
-                    scope: CallScope) -> bytes | None:
+                    incoming: Sequence[MetadataItem], scope: CallScope) -> bytes | None:
         started = perf_counter()
         decision = admit(first, method, scope, lookup)
         if isinstance(decision, Rejection):
@@ -253,7 +254,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         timeout = context.time_remaining()
         if timeout is None:
             timeout = upstream.timeout_s
-        metadata = _outgoing_metadata(context)
+        metadata = _outgoing_metadata(incoming)
         if scope is not NOOP_SCOPE:
             scope.outgoing_metadata(metadata)
         extra_trailers = () if upstream is first else _FALLBACK_UPSTREAM_MD

@@ -1,0 +1,431 @@
+"""Proxy overhead: direct calls vs a naive raw-bytes pass-through vs the sidecar.
+
+One run measures, at concurrency 1 and 64, unary calls (100-byte payload) made by an asyncio
+client in this process to:
+
+- ``direct``: the echo server itself (its own process);
+- ``naive (unary)``: the baseline, written below: a generic grpc.aio handler that forwards every
+  method as a raw-bytes *unary* call; no metadata, deadline, breaker, or anything else. This is
+  the cheapest pass-through grpc's Python API allows, but it only works for unary methods;
+- ``naive (bidi)``: the same forwarding any call shape needs (every method as a raw-bytes bidi
+  stream), for context;
+- ``sidecar``: ``sidecar proxy --config ...`` started through its CLI with its default plugins
+  (metrics; tracing off via ``OTEL_SDK_DISABLED=true``); the echo server offers server
+  reflection, so the sidecar forwards the unary method natively;
+- ``sidecar, no reflection``: the same sidecar calling a service the echo server's reflection
+  does not describe, so the sidecar forwards it as a generic bidi stream.
+
+Each cell: a warm-up, then ``--seconds`` of calls; throughput, p50 and p99 latency, and CPU per
+call of the proxy process (its user+system CPU time from /proc over the cell / calls). Cells are
+interleaved round by round (``--rounds``) and the median round is kept, so noise from other
+work on the machine hits every target alike. Servers run in their own processes.
+
+Targets (issue 3, 2 cores, everything on one machine): the sidecar reaches >= 90% of the naive
+pass-through's throughput (at concurrency 64), and adds <= 0.6 ms at p50 over direct calls at
+concurrency 1.
+
+Adding rows: append a :class:`Target` to :data:`TARGETS` (e.g. tracing at 1% / 100% sampling:
+``Target("sidecar, tracing 100%", "sidecar", env={...}, config={"tracing": {...}})``, or an
+event log that is down: ``config={"eventlog": {"address": "127.0.0.1:9"}}``).
+
+Usage::
+
+    .venv/bin/python benchmarks/proxy.py                  # ~1 min, prints, updates RESULTS.md
+    .venv/bin/python benchmarks/proxy.py --seconds 2 --no-write
+    .venv/bin/python benchmarks/proxy.py --only direct,sidecar
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+SECTION = "proxy"
+RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+ROOT = Path(__file__).resolve().parent.parent
+SIDECAR_BIN = str(Path(sys.executable).with_name("sidecar"))
+PAYLOAD = b"x" * 100
+REFLECTED_METHOD = "/bench.Echo/Unary"
+OPAQUE_METHOD = "/bench.Opaque/Unary"
+DEFAULT_SECONDS = 5.0
+DEFAULT_WARMUP_S = 1.0
+DEFAULT_ROUNDS = 1
+CONCURRENCIES = (1, 64)
+TARGET_THROUGHPUT_RATIO = 0.90
+TARGET_ADDED_P50_MS = 0.6
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row group: where the client sends its calls, and how that server is started."""
+
+    name: str
+    kind: str  # "direct" | "naive_unary" | "naive_bidi" | "sidecar"
+    method: str = REFLECTED_METHOD
+    env: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # merged into the sidecar config
+
+
+TARGETS: list[Target] = [
+    Target("direct", "direct"),
+    Target("naive (unary)", "naive_unary"),
+    Target("naive (bidi)", "naive_bidi"),
+    Target("sidecar", "sidecar", env={"OTEL_SDK_DISABLED": "true"}),
+    Target("sidecar, no reflection", "sidecar", method=OPAQUE_METHOD,
+           env={"OTEL_SDK_DISABLED": "true"}),
+]
+BASELINE = "naive (unary)"
+SIDECAR = "sidecar"
+
+
+# --- the servers (each runs as `python benchmarks/proxy.py --role ...` in its own process) ----
+
+
+class _Echo(grpc.GenericRpcHandler):
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        async def echo(request: bytes, context: Any) -> bytes:
+            return request
+        return grpc.unary_unary_rpc_method_handler(echo)
+
+
+class _NaiveUnary(grpc.GenericRpcHandler):
+    """The baseline: forward any method as a raw-bytes unary call, nothing else."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        upstream = self._channel.unary_unary(details.method)
+
+        async def forward(request: bytes, context: Any) -> bytes:
+            return await upstream(request)
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+
+class _NaiveBidi(grpc.GenericRpcHandler):
+    """Shape-agnostic forwarding: any method as a raw-bytes bidi stream, nothing else."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        upstream = self._channel.stream_stream(details.method)
+
+        async def forward(requests: Any, context: Any) -> Any:
+            async for response in upstream(requests):
+                yield response
+        return grpc.stream_stream_rpc_method_handler(forward)
+
+
+def _describe_echo() -> None:
+    from google.protobuf import descriptor_pb2, descriptor_pool, wrappers_pb2
+
+    file = descriptor_pb2.FileDescriptorProto(name="bench/echo.proto", package="bench",
+                                              syntax="proto3",
+                                              dependency=[wrappers_pb2.DESCRIPTOR.name])
+    file.service.add(name="Echo").method.add(
+        name="Unary", input_type=".google.protobuf.BytesValue",
+        output_type=".google.protobuf.BytesValue")
+    descriptor_pool.Default().AddSerializedFile(file.SerializeToString())
+
+
+async def _serve(role: str, port: int, target: str | None) -> None:
+    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+    if role == "echo":
+        from grpc_reflection.v1alpha import reflection
+
+        server.add_generic_rpc_handlers((_Echo(),))
+        _describe_echo()
+        reflection.enable_server_reflection(("bench.Echo", reflection.SERVICE_NAME), server)
+    else:
+        channel = grpc.aio.insecure_channel(target)
+        handler = _NaiveUnary(channel) if role == "naive_unary" else _NaiveBidi(channel)
+        server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Servers:
+    """Every server process of one run; stopped on exit."""
+
+    def __init__(self, targets: Sequence[Target], workdir: Path) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self.ports: dict[str, int] = {}
+        self.pids: dict[str, int] = {}
+        echo_port = self._start("echo", [sys.executable, __file__, "--role", "echo"])
+        for target in targets:
+            if target.kind == "direct":
+                self.ports[target.name], self.pids[target.name] = echo_port, self._pid("echo")
+            elif target.kind in ("naive_unary", "naive_bidi"):
+                port = self._start(target.name, [sys.executable, __file__, "--role",
+                                                 target.kind, "--target",
+                                                 f"127.0.0.1:{echo_port}"])
+                self.ports[target.name] = port
+            else:
+                listen = _free_port()
+                config = {
+                    "service": "bench", "instance": "bench",
+                    "listen": f"127.0.0.1:{listen}",
+                    "admin_listen": f"127.0.0.1:{_free_port()}",
+                    "metrics_listen": f"127.0.0.1:{_free_port()}",
+                    "logging": {"level": "WARNING"},
+                    "upstreams": {"echo": {"address": f"127.0.0.1:{echo_port}",
+                                           "routes": ["/bench."]}},
+                    **target.config,
+                }
+                path = workdir / f"sidecar-{len(self._procs)}.yaml"
+                path.write_text(yaml.safe_dump(config))
+                self._start(target.name, [SIDECAR_BIN, "proxy", "--config", str(path)],
+                            port=listen, env=target.env)
+                self.ports[target.name] = listen
+        time.sleep(1.0)  # let the sidecars learn shapes from reflection
+
+    def _pid(self, name: str) -> int:
+        return self.pids[name]
+
+    def _start(self, name: str, args: list[str], port: int | None = None,
+               env: dict[str, str] | None = None) -> int:
+        if port is None:
+            port = _free_port()
+            args = [*args, "--port", str(port)]
+        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._procs.append(proc)
+        _wait_for_port(port, proc)
+        self.pids[name] = proc.pid
+        return port
+
+    def close(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# --- the load ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: str
+    concurrency: int
+    calls: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_call: float
+
+    @property
+    def throughput(self) -> float:
+        return self.calls / self.seconds
+
+
+async def _measure(port: int, method: str, concurrency: int, seconds: float,
+                   pid: int | None) -> tuple[int, int, float, list[float], float]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(method)
+        warmup_end = time.monotonic() + DEFAULT_WARMUP_S
+
+        async def warm() -> None:
+            while time.monotonic() < warmup_end:
+                await call(PAYLOAD, timeout=10)
+        await asyncio.gather(*(warm() for _ in range(concurrency)))
+
+        latencies: list[float] = []
+        errors = 0
+        stop = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                try:
+                    await call(PAYLOAD, timeout=10)
+                except grpc.RpcError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        cpu_before = _cpu_s(pid) if pid else 0.0
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+        cpu = (_cpu_s(pid) - cpu_before) if pid else 0.0
+    return len(latencies), errors, elapsed, latencies, cpu
+
+
+def run_cell(servers: Servers, target: Target, concurrency: int, seconds: float) -> Cell:
+    pid = servers.pids.get(target.name)
+    calls, errors, elapsed, latencies, cpu = asyncio.run(
+        _measure(servers.ports[target.name], target.method, concurrency, seconds, pid))
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 \
+        if latencies else float("nan")
+    return Cell(target.name, concurrency, calls, errors, elapsed, p50, p99,
+                cpu / calls * 1e6 if calls else float("nan"))
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _median_cell(cells: list[Cell]) -> Cell:
+    ordered = sorted(cells, key=lambda c: c.throughput)
+    return ordered[len(ordered) // 2]
+
+
+def report(cells: dict[tuple[str, int], Cell], targets: Sequence[Target], seconds: float,
+           rounds: int) -> tuple[str, bool | None]:
+    lines = [
+        f"Unary calls, 100-byte payload, {seconds:g} s per cell after a warm-up, "
+        f"{rounds} round(s) interleaved (median round kept); client, echo server and proxy "
+        f"each in their own process on one machine ({os.cpu_count()} cores; Python "
+        f"{platform.python_version()}, grpcio {grpc.__version__}; measured "
+        f"{time.strftime('%Y-%m-%d')}). CPU/call: user+system CPU of the proxy process "
+        f"(for `direct`: of the echo server) over the cell, per call.",
+        "",
+        "| target | concurrency | calls/s | vs naive (unary) | p50 ms | p50 added vs direct "
+        "| p99 ms | CPU µs/call | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for concurrency in CONCURRENCIES:
+        base = cells.get((BASELINE, concurrency))
+        direct = cells.get(("direct", concurrency))
+        for target in targets:
+            cell = cells.get((target.name, concurrency))
+            if cell is None:
+                continue
+            ratio = f"{cell.throughput / base.throughput:.0%}" if base else "-"
+            added = f"{cell.p50_ms - direct.p50_ms:+.3f}" if direct else "-"
+            lines.append(
+                f"| {target.name} | {concurrency} | {cell.throughput:,.0f} | {ratio} "
+                f"| {cell.p50_ms:.3f} | {added} | {cell.p99_ms:.3f} "
+                f"| {cell.cpu_us_per_call:.0f} | {cell.errors} |")
+    verdict: bool | None = None
+    sidecar64, base64 = cells.get((SIDECAR, 64)), cells.get((BASELINE, 64))
+    sidecar1, direct1 = cells.get((SIDECAR, 1)), cells.get(("direct", 1))
+    if sidecar64 and base64 and sidecar1 and direct1:
+        ratio = sidecar64.throughput / base64.throughput
+        added = sidecar1.p50_ms - direct1.p50_ms
+        ratio1 = sidecar1.throughput / cells[(BASELINE, 1)].throughput \
+            if (BASELINE, 1) in cells else float("nan")
+        ok_ratio, ok_added = ratio >= TARGET_THROUGHPUT_RATIO, added <= TARGET_ADDED_P50_MS
+        verdict = ok_ratio and ok_added
+        lines += [
+            "",
+            f"Targets: sidecar throughput >= {TARGET_THROUGHPUT_RATIO:.0%} of the naive "
+            f"pass-through at concurrency 64: **{ratio:.0%}** "
+            f"({'met' if ok_ratio else 'missed'}; at concurrency 1: {ratio1:.0%}); "
+            f"p50 added over direct at concurrency 1 <= {TARGET_ADDED_P50_MS} ms: "
+            f"**{added:+.3f} ms** ({'met' if ok_added else 'missed'}).",
+        ]
+    return "\n".join(lines), verdict
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace this benchmark's section of RESULTS.md, keeping every other section."""
+    begin, end = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
+    block = f"{begin}\n## Proxy overhead (`benchmarks/proxy.py`)\n\n{body}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="per cell")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--only", default="", help="comma-separated target names")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument("--results", type=Path, default=RESULTS_PATH)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--role", choices=("echo", "naive_unary", "naive_bidi"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        asyncio.run(_serve(args.role, args.port, args.target))
+        return 0
+    if args.seconds <= 0 or args.rounds < 1:
+        parser.error("--seconds must be > 0 and --rounds >= 1")
+    wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+    targets = [t for t in TARGETS if not wanted or t.name in wanted]
+    with tempfile.TemporaryDirectory() as workdir:
+        servers = Servers(targets, Path(workdir))
+        try:
+            rounds: dict[tuple[str, int], list[Cell]] = {}
+            for round_index in range(args.rounds):
+                for concurrency in CONCURRENCIES:
+                    order = targets if round_index % 2 == 0 else list(reversed(targets))
+                    for target in order:
+                        cell = run_cell(servers, target, concurrency, args.seconds)
+                        rounds.setdefault((target.name, concurrency), []).append(cell)
+                        print(f"{target.name:28} c={concurrency:<3} {cell.throughput:8,.0f}/s "
+                              f"p50 {cell.p50_ms:.3f} ms p99 {cell.p99_ms:.3f} ms "
+                              f"cpu {cell.cpu_us_per_call:.0f} us/call", flush=True)
+        finally:
+            servers.close()
+    cells = {key: _median_cell(value) for key, value in rounds.items()}
+    body, verdict = report(cells, targets, args.seconds, args.rounds)
+    print(body)
+    if not args.no_write and not wanted:
+        write_section(args.results, body)
+    return 1 if args.check and verdict is False else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
