@@ -18,8 +18,9 @@ Control, over real gRPC (JSON bytes in and out, unary, service ``sidecar.test.Co
 
 - ``Configure``: ``{"scope": "*" | "<service>", "code": "UNAVAILABLE", "details": "...",
   "failure_ratio": 1.0, "delay_ms": 0, "hang": false, "fail_after": 0, "stream_count": 3,
-  "initial_metadata": {...}, "trailing_metadata": {...}}``: faults for that scope (a service's
-  own scope wins over ``*``). Keys left out take their defaults; ``{"scope": s}`` clears it.
+  "initial_metadata": {...}, "trailing_metadata": {...}, "trailing_metadata_hex": {...}}``:
+  faults for that scope (a service's own scope wins over ``*``). Keys left out take their
+  defaults; ``{"scope": s}`` clears it. ``trailing_metadata_hex`` carries ``-bin`` values.
   ``failure_ratio`` spreads failures evenly (deterministic): 0.5 fails every second call.
   ``fail_after``: stream responses send that many messages before failing.
 - ``Stats``: per method path: ``calls``, ``in_flight``, ``max_in_flight``, ``cancelled``,
@@ -55,6 +56,7 @@ class Faults:
     stream_count: int = 3
     initial_metadata: dict[str, str] = field(default_factory=dict)
     trailing_metadata: dict[str, str] = field(default_factory=dict)
+    trailing_metadata_hex: dict[str, str] = field(default_factory=dict)  # "-bin" keys
     calls: int = 0  # calls seen under this scope, for the failure spread
 
 
@@ -121,7 +123,8 @@ class Upstream:
             await context.send_initial_metadata(tuple(faults.initial_metadata.items()))
 
     async def _end(self, faults: Faults, fail: bool, context: grpc.aio.ServicerContext) -> None:
-        trailing = tuple(faults.trailing_metadata.items())
+        trailing = (*faults.trailing_metadata.items(),
+                    *((k, bytes.fromhex(v)) for k, v in faults.trailing_metadata_hex.items()))
         if fail:
             await context.abort(grpc.StatusCode[faults.code], faults.details, trailing)
         if trailing:

@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
+from google.protobuf.any_pb2 import Any
+from google.rpc import code_pb2
+from google.rpc.status_pb2 import Status
 
 from tests.integration.proxy._calls import client_stream, server_stream, unary, wait_until
 from tests.support.sidecar import SidecarProcess
@@ -125,6 +128,19 @@ async def test_error_status_details_and_both_metadata_come_back_verbatim(
         assert outcome.initial["x-served-by"] == "upstream-a"
         assert outcome.trailing["x-debug"] == "shard=3"
         assert not any(key.startswith("x-sidecar") for key in outcome.trailing)
+
+
+async def test_rich_error_details_come_back_verbatim(channel: grpc.aio.Channel,
+                                                     upstream: UpstreamProcess) -> None:
+    # google.rpc.Status travels in the grpc-status-details-bin trailer (grpc_status's format).
+    status = Status(code=code_pb2.FAILED_PRECONDITION, message="quota exceeded",
+                    details=[Any(type_url="type.example/Quota", value=b"\x08\x05")])
+    upstream.configure("meta.Rich", code="FAILED_PRECONDITION", details="quota exceeded",
+                       trailing_metadata_hex={
+                           "grpc-status-details-bin": status.SerializeToString().hex()})
+    outcome = await unary(channel, "/meta.Rich/Unary")
+    assert outcome.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert Status.FromString(outcome.trailing["grpc-status-details-bin"]) == status
 
 
 async def test_success_trailers_come_back_verbatim(channel: grpc.aio.Channel,
