@@ -291,13 +291,6 @@ class EventlogConfig(_Model):
     backoff: ShipperBackoff = ShipperBackoff()
     shutdown_flush_timeout_ms: PositiveFloat = _EVENTS.shutdown_flush_timeout_ms
 
-    @model_validator(mode="after")
-    def _batch_within_bound(self) -> EventlogConfig:
-        if self.batch_size > self.outbox_max_events:
-            raise ValueError(f"batch_size ({self.batch_size}) must be <= outbox_max_events "
-                             f"({self.outbox_max_events})")
-        return self
-
     def to_settings(self) -> EventsSettings:
         """The event pipeline's settings (validated again by EventsSettings itself)."""
         return EventsSettings(

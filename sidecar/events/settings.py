@@ -124,12 +124,6 @@ class EventsSettings:
         if _int_at_least(self.batch_size, 1) and self.batch_size > MAX_BATCH_SIZE:
             problems.append(f"batch_size: must be <= {MAX_BATCH_SIZE} (the event log's limit "
                             f"per Append), got {self.batch_size}")
-        if (_int_at_least(self.outbox_max_events, 1) and _int_at_least(self.batch_size, 1)
-                and self.batch_size > self.outbox_max_events):
-            problems.append(
-                f"batch_size: must be <= outbox_max_events ({self.outbox_max_events}), "
-                f"got {self.batch_size}"
-            )
         if not isinstance(self.breaker, BreakerSettings):
             problems.append(f"breaker: must be a BreakerSettings, got {self.breaker!r}")
         if problems:
