@@ -47,9 +47,9 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory,
             "trip": {"address": address, "routes": ["/trip."], "breaker": _breaker()},
             "probe": {"address": address, "routes": ["/probe."],
                       "breaker": _breaker(open_={"base_ms": 400, "jitter": 0},
-                                          half_open_probes=2)},
+                                          half_open_probes=2, slow_call_ms=10000)},
             "again": {"address": address, "routes": ["/again."],
-                      "breaker": _breaker(size=2, open_={"base_ms": 300, "multiplier": 4,
+                      "breaker": _breaker(size=2, open_={"base_ms": 300, "multiplier": 10,
                                                          "jitter": 0},
                                           half_open_probes=1)},
             "per": {"address": address, "routes": ["/per."], "per_method": True,
@@ -116,8 +116,9 @@ async def test_half_open_admits_at_most_the_probe_count_of_fifty_callers_then_re
     method = "/probe.Echo/Unary"
     upstream.configure("probe.Echo", code="UNAVAILABLE")
     await _fail_until_open(channel, sidecar, "probe", method, 4)
-    # Healthy again, but slow enough (300 ms, below slow_call_ms) that probes overlap callers.
-    upstream.configure("probe.Echo", delay_ms=300)
+    # Healthy again, but slow (1.5 s, below slow_call_ms): the probes are still in flight
+    # while every one of the 50 callers arrives, however slow the machine.
+    upstream.configure("probe.Echo", delay_ms=1500)
     await asyncio.sleep(sidecar.breaker("probe").open_duration_ms / 1000 + 0.1)
     before = upstream.calls(method)
 
@@ -137,6 +138,7 @@ async def test_half_open_admits_at_most_the_probe_count_of_fifty_callers_then_re
     info = sidecar.breaker("probe")
     assert info.state == CLOSED
     assert info.last_transition.reason == "probes_healthy"
+    upstream.configure("probe.Echo", delay_ms=10)
     outcomes = await asyncio.gather(*(unary(channel, method) for _ in range(10)))
     assert all(o.code == grpc.StatusCode.OK for o in outcomes)
 
@@ -156,9 +158,9 @@ async def test_second_trip_in_a_row_opens_for_longer(
     second = sidecar.breaker("again")
     assert second.state == OPEN
     assert second.last_transition.reason == "probe_failed"
-    assert (second.trip_streak, second.open_duration_ms) == (2, 1200)  # 300 ms x 4
+    assert (second.trip_streak, second.open_duration_ms) == (2, 3000)  # 300 ms x 10
     await asyncio.sleep(0.4)  # past the first duration, well inside the second
-    _assert_rejected_by_breaker(await unary(channel, method), "again", max_retry_ms=1200)
+    _assert_rejected_by_breaker(await unary(channel, method), "again", max_retry_ms=3000)
 
 
 async def test_per_method_breakers_trip_one_method_only(
@@ -211,7 +213,7 @@ async def test_upstream_fallback_answers_through_its_own_breaker(
 
 async def test_calls_over_the_concurrency_limit_are_refused_at_once(
         channel: grpc.aio.Channel, sidecar: SidecarProcess, upstream: UpstreamProcess) -> None:
-    upstream.configure("lim.Echo", delay_ms=600)
+    upstream.configure("lim.Echo", delay_ms=1500)  # all 10 arrive while 3 are in flight
 
     outcomes = await asyncio.gather(*(unary(channel, "/lim.Echo/Unary") for _ in range(10)))
 

@@ -37,7 +37,8 @@ async def aio(upstream: UpstreamProcess) -> AsyncIterator[tuple[Protection, grpc
         shapes={"routes": ["/ishape."], "breaker": {"mode": "metrics_only"}},
         itrip={"routes": ["/itrip."], "breaker": BREAKER},
         iprobe={"routes": ["/iprobe."], "breaker": {
-            **BREAKER, "open": {"base_ms": 300, "jitter": 0}, "half_open_probes": 2}},
+            **BREAKER, "open": {"base_ms": 300, "jitter": 0}, "half_open_probes": 2,
+            "slow_call_ms": 10000}},
         istream={"routes": ["/istream."], "breaker": BREAKER},
         ifallback={"routes": ["/ifb."], "breaker": BREAKER,
                    "fallback": {"status": "FAILED_PRECONDITION", "message": "degraded"}},
@@ -92,7 +93,7 @@ async def test_aio_half_open_admits_at_most_the_probes_then_recovers(
     upstream.configure("iprobe.E", code="UNAVAILABLE")
     for _ in range(2):
         await unary(channel, method)
-    upstream.configure("iprobe.E", delay_ms=200)
+    upstream.configure("iprobe.E", delay_ms=1000)  # probes outlast the arrival of all 50
     await asyncio.sleep(0.35)
     before = upstream.calls(method)
 
@@ -102,6 +103,7 @@ async def test_aio_half_open_admits_at_most_the_probes_then_recovers(
     assert 1 <= reached <= 2
     assert sum(o.code == grpc.StatusCode.OK for o in outcomes) == reached
     assert sum(o.breaker_rejected for o in outcomes) == 50 - reached
+    upstream.configure("iprobe.E", delay_ms=10)
     breaker = protection.breakers.get("iprobe")
     assert breaker is not None
     for _ in range(10):
@@ -143,7 +145,7 @@ async def test_aio_caller_errors_never_trip_and_status_fallback_answers_when_ope
 async def test_aio_concurrency_limit_refuses_the_excess(
         aio: tuple[Protection, grpc.aio.Channel], upstream: UpstreamProcess) -> None:
     _, channel = aio
-    upstream.configure("ilim.E", delay_ms=400)
+    upstream.configure("ilim.E", delay_ms=1500)
     outcomes = await asyncio.gather(*(unary(channel, "/ilim.E/Unary") for _ in range(6)))
     refused = [o for o in outcomes if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
     assert sum(o.code == grpc.StatusCode.OK for o in outcomes) == 2
@@ -170,7 +172,8 @@ def sync(upstream: UpstreamProcess) -> Iterator[tuple[Protection, grpc.Channel]]
         strip={"routes": ["/strip."], "breaker": BREAKER},
         sfine={"routes": ["/sfine."]},
         sprobe={"routes": ["/sprobe."], "breaker": {
-            **BREAKER, "open": {"base_ms": 300, "jitter": 0}, "half_open_probes": 1}},
+            **BREAKER, "open": {"base_ms": 300, "jitter": 0}, "half_open_probes": 1,
+            "slow_call_ms": 10000}},
         sfallback={"routes": ["/sfb."], "breaker": BREAKER,
                    "fallback": {"status": "FAILED_PRECONDITION", "message": "degraded"}},
     )
@@ -240,7 +243,7 @@ def test_sync_half_open_admits_one_probe_of_many_threads(
     upstream.configure("sprobe.E", code="UNAVAILABLE")
     for _ in range(2):
         _sync_code(lambda: call(b"x", timeout=5))
-    upstream.configure("sprobe.E", delay_ms=300)
+    upstream.configure("sprobe.E", delay_ms=1500)  # the probe outlasts all 20 threads' calls
     threading.Event().wait(0.35)
     before = upstream.calls(method)
     codes: list[grpc.StatusCode] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ from tests.support.upstream import UpstreamProcess
 pytestmark = pytest.mark.integration
 
 OPEN = events_pb2.BREAKER_STATE_OPEN
+
+
+def _accepts(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -115,7 +125,7 @@ async def test_sigterm_drains_in_flight_calls_then_exits_0(
                 lambda: upstream.method_stats("/drain.Echo/Unary").get("in_flight") == 1)
 
             sidecar.process.signal(signal.SIGTERM)
-            await asyncio.sleep(0.2)
+            await wait_until(lambda: not _accepts(sidecar.address))  # stopped accepting
             async with grpc.aio.insecure_channel(sidecar.address) as late_channel:
                 late = await unary(late_channel, "/drain.Echo/Unary", timeout=2)
             outcome = await slow
