@@ -16,7 +16,8 @@ Lifecycle (:meth:`ProxyApp.serve`)
   channel (for ``shutdown_grace_s``) while new calls use the new one. ``listen``,
   ``admin_listen`` and ``metrics_listen`` need a restart (a warning says so).
 - SIGTERM/SIGINT: health turns NOT_SERVING, the proxy stops accepting calls, in-flight calls get
-  ``shutdown_grace_s`` to finish (then are cancelled), plugins stop, the process exits 0.
+  ``shutdown_grace_s`` to finish (then are cancelled), plugins stop, the process exits 0. A
+  second SIGTERM during the drain ends the process at once (the default signal action).
 
 Threading: everything runs on one asyncio event loop; signal handlers only schedule work on it.
 

@@ -15,7 +15,7 @@ import yaml
 
 from sidecar.v1 import admin_pb2, events_pb2
 from tests.integration.proxy._calls import unary, wait_until
-from tests.support.procs import SIDECAR_BIN
+from tests.support.procs import SIDECAR_BIN, free_port
 from tests.support.sidecar import SidecarProcess
 from tests.support.upstream import UpstreamProcess
 
@@ -54,6 +54,23 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     result = _run_cli("proxy", "--config", str(tmp_path / "absent.yaml"))
     assert result.returncode == 2
     assert "cannot read" in result.stderr
+
+
+def test_taken_listen_port_exits_1_naming_the_key(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "sidecar.yaml"
+        path.write_text(yaml.safe_dump({
+            "service": "checkout", "listen": f"127.0.0.1:{port}",
+            "admin_listen": f"127.0.0.1:{free_port()}",
+            "metrics_listen": f"127.0.0.1:{free_port()}",
+            "upstreams": {"payments": {"address": "127.0.0.1:9", "routes": ["/p."]}},
+        }))
+        result = _run_cli("proxy", "--config", str(path))
+    assert result.returncode == 1
+    assert f"listen: cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 def _config(upstream: UpstreamProcess, failure_rate: float = 0.5,
