@@ -339,7 +339,6 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
                     event = await sub.get(heartbeat_s)
                 except SubscriptionEnded:
                     await self._end_subscription(context, sub, last_sent)
-                    return
                 if event is None:
                     message = eventlog_pb2.SubscribeResponse(
                         heartbeat=eventlog_pb2.Heartbeat(
@@ -368,26 +367,25 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
 
     async def _end_subscription(
         self, context: grpc.aio.ServicerContext, sub: Subscription, last_sent: int
-    ) -> None:
+    ) -> NoReturn:
         resume = sub.resume_position(last_sent)
         trailer = ((RESUME_METADATA_KEY, str(resume)),)
-        try:
-            await sub.get(0)  # re-raises why the subscription ended
-        except SubscriberTooSlow as exc:
+        reason = sub.end_reason
+        if isinstance(reason, SubscriberTooSlow):
             self._counters.subscriber_dropped()
             await _abort(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{exc} (buffer of {exc.buffer_events} events full); "
+                f"{reason} (buffer of {reason.buffer_events} events full); "
                 f"resume from position {resume}",
                 trailer,
             )
-        except SubscriptionEnded as exc:
-            await _abort(
-                context,
-                grpc.StatusCode.UNAVAILABLE, f"{exc}; resume from position {resume}", trailer
-            )
-        await _abort(context, grpc.StatusCode.INTERNAL, "subscription ended without a reason")
+        await _abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            f"{reason or 'the subscription ended'}; resume from position {resume}",
+            trailer,
+        )
 
     # --- projections -------------------------------------------------------------------------
 

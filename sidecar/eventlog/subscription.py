@@ -9,8 +9,9 @@ and goes on reading from the same cursor.
 
 Back-pressure and slow subscribers:
 
-- While catching up, the reader only reads as many events as the buffer has room for and
-  waits for room otherwise: the store holds the backlog, not server memory.
+- While catching up, the reader keeps at most half the buffer filled and waits for room
+  otherwise: the store holds the backlog, not server memory, and a subscriber that switches
+  to live starts with at least half the buffer free for bursts.
 - Once live, new events are pushed without waiting. When the buffer is full the subscriber is
   more than ``buffer_events`` behind the live log: the subscription stops with
   :class:`SubscriberTooSlow`, and the handler ends the call with RESOURCE_EXHAUSTED and the
@@ -91,6 +92,11 @@ class Subscription:
         """False while catching up; True once the reader follows appends."""
 
     @property
+    def end_reason(self) -> SubscriptionEnded | None:
+        """Why the subscription stopped (None while it runs)."""
+        return self._end
+
+    @property
     def buffered(self) -> int:
         """Events read but not yet taken by the consumer."""
         return len(self._items)
@@ -152,9 +158,10 @@ class Subscription:
             self._stop(failure)
 
     async def _catch_up(self) -> None:
-        """Read pages sized to the free buffer until a page comes back short."""
+        """Read pages sized to the free half of the buffer until a page comes back short."""
+        catch_up_fill = max(1, self._buffer_events // 2)
         while True:
-            room = self._buffer_events - len(self._items)
+            room = catch_up_fill - len(self._items)
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()

@@ -29,7 +29,11 @@ async def _append(stub: eventlog_pb2_grpc.EventLogStub, events: list[object]) ->
 
 @pytest.fixture
 async def fresh_log(tmp_path: Path) -> AsyncIterator[EventLogProcess]:
-    server = EventLogProcess(tmp_path, "--heartbeat-interval-s", "0.2")
+    # A buffer larger than these tests' live bursts: a loaded CI machine may pause the
+    # client for a moment, and dropping slow subscribers has its own test below.
+    server = EventLogProcess(
+        tmp_path, "--heartbeat-interval-s", "0.2", "--subscriber-buffer-events", "5000"
+    )
     yield server
     server.close()
 
