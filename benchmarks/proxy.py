@@ -24,6 +24,14 @@ Targets (issue 3, 2 cores, everything on one machine): the sidecar reaches >= 90
 pass-through's throughput (at concurrency 64), and adds <= 0.6 ms at p50 over direct calls at
 concurrency 1.
 
+Event log rows (issue 6): ``sidecar + log up`` and ``sidecar + log down`` run the sidecar with
+an ``eventlog`` section and a breaker in ``metrics_only`` mode that counts every call as slow,
+so it flaps (OPEN 20 ms, a slow probe, OPEN again: about 100 transitions, so 100 events, a
+second) without ever rejecting a call. ``log up`` ships them to a real ``sidecar eventlog serve``
+process; ``log down`` points at an address nothing listens on, so every event goes to the outbox
+and the shipper keeps failing and backing off. Target: throughput with the log down >= 95% of
+the log up (the data path never waits for the log).
+
 Adding rows: append a :class:`Target` to :data:`TARGETS` (e.g. tracing at 1% / 100% sampling:
 ``Target("sidecar, tracing 100%", "sidecar", env={...}, config={"tracing": {...}})``, or an
 event log that is down: ``config={"eventlog": {"address": "127.0.0.1:9"}}``).
@@ -67,6 +75,13 @@ DEFAULT_ROUNDS = 1
 CONCURRENCIES = (1, 64)
 TARGET_THROUGHPUT_RATIO = 0.90
 TARGET_ADDED_P50_MS = 0.6
+TARGET_LOG_DOWN_RATIO = 0.95
+LOG_UP, LOG_DOWN = "sidecar + log up", "sidecar + log down"
+FLAPPING_BREAKER = {  # metrics_only: transitions and events, never a rejected call
+    "mode": "metrics_only", "slow_call_ms": 0.001, "slow_call_rate": 1.0, "minimum_calls": 1,
+    "consecutive_failures": None, "half_open_probes": 1,
+    "open": {"base_ms": 20, "max_ms": 20, "jitter": 0},
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -79,6 +94,8 @@ class Target:
     method: str = REFLECTED_METHOD
     env: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # merged into the sidecar config
+    upstream: dict[str, Any] = field(default_factory=dict)  # merged into the echo upstream's
+    eventlog: str | None = None  # "up": a real event log process; "down": nothing listening
 
 
 TARGETS: list[Target] = [
@@ -88,6 +105,10 @@ TARGETS: list[Target] = [
     Target("sidecar", "sidecar", env={"OTEL_SDK_DISABLED": "true"}),
     Target("sidecar, no reflection", "sidecar", method=OPAQUE_METHOD,
            env={"OTEL_SDK_DISABLED": "true"}),
+    Target(LOG_UP, "sidecar", env={"OTEL_SDK_DISABLED": "true"},
+           upstream={"breaker": FLAPPING_BREAKER}, eventlog="up"),
+    Target(LOG_DOWN, "sidecar", env={"OTEL_SDK_DISABLED": "true"},
+           upstream={"breaker": FLAPPING_BREAKER}, eventlog="down"),
 ]
 BASELINE = "naive (unary)"
 SIDECAR = "sidecar"
@@ -214,15 +235,31 @@ class Servers:
                     "metrics_listen": f"127.0.0.1:{_free_port()}",
                     "logging": {"level": "WARNING"},
                     "upstreams": {"echo": {"address": f"127.0.0.1:{echo_port}",
-                                           "routes": ["/bench."]}},
+                                           "routes": ["/bench."], **target.upstream}},
                     **target.config,
                 }
+                if target.eventlog is not None:
+                    config["eventlog"] = {
+                        "address": self._eventlog(workdir) if target.eventlog == "up"
+                        else f"127.0.0.1:{_free_port()}",
+                        "outbox_path": str(workdir / f"outbox-{len(self._procs)}.db"),
+                    }
                 path = workdir / f"sidecar-{len(self._procs)}.yaml"
                 path.write_text(yaml.safe_dump(config))
                 self._start(target.name, [SIDECAR_BIN, "proxy", "--config", str(path)],
                             port=listen, env=target.env)
                 self.ports[target.name] = listen
         time.sleep(1.0)  # let the sidecars learn shapes from reflection
+
+    def _eventlog(self, workdir: Path) -> str:
+        """Start one ``sidecar eventlog serve`` (sqlite store in ``workdir``); its address."""
+        if "eventlog" not in self.ports:
+            port = _free_port()
+            self._start("eventlog", [SIDECAR_BIN, "eventlog", "serve", "--store",
+                                     f"sqlite:///{workdir / 'eventlog.db'}",
+                                     "--listen", f"127.0.0.1:{port}"], port=port)
+            self.ports["eventlog"] = port
+        return f"127.0.0.1:{self.ports['eventlog']}"
 
     def _pid(self, name: str) -> int:
         return self.pids[name]
@@ -367,6 +404,15 @@ def report(cells: dict[tuple[str, int], Cell], targets: Sequence[Target], second
             f"p50 added over direct at concurrency 1 <= {TARGET_ADDED_P50_MS} ms: "
             f"**{added:+.3f} ms** ({'met' if ok_added else 'missed'}).",
         ]
+    for concurrency in CONCURRENCIES:
+        up, down = cells.get((LOG_UP, concurrency)), cells.get((LOG_DOWN, concurrency))
+        if up and down:
+            ratio = down.throughput / up.throughput
+            ok = ratio >= TARGET_LOG_DOWN_RATIO
+            verdict = ok if verdict is None else verdict and ok
+            lines += ["", f"Event log down vs up at concurrency {concurrency}: throughput "
+                          f"**{ratio:.0%}** of the log-up run (target >= "
+                          f"{TARGET_LOG_DOWN_RATIO:.0%}: {'met' if ok else 'missed'})."]
     return "\n".join(lines), verdict
 
 

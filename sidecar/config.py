@@ -286,6 +286,7 @@ class EventlogConfig(_Model):
     queue_size: PositiveInt = _EVENTS.queue_size
     outbox_max_events: PositiveInt = _EVENTS.outbox_max_events
     batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] = _EVENTS.batch_size
+    linger_ms: Annotated[float, Field(ge=0.0)] = _EVENTS.linger_ms
     flush_interval_ms: PositiveFloat = _EVENTS.flush_interval_ms
     append_timeout_ms: PositiveFloat = _EVENTS.append_timeout_ms
     backoff: ShipperBackoff = ShipperBackoff()
@@ -298,6 +299,7 @@ class EventlogConfig(_Model):
             queue_size=self.queue_size,
             outbox_max_events=self.outbox_max_events,
             batch_size=self.batch_size,
+            linger_ms=self.linger_ms,
             flush_interval_ms=self.flush_interval_ms,
             append_timeout_ms=self.append_timeout_ms,
             backoff_base_ms=self.backoff.base_ms,

@@ -81,6 +81,7 @@ UNHEALTHY_CODES: Final = frozenset(
 """Failures that say the event log is unwell: they count against the shipper's breaker. Others
 (a conflict, a refused request) are answers from a healthy log."""
 CONFLICT_CODE: Final = "FAILED_PRECONDITION"
+_CLOCK_EPSILON_S: Final = 1e-6  # a linger this close to its end is over (float clock sums)
 TOKEN_METADATA_KEY: Final = "authorization"
 """Metadata key of the event log's bearer token (``Bearer <token>``)."""
 
@@ -285,6 +286,10 @@ class Shipper:
                                                  clock=clock)
         self.breaker.add_listener(_BreakerLog())
         self._not_before = float("-inf")
+        self._linger_s = settings.linger_ms / 1000
+        self._partial_since: float | None = None
+        self.lingering = False
+        """True while the last :meth:`step` is waiting for a partial batch to fill."""
         self.idle = False
         """True when the last :meth:`step` found nothing to ship."""
         self._failures_in_row = 0
@@ -339,6 +344,9 @@ class Shipper:
         self.idle = stream is None and not batch
         if self.idle:
             return self._flush_interval_s
+        linger = self._linger(batch, now)
+        if linger > 0:
+            return linger
         permit = self.breaker.try_acquire()
         if permit is None:
             wait = max(self.breaker.retry_after_s(), MIN_RETRY_S)
@@ -361,6 +369,23 @@ class Shipper:
         if stream is None:
             self._conflicts_in_row = 0
         return 0.0
+
+    def _linger(self, batch: list[events_pb2.Event], now: float) -> float:
+        """Seconds to wait for a partial batch to fill (OTel's schedule delay): a storm of
+        transitions then costs a few large Appends, not one per event. 0: ship now."""
+        if (not batch or len(batch) >= self._settings.batch_size or self._linger_s <= 0
+                or self._deadline is not None):
+            self._partial_since = None
+            self.lingering = False
+            return 0.0
+        if self._partial_since is None:
+            self._partial_since = now
+        wait = self._partial_since + self._linger_s - now
+        self.lingering = wait > _CLOCK_EPSILON_S
+        if not self.lingering:
+            self._partial_since = None
+            return 0.0
+        return wait
 
     def _stream_to_resolve(self) -> str | None:
         if self._rebase_needed:
@@ -500,8 +525,8 @@ class Shipper:
             while not self._stopping.is_set():
                 self._wake.clear()
                 delay = self.step()
-                if delay > 0:
-                    self._wake.wait(delay)
+                if delay > 0:  # new events do not cut a linger short: they join the batch
+                    (self._stopping if self.lingering else self._wake).wait(delay)
             self._drain()
         finally:
             self._exporter.close()

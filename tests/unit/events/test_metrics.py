@@ -65,7 +65,8 @@ def test_pending_age_and_drops_follow_the_outbox(outbox: Outbox) -> None:
 
 def test_shipped_and_failures_by_code_follow_the_shipper(outbox: Outbox) -> None:
     log, clock = FakeEventLog(), FakeClock()
-    shipper = Shipper(outbox, log, EventsSettings(), clock=clock, rng=random.Random(1))
+    shipper = Shipper(outbox, log, EventsSettings(linger_ms=0), clock=clock,
+                      rng=random.Random(1))
     outbox.append([new_event(), new_event()])
     log.down = True
     clock.advance(shipper.step())

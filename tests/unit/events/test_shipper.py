@@ -17,7 +17,7 @@ from sidecar.events.shipper import Backoff, Shipper
 from tests.unit.events._support import STREAM, FakeClock, FakeEventLog, assert_chain, new_event
 
 SETTINGS = EventsSettings(batch_size=3, backoff_base_ms=200, backoff_max_ms=5_000,
-                          backoff_jitter=0.5, flush_interval_ms=1_000)
+                          backoff_jitter=0.5, flush_interval_ms=1_000, linger_ms=0)
 
 
 @pytest.fixture
@@ -234,6 +234,26 @@ def test_a_refusal_keeps_the_events_and_backs_off(
     assert waits[-1] > waits[0]  # 4th wait >= 0.8 s (1.6 s less <= 50 %), 1st <= 0.2 s
     # a refusal is an answer from a healthy log: the breaker stays closed
     assert shipper.stats().breaker_state is State.CLOSED
+
+
+def test_a_partial_batch_lingers_so_a_storm_costs_few_appends(
+        outbox: Outbox, log: FakeEventLog, clock: FakeClock) -> None:
+    settings = EventsSettings(batch_size=3, linger_ms=100)
+    outbox.rebase(STREAM, GENESIS_HEAD)
+    shipper = _shipper(outbox, log, clock, settings)
+    outbox.append([new_event()])
+    assert shipper.step() == pytest.approx(0.1)  # one event: wait for company
+    clock.advance(0.05)
+    outbox.append([new_event()])
+    assert shipper.step() == pytest.approx(0.05)  # the linger is not restarted
+    assert log.append_calls == 0
+    clock.advance(0.05)
+    assert shipper.step() == 0.0
+    assert log.append_calls == 1 and len(log.events()) == 2
+
+    outbox.append([new_event() for _ in range(3)])  # a full batch goes at once
+    assert shipper.step() == 0.0
+    assert log.append_calls == 2 and len(log.events()) == 5
 
 
 def test_idle_shipper_waits_the_flush_interval(
