@@ -65,6 +65,7 @@ import asyncio
 import base64
 import binascii
 import calendar
+import collections
 import contextlib
 import hashlib
 import json
@@ -73,7 +74,7 @@ import re
 import struct
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final, TypeVar
@@ -128,8 +129,9 @@ DEFAULT_APPEND_RETRY_S: Final = 30.0
 """How long one append keeps retrying while the cluster has no leader / is unreachable."""
 DEFAULT_HEAD_POLL_INTERVAL_S: Final = 0.5
 """While ``wait_for_append`` has waiters: how often the leader's head is polled."""
-DEFAULT_MAX_INFLIGHT_BATCHES: Final = 32
-"""Concurrent atomic batches from one adapter (the server allows 50 per stream)."""
+DEFAULT_MAX_INFLIGHT_BATCHES: Final = 2
+"""Atomic batches (group commits) one adapter has in flight at once (the server allows 50 per
+stream). Few: while they are in flight, further appends gather into the next, larger group."""
 DEFAULT_READ_BATCH: Final = 1000
 """Messages asked for per direct-get request when scanning."""
 DEFAULT_READ_MAX_BYTES: Final = 8 * 1024 * 1024
@@ -485,6 +487,45 @@ class _Plan:
     """Stream → the head the batch was planned against."""
 
 
+@dataclass(eq=False)
+class _Pending:
+    """A plan waiting for the next group commit, and who waits for it."""
+
+    plan: _Plan
+    attempts: set[str]
+    future: asyncio.Future[list[int]]
+
+
+class _KeyedLocks:
+    """One ``asyncio.Lock`` per key, created on demand and dropped when unused."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        """Hold the locks of ``keys`` (taken in sorted order: no deadlock between holders)."""
+        ordered = sorted(set(keys))
+        entries = []
+        for key in ordered:
+            entry = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+            entry[1][0] += 1
+            entries.append((key, entry))
+        taken: list[asyncio.Lock] = []
+        try:
+            for _, (lock, _) in entries:
+                await lock.acquire()
+                taken.append(lock)
+            yield
+        finally:
+            for lock in reversed(taken):
+                lock.release()
+            for key, (_, users) in entries:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._locks[key]
+
+
 class _Stale(Exception):
     """The server refused the batch because a head moved: plan again."""
 
@@ -508,7 +549,10 @@ class NatsEventStore(EventStore):
         self._connect_lock = asyncio.Lock()
         self._closed = False
         self._heads: dict[str, _Head] = {}
-        self._batch_slots: asyncio.Semaphore | None = None
+        self._stream_locks = _KeyedLocks()
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._committers = 0
+        self._committer_tasks: set[asyncio.Task[None]] = set()
         self._head_seen = 0
         self._head_changed = asyncio.Event()
         self._waiters = 0
@@ -571,7 +615,6 @@ class NatsEventStore(EventStore):
             await nc.close()
             raise
         self._max_payload = nc.max_payload
-        self._batch_slots = asyncio.Semaphore(s.max_inflight_batches)
         self._nc, self._js = nc, js
         self._poller = asyncio.get_running_loop().create_task(self._poll_head())
 
@@ -648,6 +691,8 @@ class NatsEventStore(EventStore):
         if self._closed:
             return
         self._closed = True
+        for task in list(self._committer_tasks):
+            task.cancel()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -684,12 +729,24 @@ class NatsEventStore(EventStore):
         return [by_id[event.event_id] for event in events]
 
     async def _append_unique(self, order: list[NewEvent]) -> list[AppendOutcome]:
+        deadline = asyncio.get_running_loop().time() + self._settings.append_retry_s
+        streams = {event.stream for event in order}
+        async with self._stream_locks.hold(streams):
+            return await self._append_locked(order, streams, deadline)
+
+    async def _append_locked(
+        self, order: list[NewEvent], streams: set[str], deadline: float
+    ) -> list[AppendOutcome]:
+        """Plan, commit, and on a stale head or a transient failure plan again.
+
+        The caller holds the locks of ``streams``: appends to one stream from this adapter
+        are decided one after the other (like the SQLite writer), so a batch that continues
+        the previous one is judged against the head that batch left.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.append_retry_s
         attempts: set[str] = set()  # batch ids of our own attempts (an ack may have been lost)
         stale = transient = 0
         last_problem = ""
-        streams = {event.stream for event in order}
         while True:
             cached = any(stream in self._heads for stream in streams)
             try:
@@ -704,9 +761,7 @@ class NatsEventStore(EventStore):
                         self._heads.pop(stream, None)
                     plan = await self._plan(order, attempts)
                 if plan.new:
-                    batch_id = uuid.uuid4().hex
-                    attempts.add(batch_id)
-                    positions = await self._publish(plan, batch_id)
+                    positions = await self._commit(plan, attempts)
                     self._settle(plan, positions)
                 result = [o for o in plan.outcomes if o is not None]
                 assert len(result) == len(order)
@@ -774,39 +829,105 @@ class NatsEventStore(EventStore):
                 plan.new.append((index, event))
         return plan
 
-    async def _publish(self, plan: _Plan, batch_id: str) -> list[int]:
-        """Send ``plan.new`` as one atomic batch; the stream sequence of each, in order."""
+    async def _commit(self, plan: _Plan, attempts: set[str]) -> list[int]:
+        """Queue ``plan`` for the next group commit; the stream sequences of ``plan.new``.
+
+        Group commit: plans queued by concurrent appends travel together in one atomic
+        batch (up to ``MAX_ATOMIC_BATCH_EVENTS`` messages), so one JetStream commit (on R1:
+        one fsync) covers many callers. At most ``max_inflight_batches`` batches are in
+        flight; while they are, new plans queue up and form the next, larger group. A refused
+        group is refused for each of its members, which then plan again on their own.
+        """
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(plan, attempts, future))
+        if self._committers < self._settings.max_inflight_batches:
+            self._committers += 1
+            task = asyncio.get_running_loop().create_task(self._run_committer())
+            self._committer_tasks.add(task)
+            task.add_done_callback(self._committer_tasks.discard)
+        return await future
+
+    async def _run_committer(self) -> None:
+        group: list[_Pending] = []
+        try:
+            while self._pending:
+                group = []
+                size = 0
+                while self._pending:
+                    nxt = self._pending[0]
+                    if group and size + len(nxt.plan.new) > MAX_ATOMIC_BATCH_EVENTS:
+                        break
+                    self._pending.popleft()
+                    if nxt.future.done():  # its caller was cancelled while it waited
+                        continue
+                    group.append(nxt)
+                    size += len(nxt.plan.new)
+                if not group:
+                    continue
+                batch_id = uuid.uuid4().hex
+                for member in group:
+                    member.attempts.add(batch_id)
+                try:
+                    positions = await self._publish([m.plan for m in group], batch_id)
+                except (_Stale, _Transient, StoreError) as exc:
+                    for member in group:
+                        if not member.future.done():
+                            member.future.set_exception(type(exc)(str(exc)))
+                    continue
+                offset = 0
+                for member in group:
+                    count = len(member.plan.new)
+                    if not member.future.done():
+                        member.future.set_result(positions[offset : offset + count])
+                    offset += count
+                self._note_head(positions[-1])
+                nc = self._nc
+                if nc is not None:
+                    await self._announce(nc, positions[-1])
+        except BaseException as exc:  # cancelled by close(), or a bug: nobody may hang
+            stranded = [*group, *self._pending]
+            self._pending.clear()
+            for member in stranded:
+                if not member.future.done():
+                    member.future.set_exception(StoreError(f"commit abandoned: {exc!r}"))
+            raise
+        finally:
+            self._committers -= 1
+
+    async def _publish(self, plans: list[_Plan], batch_id: str) -> list[int]:
+        """Send the new events of ``plans`` as one atomic batch; their stream sequences."""
         nc = self._nc
-        assert nc is not None and self._batch_slots is not None
-        recorded: set[str] = set()
+        assert nc is not None
         messages: list[tuple[str, bytes, dict[str, str]]] = []
-        for number, (_, event) in enumerate(plan.new, start=1):
-            headers = {_HDR_BATCH_ID: batch_id, _HDR_BATCH_SEQ: str(number)}
-            if event.stream not in recorded:
-                recorded.add(event.stream)
-                head = plan.expectations[event.stream]
-                headers[_HDR_EXPECTED_SUBJECT_SEQ] = str(head.sequence)
-                headers[_HDR_EXPECTED_SUBJECT] = self._subjects.stream_all(event.stream)
-            messages.append(
-                (self._subjects.slot(event.stream, event.version), encode_event(event), headers)
-            )
-        messages[-1][2][_HDR_BATCH_COMMIT] = "1"
-        async with self._batch_slots:
-            try:
-                for subject, body, headers in messages[:-1]:
-                    await nc.publish(subject, body, headers=headers)
-                subject, body, headers = messages[-1]
-                reply = await nc.request(
-                    subject, body, timeout=self._settings.request_timeout_s, headers=headers
+        for plan in plans:
+            expected: set[str] = set()
+            for _, event in plan.new:
+                headers = {_HDR_BATCH_ID: batch_id, _HDR_BATCH_SEQ: str(len(messages) + 1)}
+                if event.stream not in expected:
+                    expected.add(event.stream)
+                    head = plan.expectations[event.stream]
+                    headers[_HDR_EXPECTED_SUBJECT_SEQ] = str(head.sequence)
+                    headers[_HDR_EXPECTED_SUBJECT] = self._subjects.stream_all(event.stream)
+                messages.append(
+                    (self._subjects.slot(event.stream, event.version), encode_event(event),
+                     headers)
                 )
-            except (TimeoutError, nats.errors.TimeoutError) as exc:
-                raise _Transient(f"no acknowledgement of the batch: {exc!r}") from None
-            except nats.errors.NoRespondersError:
-                raise _Transient("no JetStream stream leader answered (election?)") from None
-            except _CONNECTION_ERRORS as exc:
-                if self._closed:
-                    raise StoreError("the store is closed") from None
-                raise _Transient(f"connection problem: {exc!r}") from None
+        messages[-1][2][_HDR_BATCH_COMMIT] = "1"
+        try:
+            for subject, body, headers in messages[:-1]:
+                await nc.publish(subject, body, headers=headers)
+            subject, body, headers = messages[-1]
+            reply = await nc.request(
+                subject, body, timeout=self._settings.request_timeout_s, headers=headers
+            )
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise _Transient(f"no acknowledgement of the batch: {exc!r}") from None
+        except nats.errors.NoRespondersError:
+            raise _Transient("no JetStream stream leader answered (election?)") from None
+        except _CONNECTION_ERRORS as exc:
+            if self._closed:
+                raise StoreError("the store is closed") from None
+            raise _Transient(f"connection problem: {exc!r}") from None
         ack = _json(reply.data)
         error = ack.get("error")
         if error:
@@ -829,10 +950,6 @@ class NatsEventStore(EventStore):
             self._heads[event.stream] = _Head(event.version, event.hash, position)
         if len(self._heads) > 100_000:  # bound the cache; heads are re-read on demand
             self._heads.clear()
-        self._note_head(positions[-1])
-        nc = self._nc
-        if nc is not None:
-            asyncio.get_running_loop().create_task(self._announce(nc, positions[-1]))
 
     async def _announce(self, nc: NatsClient, head: int) -> None:
         """Tell other adapters (replicas) the head moved; best effort (they also poll)."""
@@ -970,11 +1087,14 @@ class NatsEventStore(EventStore):
                         return found
             if batch and pending:
                 continue  # the responder has more; keep going
-            # The responder has nothing more. On R1 it is the leader: that is the end. On R3
-            # it may be a lagging follower: the leader decides.
-            if not self._replicated:
+            # The responder has nothing more. Not the end if this adapter knows of a later
+            # position (it appended it, or was told); else on R1 the responder is the leader,
+            # which settles it; on R3 it may be a lagging follower: the leader decides.
+            if next_seq <= self._head_seen and subject is None:
+                pass
+            elif not self._replicated:
                 return found
-            if subject is None:
+            elif subject is None:
                 leader_head = await self.head_position()
                 if next_seq > leader_head:
                     return found
