@@ -132,3 +132,29 @@ def test_calls_are_unaffected_and_the_outbox_stays_bounded_while_the_log_is_unre
     assert "is full" in output  # refused loudly, not silently
     assert set(healthy.codes) == {grpc.StatusCode.OK}  # not one healthy call failed
     assert healthy.codes[grpc.StatusCode.OK] > 20
+
+
+def test_a_sidecar_whose_outbox_was_deleted_continues_the_logs_chain(
+        tmp_path: Path, upstream: UpstreamProcess) -> None:
+    (tmp_path / "log").mkdir()
+    outbox = tmp_path / "outbox.db"
+    with EventLogProcess(tmp_path / "log") as log:
+        config = sidecar_config(upstream.address, log.address, outbox)
+        with SidecarProcess(tmp_path, config, name="first") as sidecar:
+            with CallLoop(sidecar):
+                wait_until(lambda: transitions(sidecar) >= 10, "transitions")
+            wait_until(lambda: drained(sidecar), "everything shipped")
+        for path in tmp_path.glob("outbox.db*"):
+            path.unlink()  # the pod lost its volume
+
+        with SidecarProcess(tmp_path, config, name="second") as sidecar:
+            with CallLoop(sidecar):
+                wait_until(lambda: transitions(sidecar) >= 10, "transitions")
+            wait_until(lambda: drained(sidecar), "everything shipped")
+            output = sidecar.process.output()
+        stream = query_events(log.address, "--instance", "pod-1")
+    versions = [e["version"] for e in stream]
+    assert versions == list(range(1, len(stream) + 1)), "one gap-free stream, no conflict"
+    assert "continues after version" in output
+    verify = verify_store(log.db)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
