@@ -129,6 +129,35 @@ async def test_racing_adapters_store_each_version_once(nats_trio: NatsCluster) -
     assert [e.version for e in everything] == list(range(1, 31))
 
 
+async def test_appends_refused_by_the_server_for_a_stale_head_are_rejudged_and_others_commit(
+    nats_single: NatsCluster,
+) -> None:
+    async with fresh_store(nats_single, 1, max_inflight_batches=1) as (lagging, stream):
+        other = open_store(nats_single.store_url(stream=stream))
+        try:
+            x, y, z = StreamFactory("x", "1"), StreamFactory("y", "1"), StreamFactory("z", "1")
+            # lagging now caches the heads of x, y and z (version 1 each)
+            await lagging.append([x.transition(), y.transition(), z.transition()])
+            x2 = x.transition()
+            await other.append([x2])  # x moved on behind lagging's back
+
+            # x2 again, plus new events of y and z, concurrently: with every head cached they
+            # share one atomic batch, which JetStream refuses (x's head moved); each is then
+            # judged again on its own.
+            results = await asyncio.gather(
+                lagging.append([x2]), lagging.append([y.transition()]),
+                lagging.append([z.transition()]),
+            )
+            everything = await read_everything(lagging)
+        finally:
+            await other.close()
+
+    assert results[0][0].duplicate and results[0][0].global_position == 4
+    assert not results[1][0].duplicate and not results[2][0].duplicate
+    assert [e.global_position for e in everything] == [1, 2, 3, 4, 5, 6]
+    assert sorted(e.stream for e in everything[4:]) == ["y/1", "z/1"]
+
+
 async def test_wait_for_append_wakes_when_another_adapter_appends(
     nats_trio: NatsCluster,
 ) -> None:
