@@ -337,3 +337,22 @@ def test_the_proxy_answering_with_an_error_after_finish_is_not_recorded_as_an_ex
     (span,) = harness.spans()
     assert span.events == ()
     assert span.status.description == "UNAVAILABLE"
+
+
+def test_the_direct_w3c_headers_match_what_the_sdk_propagators_write() -> None:
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    sdk = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    incoming: Metadata = [("traceparent", SAMPLED_PARENT), ("tracestate", "vendor=abc,x=1"),
+                          ("baggage", "tenant=acme,region=eu")]
+    direct = Harness().call(incoming)
+    through_sdk = Harness(propagator=sdk).call(incoming)
+
+    def shape(metadata: Metadata) -> dict[str, str | bytes]:
+        headers = dict(metadata)
+        version, trace_id, _, flags = str(headers.pop("traceparent")).split("-")
+        return {**headers, "traceparent": f"{version}-{trace_id}-<span>-{flags}"}
+
+    assert shape(direct) == shape(through_sdk)
