@@ -121,7 +121,9 @@ Route = Annotated[str, AfterValidator(_route)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False
+    )
 
 
 # --- breaker -------------------------------------------------------------------------------
@@ -384,25 +386,60 @@ class SidecarConfig(_Model):
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string value, recording missing ones."""
-    if isinstance(node, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), env, problems)
-                for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(node)]
-    if isinstance(node, str):
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(f"{path}: environment variable {name} is not set")
-            return ""
+# A config expands aliases (``*anchor``) into copies; refuse files whose aliases multiply
+# past this many values ("billion laughs") instead of spending minutes expanding them.
+MAX_CONFIG_VALUES = 100_000
 
-        return _ENV_REF.sub(substitute, node)
-    return node
+
+class _Expander:
+    """Replaces ``${VAR}`` / ``${VAR:-default}`` in every string value, recording problems.
+
+    Also the one place that walks the whole tree, so it refuses what would make validation
+    blow up: a node that contains itself (a recursive alias) and trees that aliases multiply
+    beyond :data:`MAX_CONFIG_VALUES`.
+    """
+
+    def __init__(self, env: Mapping[str, str], problems: list[str]) -> None:
+        self.env = env
+        self.problems = problems
+        self.values = 0
+        self._on_path: set[int] = set()
+
+    def expand(self, node: Any, path: str) -> Any:
+        self.values += 1
+        if self.values > MAX_CONFIG_VALUES:
+            raise _TooLarge
+        if isinstance(node, dict | list):
+            if id(node) in self._on_path:
+                raise _SelfReference(path or "(top level)")
+            self._on_path.add(id(node))
+            try:
+                if isinstance(node, dict):
+                    return {k: self.expand(v, f"{path}.{k}" if path else str(k))
+                            for k, v in node.items()}
+                return [self.expand(v, f"{path}[{i}]") for i, v in enumerate(node)]
+            finally:
+                self._on_path.discard(id(node))
+        if isinstance(node, str):
+            return _ENV_REF.sub(lambda match: self._lookup(match, path), node)
+        return node
+
+    def _lookup(self, match: re.Match[str], path: str) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in self.env:
+            return self.env[name]
+        if default is not None:
+            return default
+        self.problems.append(f"{path}: environment variable {name} is not set")
+        return ""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _SelfReference(Exception):
+    pass
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -442,12 +479,21 @@ def parse_config(
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"(yaml): {exc}"]) from None
+    except RecursionError:
+        raise ConfigError(source, ["(yaml): nested too deeply"]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, ["(top level): must be a mapping of keys to values"])
     problems: list[str] = []
-    expanded = _expand_env(raw, "", os.environ if env is None else env, problems)
+    try:
+        expanded = _Expander(os.environ if env is None else env, problems).expand(raw, "")
+    except _SelfReference as exc:
+        raise ConfigError(source, [f"{exc}: an alias refers to a value that contains it"]) from None
+    except _TooLarge:
+        raise ConfigError(
+            source, [f"(yaml): more than {MAX_CONFIG_VALUES} values once aliases are expanded"]
+        ) from None
     if problems:
         raise ConfigError(source, problems)
     try:

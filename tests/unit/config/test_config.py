@@ -187,3 +187,19 @@ def test_thresholds_a_count_window_can_never_reach_are_refused() -> None:
     assert problems_of(text) == [
         "upstreams.payments.breaker: minimum_calls (10) must be <= window.size (5)"
     ]
+
+
+def test_yaml_anchors_can_share_breaker_settings_between_upstreams() -> None:
+    text = """
+service: checkout
+upstreams:
+  a: {address: "127.0.0.1:1", routes: ["/a/"], breaker: &shared {failure_rate: 0.3}}
+  b: {address: "127.0.0.1:2", routes: ["/b/"], breaker: *shared}
+"""
+    config = parse_config(text, env={})
+    assert config.upstreams["b"].breaker.failure_rate == 0.3
+
+
+def test_non_finite_numbers_are_refused() -> None:
+    text = MINIMAL.replace("routes:", "timeout_ms: .nan, routes:")
+    assert problems_of(text) == ["upstreams.payments.timeout_ms: Input should be a finite number"]
