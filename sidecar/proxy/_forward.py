@@ -380,7 +380,8 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
 async def _pump_requests(context: Context, call: Any) -> None:
     """Copy the caller's request stream to the upstream call, then half-close it.
 
-    Stops quietly when the upstream call has ended (its status tells the caller why).
+    Stops quietly when either call has ended: the upstream's (its status tells the caller
+    why) or the caller's (the handler answered, e.g. aborted with the upstream's error).
     """
     try:
         while True:
@@ -389,7 +390,7 @@ async def _pump_requests(context: Context, call: Any) -> None:
                 await call.done_writing()
                 return
             await call.write(message)
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+    except (grpc.aio.AioRpcError, grpc.aio.BaseError, asyncio.InvalidStateError):
         return
     except asyncio.CancelledError:
         raise
