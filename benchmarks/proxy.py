@@ -32,6 +32,13 @@ process; ``log down`` points at an address nothing listens on, so every event go
 and the shipper keeps failing and backing off. Target: throughput with the log down >= 95% of
 the log up (the data path never waits for the log).
 
+Tracing rows (issue 4): ``sidecar tracing 1%`` and ``sidecar tracing 100%`` run the same sidecar
+with tracing on (``sidecar`` has it off via ``OTEL_SDK_DISABLED=true``; metrics and logs are on
+in all three), spans batched and exported over OTLP/gRPC to a real receiver process
+(``tests/support/otlp_receiver.py --count-only``: it counts spans without decoding them). The
+client sends no trace context, so the ratio decides. Targets, throughput at concurrency 64 vs
+tracing off: >= 90% at 1%, >= 70% at 100%.
+
 Adding rows: append a :class:`Target` to :data:`TARGETS` (e.g. tracing at 1% / 100% sampling:
 ``Target("sidecar, tracing 100%", "sidecar", env={...}, config={"tracing": {...}})``, or an
 event log that is down: ``config={"eventlog": {"address": "127.0.0.1:9"}}``).
@@ -109,9 +116,17 @@ TARGETS: list[Target] = [
            upstream={"breaker": FLAPPING_BREAKER}, eventlog="up"),
     Target(LOG_DOWN, "sidecar", env={"OTEL_SDK_DISABLED": "true"},
            upstream={"breaker": FLAPPING_BREAKER}, eventlog="down"),
+    Target("sidecar tracing 1%", "sidecar",
+           config={"tracing": {"otlp_endpoint": "$otlp", "sample_ratio": 0.01}}),
+    Target("sidecar tracing 100%", "sidecar",
+           config={"tracing": {"otlp_endpoint": "$otlp", "sample_ratio": 1.0}}),
 ]
 BASELINE = "naive (unary)"
 SIDECAR = "sidecar"
+OTLP_PLACEHOLDER = "$otlp"
+"""In a Target's config: the endpoint of the OTLP receiver process the run starts."""
+TRACING_TARGETS = {"sidecar tracing 1%": 0.90, "sidecar tracing 100%": 0.70}
+"""Issue 4: minimum throughput vs the sidecar with tracing off (same run, concurrency 64)."""
 
 
 # --- the servers (each runs as `python benchmarks/proxy.py --role ...` in its own process) ----
@@ -218,6 +233,11 @@ class Servers:
         self.ports: dict[str, int] = {}
         self.pids: dict[str, int] = {}
         echo_port = self._start("echo", [sys.executable, __file__, "--role", "echo"])
+        otlp = ""
+        if any(OTLP_PLACEHOLDER in repr(t.config) for t in targets):
+            otlp_port = self._start("otlp receiver", [
+                sys.executable, "-m", "tests.support.otlp_receiver", "--count-only"])
+            otlp = f"http://127.0.0.1:{otlp_port}"
         for target in targets:
             if target.kind == "direct":
                 self.ports[target.name], self.pids[target.name] = echo_port, self._pid("echo")
@@ -236,7 +256,8 @@ class Servers:
                     "logging": {"level": "WARNING"},
                     "upstreams": {"echo": {"address": f"127.0.0.1:{echo_port}",
                                            "routes": ["/bench."], **target.upstream}},
-                    **target.config,
+                    **yaml.safe_load(yaml.safe_dump(target.config).replace(
+                        OTLP_PLACEHOLDER, otlp)),
                 }
                 if target.eventlog is not None:
                     config["eventlog"] = {
@@ -413,7 +434,34 @@ def report(cells: dict[tuple[str, int], Cell], targets: Sequence[Target], second
             lines += ["", f"Event log down vs up at concurrency {concurrency}: throughput "
                           f"**{ratio:.0%}** of the log-up run (target >= "
                           f"{TARGET_LOG_DOWN_RATIO:.0%}: {'met' if ok else 'missed'})."]
+    tracing_lines, tracing_ok = _tracing_report(cells)
+    lines += tracing_lines
+    if tracing_ok is not None:
+        verdict = tracing_ok if verdict is None else verdict and tracing_ok
     return "\n".join(lines), verdict
+
+
+def _tracing_report(cells: dict[tuple[str, int], Cell]) -> tuple[list[str], bool | None]:
+    """Issue 4's targets: tracing on costs at most 10% (at 1%) / 30% (at 100%) of the
+    throughput of the same sidecar with tracing off, at concurrency 64."""
+    off = cells.get((SIDECAR, 64))
+    parts: list[str] = []
+    ok: bool | None = None
+    for name, minimum in TRACING_TARGETS.items():
+        cell = cells.get((name, 64))
+        if off is None or cell is None:
+            continue
+        ratio = cell.throughput / off.throughput
+        met = ratio >= minimum
+        ok = met if ok is None else ok and met
+        cpu = cell.cpu_us_per_call - off.cpu_us_per_call
+        parts.append(f"`{name}` >= {minimum:.0%} of tracing off: **{ratio:.0%}** "
+                     f"({'met' if met else 'missed'}; {cpu:+.0f} µs CPU/call)")
+    if not parts:
+        return [], None
+    return ["", "Tracing (concurrency 64; `sidecar` = tracing off via `OTEL_SDK_DISABLED=true`, "
+            "metrics and logs on; spans exported over OTLP/gRPC by the batch processor to a "
+            "receiver process that counts them): " + "; ".join(parts) + "."], ok
 
 
 def write_section(path: Path, body: str) -> None:
