@@ -8,10 +8,10 @@ Heavy imports (grpc, the store, the server) happen inside the handlers.
 
 Examples::
 
-    sidecar eventlog serve --store sqlite:///var/lib/eventlog.db --listen 127.0.0.1:50071 \\
-        --metrics-listen 127.0.0.1:9471 --token-file /run/secrets/eventlog-token
-    sidecar events query --eventlog 127.0.0.1:50071 --service checkout --type BreakerTransitioned
-    sidecar events tail --eventlog 127.0.0.1:50071 --output table
+    sidecar eventlog serve --store sqlite:///var/lib/eventlog.db --listen 127.0.0.1:7070 \\
+        --metrics-listen 127.0.0.1:9465 --token-file /run/secrets/eventlog-token
+    sidecar events query --eventlog 127.0.0.1:7070 --service checkout --type BreakerTransitioned
+    sidecar events tail --eventlog 127.0.0.1:7070 --output table
     sidecar eventlog verify --store sqlite:///var/lib/eventlog.db
 """
 
@@ -128,6 +128,8 @@ def _add_serve(eventlog_sub: SubParsers) -> None:
     serve.add_argument("--subscriber-buffer-events", type=_positive,
                        default=defaults.DEFAULT_SUBSCRIBER_BUFFER_EVENTS, metavar="N",
                        help="live events queued per subscriber before it is dropped as slow")
+    serve.add_argument("--max-subscribers", type=_positive,
+                       default=defaults.DEFAULT_MAX_SUBSCRIBERS, metavar="N")
     serve.add_argument("--heartbeat-interval-s", type=float,
                        default=defaults.DEFAULT_HEARTBEAT_INTERVAL_S, metavar="S")
     serve.add_argument("--shutdown-grace-s", type=float,
@@ -200,6 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes,
             max_batch_events=args.max_batch_events,
             subscriber_buffer_events=args.subscriber_buffer_events,
+            max_subscribers=args.max_subscribers,
             default_heartbeat_interval_s=args.heartbeat_interval_s,
             shutdown_grace_s=args.shutdown_grace_s,
         )

@@ -5,7 +5,7 @@ Used by ``sidecar events query`` / ``sidecar events tail`` and by tests and benc
 
 Example::
 
-    with connect("127.0.0.1:50071") as log:
+    with connect("127.0.0.1:7070") as log:
         for event in log.query(EventQuery(service="checkout"), limit=100):
             print(json.dumps(event_to_json(event)))
 """

@@ -18,6 +18,7 @@ name                                           labels                           
 ``eventlog_projection_lag_events``             (head - projection position)            gauge
 ``eventlog_append_requests_total``             outcome (ok, invalid, conflict, ...)    counter
 ``eventlog_append_events_total``               (new events stored by this process)     counter
+``eventlog_subscribers``                       (subscriptions being served)            gauge
 ``eventlog_subscribers_dropped_total``         (too slow, RESOURCE_EXHAUSTED)          counter
 =============================================  ======================================  =======
 
@@ -64,6 +65,7 @@ class AppendCounters:
         self.events_stored = 0
         self.duplicates = 0
         self.subscribers_dropped = 0
+        self.subscribers = 0
 
     def appended(self, stored: int, duplicates: int) -> None:
         self.requests["ok"] += 1
@@ -82,6 +84,7 @@ class AppendCounters:
             events_stored=self.events_stored,
             duplicates=self.duplicates,
             subscribers_dropped=self.subscribers_dropped,
+            subscribers=self.subscribers,
         )
 
 
@@ -91,6 +94,7 @@ class CountersSnapshot:
     events_stored: int = 0
     duplicates: int = 0
     subscribers_dropped: int = 0
+    subscribers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +205,9 @@ def _families(s: MetricsSnapshot) -> Iterator[Metric]:
         "eventlog_append_events",
         "New events stored by this server process (rate() = append rate).",
         value=s.counters.events_stored,
+    )
+    yield GaugeMetricFamily(
+        "eventlog_subscribers", "Subscriptions being served.", s.counters.subscribers
     )
     yield CounterMetricFamily(
         "eventlog_subscribers_dropped",

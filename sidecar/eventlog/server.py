@@ -21,7 +21,7 @@ prometheus_client's thread and reads only immutable projection snapshots.
 
 Example::
 
-    settings = ServerSettings(store_url="sqlite:///tmp/log.db", listen="127.0.0.1:50071")
+    settings = ServerSettings(store_url="sqlite:///tmp/log.db", listen="127.0.0.1:7070")
     asyncio.run(serve(settings))        # until SIGTERM
 """
 
@@ -314,6 +314,13 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         except validation.InvalidField as exc:
             await self._invalid(context, str(exc))
         settings = self._settings
+        if self._counters.subscribers >= settings.max_subscribers:
+            await _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many subscribers: {self._counters.subscribers} being served "
+                f"(max_subscribers {settings.max_subscribers}); retry later",
+            )
         heartbeat_s = (
             max(request.heartbeat_interval_ms / 1000, MIN_HEARTBEAT_INTERVAL_S)
             if request.heartbeat_interval_ms
@@ -331,6 +338,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         reader = asyncio.create_task(sub.run(), name="subscription-reader")
         ended = asyncio.create_task(sub.ended.wait(), name="subscription-ended")
         last_sent = from_position - 1
+        self._counters.subscribers += 1
         try:
             while True:
                 if sub.ended.is_set():
@@ -360,6 +368,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
                 write.cancel()
                 await self._end_subscription(context, sub, last_sent)
         finally:
+            self._counters.subscribers -= 1
             reader.cancel()
             ended.cancel()
             with contextlib.suppress(asyncio.CancelledError):

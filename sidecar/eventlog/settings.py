@@ -6,7 +6,7 @@ token is kept out of ``repr`` so it never reaches a log line.
 
 Example::
 
-    settings = ServerSettings(store_url="sqlite:///var/lib/eventlog.db", listen="127.0.0.1:50071")
+    settings = ServerSettings(store_url="sqlite:///var/lib/eventlog.db", listen="127.0.0.1:7070")
     token = resolve_token(token_file=None)   # SIDECAR_EVENTLOG_TOKEN / _TOKEN_FILE, or None
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 # --- addresses -------------------------------------------------------------------------------
-DEFAULT_LISTEN: Final = "127.0.0.1:50071"
+DEFAULT_LISTEN: Final = "127.0.0.1:7070"
 """Where the gRPC API listens unless ``--listen`` says otherwise."""
 
 # --- request limits ----------------------------------------------------------------------------
@@ -40,6 +40,8 @@ DEFAULT_SUBSCRIBER_BUFFER_EVENTS: Final = 1000
 """Events queued for one live subscriber before it is disconnected as too slow."""
 DEFAULT_SUBSCRIBE_PAGE_EVENTS: Final = 500
 """Events read from the store per step while a subscriber catches up."""
+DEFAULT_MAX_SUBSCRIBERS: Final = 256
+"""Subscriptions served at once; one more is refused with RESOURCE_EXHAUSTED."""
 DEFAULT_LIVE_WAIT_S: Final = 1.0
 """Longest wait for a new append before a live subscription re-reads the head."""
 
@@ -98,6 +100,7 @@ class ServerSettings:
     default_heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     subscriber_buffer_events: int = DEFAULT_SUBSCRIBER_BUFFER_EVENTS
     subscribe_page_events: int = DEFAULT_SUBSCRIBE_PAGE_EVENTS
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS
     live_wait_s: float = DEFAULT_LIVE_WAIT_S
     projection_batch_events: int = DEFAULT_PROJECTION_BATCH_EVENTS
     projection_wait_s: float = DEFAULT_PROJECTION_WAIT_S
@@ -120,6 +123,7 @@ class ServerSettings:
             "max_read_limit",
             "subscriber_buffer_events",
             "subscribe_page_events",
+            "max_subscribers",
             "projection_batch_events",
         ):
             if getattr(self, name) < 1:

@@ -4,11 +4,13 @@ heartbeats, and a slow subscriber dropped with a position to resume from."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.eventlog.settings import RESUME_METADATA_KEY
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
@@ -150,3 +152,34 @@ async def test_slow_subscriber_is_dropped_with_a_position_that_resumes_exactly(
     assert received == list(range(1, len(received) + 1))
     assert resume == received[-1] + 1
     assert received + rest == list(range(1, 3002))
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+async def test_subscriptions_beyond_the_limit_are_refused_and_counted(tmp_path: Path) -> None:
+    server = EventLogProcess(tmp_path, "--max-subscribers", "1", "--heartbeat-interval-s", "0.1")
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = eventlog_pb2_grpc.EventLogStub(channel)
+            first = stub.Subscribe(eventlog_pb2.SubscribeRequest())
+            heartbeat = await asyncio.wait_for(first.read(), RECEIVE_TIMEOUT_S)
+            assert heartbeat.WhichOneof("message") == "heartbeat"
+            second = stub.Subscribe(eventlog_pb2.SubscribeRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await asyncio.wait_for(second.read(), RECEIVE_TIMEOUT_S)
+            text = await asyncio.to_thread(_scrape, server.metrics_url)
+            first.cancel()
+    finally:
+        server.close()
+
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_subscribers 1" in (caught.value.details() or "")
+    gauges = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert gauges["eventlog_subscribers"] == 1
