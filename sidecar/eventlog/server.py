@@ -182,6 +182,15 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         self._follower = follower
         self._counters = counters
         self._clock_ns = clock_ns
+        self._subscriptions: set[Subscription] = set()
+        self._closing = False
+
+    def end_subscriptions(self, reason: str) -> None:
+        """End every subscription now (each with UNAVAILABLE and its resume position) and
+        refuse new ones: a graceful shutdown must not wait out streams that never end."""
+        self._closing = True
+        for sub in list(self._subscriptions):
+            sub.close(reason)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -314,6 +323,8 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         except validation.InvalidField as exc:
             await self._invalid(context, str(exc))
         settings = self._settings
+        if self._closing:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the event log is shutting down")
         if self._counters.subscribers >= settings.max_subscribers:
             await _abort(
                 context,
@@ -339,6 +350,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         ended = asyncio.create_task(sub.ended.wait(), name="subscription-ended")
         last_sent = from_position - 1
         self._counters.subscribers += 1
+        self._subscriptions.add(sub)
         try:
             while True:
                 if sub.ended.is_set():
@@ -368,6 +380,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
                 write.cancel()
                 await self._end_subscription(context, sub, last_sent)
         finally:
+            self._subscriptions.discard(sub)
             self._counters.subscribers -= 1
             reader.cancel()
             ended.cancel()
@@ -549,8 +562,10 @@ class EventLogServer:
         )
 
     async def stop(self) -> None:
-        """Graceful shutdown: NOT_SERVING, drain calls, save projections, close the store."""
+        """Graceful shutdown: NOT_SERVING, end subscriptions (with their resume positions), let
+        unary calls finish within the grace period, save projections, close the store."""
         await self.health.enter_graceful_shutdown()
+        self.service.end_subscriptions("the event log is shutting down")
         await self._server.stop(self.settings.shutdown_grace_s)
         if self._follower_task is not None:
             self._follower_task.cancel()

@@ -133,6 +133,12 @@ class Subscription:
         self._room.set()
         return event
 
+    def close(self, reason: str) -> None:
+        """End the subscription from outside (e.g. server shutdown): ``ended`` is set and
+        ``end_reason`` says ``reason``; the reader task should then be cancelled."""
+        if self._end is None:
+            self._stop(SubscriptionEnded(reason))
+
     def _stop(self, end: SubscriptionEnded) -> None:
         self._end = end
         self.ended.set()

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from sidecar.eventlog.settings import RESUME_METADATA_KEY
 from sidecar.eventlog.store import NewEvent
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
 from tests.integration.eventlog._server import EventLogProcess
@@ -105,16 +106,29 @@ def test_sigkill_during_appends_loses_no_acknowledged_event(tmp_path: Path) -> N
         server.close()
 
 
-def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
-    server = EventLogProcess(tmp_path)
+def test_sigterm_ends_subscriptions_with_a_resume_position_and_exits_zero(
+    tmp_path: Path,
+) -> None:
+    # A grace period far longer than the wait below: exiting in time proves that open
+    # subscriptions were ended, not waited out.
+    server = EventLogProcess(tmp_path, "--shutdown-grace-s", "60")
     try:
         server.append(StreamFactory("shutdown", "pod-1").transitions(3))
+        stream = server.stub.Subscribe(eventlog_pb2.SubscribeRequest(from_position=1))
+        received = [next(stream).event.global_position for _ in range(3)]
         assert server.proc is not None
         server.proc.signal(signal.SIGTERM)
-        code = server.proc.wait(15)
+        with pytest.raises(grpc.RpcError) as ended:
+            for _ in stream:
+                pass
+        code = server.proc.wait(20)
         output = server.output()
     finally:
         server.close()
 
+    assert received == [1, 2, 3]
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down; resume from position 4" in ended.value.details()
+    assert dict(ended.value.trailing_metadata())[RESUME_METADATA_KEY] == "4"
     assert code == 0, output
     assert "stopping" in output
