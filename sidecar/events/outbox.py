@@ -171,6 +171,19 @@ def _lock_file(path: Path) -> IO[bytes]:
     return lock
 
 
+def _seal(event: events_pb2.Event, head: StreamHead) -> StreamHead:
+    """Give ``event`` the next version after ``head``, its ``prev_hash`` and its ``hash``;
+    return the new head. The only code that numbers and chains events (called by
+    :class:`Outbox` under its lock, in arrival order)."""
+    event.version = head.version + 1
+    event.prev_hash = head.hash
+    event.ClearField("hash")
+    event.ClearField("global_position")
+    event.ClearField("recorded_at")
+    event.hash = chain.proto_hash(event)
+    return StreamHead(event.version, bytes(event.hash))
+
+
 class Outbox:
     """The SQLite outbox; see the module docstring for numbering, bound and conflicts.
 
@@ -251,15 +264,9 @@ class Outbox:
         ).fetchall()
         for seq, body in rows:
             event = events_pb2.Event.FromString(body)
-            event.version = head.version + 1
-            event.prev_hash = head.hash
-            event.ClearField("hash")
-            event.ClearField("global_position")
-            event.ClearField("recorded_at")
-            event.hash = chain.proto_hash(event)
+            head = _seal(event, head)
             self._db.execute("UPDATE events SET version = ?, body = ? WHERE seq = ?",
                              (event.version, event.SerializeToString(), seq))
-            head = StreamHead(event.version, bytes(event.hash))
         if rows:
             self._save_head(stream, head)
         return head, len(rows)
@@ -274,7 +281,8 @@ class Outbox:
     def append(self, events: Sequence[events_pb2.Event]) -> int:
         """Store new (un-numbered) events in arrival order; return how many were accepted.
 
-        Events of a stream whose head is known are numbered in the same transaction. When the
+        Events of a stream whose head is known are numbered in the same transaction (the
+        given messages are updated in place). When the
         outbox is full, the events beyond the bound are refused (counted in ``refused``; the
         caller logs). An ``event_id`` already in the outbox is ignored. Raises
         ``sqlite3.Error`` when the disk write fails (nothing is stored then).
@@ -288,18 +296,25 @@ class Outbox:
             if accepted:
                 with self._transaction() as db:
                     for event in accepted:
+                        # a stream whose head is known has no un-numbered rows (rebase numbers
+                        # them all), so its new events are numbered right here, in order
+                        head = new_heads.get(event.stream) or self._heads.get(event.stream)
+                        sealed = _seal(event, head) if head is not None else None
                         cursor = db.execute(
                             "INSERT OR IGNORE INTO events "
                             "(event_id, stream, version, occurred_at_ns, body) "
-                            "VALUES (?, ?, NULL, ?, ?)",
-                            (event.event_id, event.stream, chain.timestamp_ns(event),
-                             event.SerializeToString()),
+                            "VALUES (?, ?, ?, ?, ?)",
+                            (event.event_id, event.stream,
+                             sealed.version if sealed is not None else None,
+                             chain.timestamp_ns(event), event.SerializeToString()),
                         )
-                        inserted += cursor.rowcount
-                    for stream in dict.fromkeys(event.stream for event in accepted):
-                        head = self._heads.get(stream)
-                        if head is not None:
-                            new_heads[stream], _ = self._number(stream, head)
+                        if cursor.rowcount:
+                            inserted += 1
+                            if sealed is not None:
+                                new_heads[event.stream] = sealed
+                    for stream, head in new_heads.items():
+                        self._save_head(stream, head)
+            # committed: the in-memory heads may follow (still under the lock)
             self._heads.update(new_heads)
             self._pending += inserted
             self._refused += refused

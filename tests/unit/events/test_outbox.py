@@ -252,3 +252,13 @@ def test_concurrent_transitions_get_distinct_versions_and_one_chain(path: Path) 
     assert len(batch) == 1000
     assert_chain(batch)
     assert chain.proto_hash(batch[-1]) == bytes(batch[-1].hash)
+
+
+def test_an_event_id_already_in_the_outbox_takes_no_version(path: Path) -> None:
+    with _started(Outbox(path, max_events=100)) as outbox:
+        event = new_event()
+        again = new_event(event_id=event.event_id)
+        outbox.append([event, again, new_event()])
+        batch = outbox.next_batch(10)
+    assert len(batch) == 2
+    assert_chain(batch)
