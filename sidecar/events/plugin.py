@@ -182,5 +182,11 @@ def proxy_plugin(config: SidecarConfig, breakers: BreakerRegistry, *,
     if config.eventlog is None:
         _log.info("no eventlog configured: breaker changes go to traces, metrics and logs only",
                   extra={"event": "start"})
-        return ProxyPlugin(name=PLUGIN_NAME)
+
+        def eventlog_added(new: SidecarConfig, source: ConfigSource) -> None:
+            if source == "reload" and new.eventlog is not None:
+                _log.warning("an eventlog section was added: it takes effect after a restart",
+                             extra={"event": "reload"})
+
+        return ProxyPlugin(name=PLUGIN_NAME, config_applied=eventlog_added)
     return EventPipeline(config, registry=registry).plugin()

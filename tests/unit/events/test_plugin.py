@@ -77,6 +77,14 @@ def test_without_an_eventlog_section_the_plugin_does_nothing(tmp_path: Path) -> 
     assert not (tmp_path / "outbox.db").exists()
 
 
+def test_an_eventlog_added_by_a_reload_is_announced_as_needing_a_restart(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    plugin = proxy_plugin(_config(tmp_path, eventlog=False), BreakerRegistry([]))
+    assert plugin.config_applied is not None
+    plugin.config_applied(_config(tmp_path), "reload")
+    assert "takes effect after a restart" in caplog.text
+
+
 def test_with_an_eventlog_section_the_recorder_joins_every_breaker(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     plugin = proxy_plugin(_config(tmp_path), BreakerRegistry([]), registry=registry)
