@@ -46,7 +46,7 @@ from sidecar.eventlog.auth import BearerTokenInterceptor
 from sidecar.eventlog.follower import ProjectionFollower
 from sidecar.eventlog.metrics import AppendCounters, loop_snapshot, start_metrics_server
 from sidecar.eventlog.projections import InstanceStatus, UpstreamStatus
-from sidecar.eventlog.records import new_event_from_proto, to_proto
+from sidecar.eventlog.records import to_proto
 from sidecar.eventlog.settings import (
     MIN_HEARTBEAT_INTERVAL_S,
     RESUME_METADATA_KEY,
@@ -60,7 +60,6 @@ from sidecar.eventlog.store import (
     EventFilter,
     EventStore,
     InvalidEventError,
-    NewEvent,
     StoreError,
 )
 from sidecar.eventlog.subscription import (
@@ -209,15 +208,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         self, request: eventlog_pb2.AppendRequest, context: grpc.aio.ServicerContext
     ) -> eventlog_pb2.AppendResponse:
         try:
-            validation.validate_append(request, self._settings.max_batch_events)
-            records: list[NewEvent] = []
-            for index, event in enumerate(request.events):
-                try:
-                    records.append(new_event_from_proto(event))
-                except InvalidEventError as exc:
-                    raise validation.InvalidField(
-                        f"events[{index}].{exc.field}", exc.problem
-                    ) from None
+            records = validation.append_records(request, self._settings.max_batch_events)
         except validation.InvalidField as exc:
             self._counters.rejected("invalid")
             await self._invalid(context, str(exc))

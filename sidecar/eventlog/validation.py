@@ -6,7 +6,8 @@ chain itself (``prev_hash`` linking, ``hash`` recomputed) is the store's job on 
 (``ChainError``); here only the shapes are checked.
 
 Pure functions on protobuf messages: no I/O, safe from any thread, cheap enough to run on every
-event of every batch (a few microseconds each; see benchmarks/eventlog.py).
+event of every batch (a few microseconds each; see benchmarks/eventlog.py). ``append_records``
+validates and converts an Append request to store records in the same pass.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from sidecar.eventlog.store import NewEvent
 from sidecar.v1 import eventlog_pb2, events_pb2
 
 HASH_SIZE_BYTES: Final = 32
@@ -40,6 +42,7 @@ _UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 _TRACE_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 _NAME_PART_RE: Final = re.compile(r"[A-Za-z0-9._:-]+")
 _ZERO_TRACE_ID: Final = "0" * 32
+_MAX_I64: Final = 2**63
 
 
 class InvalidField(ValueError):
@@ -97,9 +100,18 @@ def validate_event(event: events_pb2.Event, field: str = "event") -> None:
     Raises :class:`InvalidField` for: ``event_id`` not a lowercase canonical UUID; ``stream`` not
     ``service/instance``; ``version`` < 1; no payload, or ``type`` not the payload's type; the
     payload's ``service``/``instance`` not those of the stream; a ``BreakerTransitioned`` or
-    ``BreakerModeChanged`` without ``upstream``; ``occurred_at`` unset or out of range;
-    ``trace_id`` neither empty nor 32 lowercase hex (all zeros is invalid, as in W3C trace
-    context); ``prev_hash`` or ``hash`` not 32 bytes.
+    ``BreakerModeChanged`` without ``upstream``; ``occurred_at`` unset or not after the Unix
+    epoch; ``trace_id`` neither empty nor 32 lowercase hex (all zeros is invalid, as in W3C
+    trace context); ``prev_hash`` or ``hash`` not 32 bytes.
+    """
+    event_record(event, field)
+
+
+def event_record(event: events_pb2.Event, field: str = "event") -> NewEvent:
+    """:func:`validate_event`, then the store record of the event, in one pass over its fields.
+
+    One pass matters: every proto field access builds a Python object, and Append runs this
+    for every event of every batch (see benchmarks/eventlog.py).
     """
     event_id = event.event_id
     if len(event_id) != 36 or not _UUID_RE.fullmatch(event_id):
@@ -108,8 +120,10 @@ def validate_event(event: events_pb2.Event, field: str = "event") -> None:
             f"must be a lowercase UUID like 01890a5d-ac96-774b-bcce-b302099a8057, "
             f"got {_short(event_id)}",
         )
-    service, instance = split_stream(event.stream, f"{field}.stream")
-    if event.version < 1:
+    stream = event.stream
+    service, instance = split_stream(stream, f"{field}.stream")
+    version = event.version
+    if version < 1:
         raise InvalidField(f"{field}.version", "must be >= 1 (versions count from 1)")
     which = event.WhichOneof("payload")
     if which is None:
@@ -117,10 +131,11 @@ def validate_event(event: events_pb2.Event, field: str = "event") -> None:
             f"{field}.payload", f"must be set (one of {', '.join(sorted(PAYLOAD_TYPES))})"
         )
     expected_type = PAYLOAD_TYPES[which]
-    if event.type != expected_type:
+    event_type = event.type
+    if event_type != expected_type:
         raise InvalidField(
             f"{field}.type",
-            f"must be {expected_type!r} for a {which} payload, got {_short(event.type)}",
+            f"must be {expected_type!r} for a {which} payload, got {_short(event_type)}",
         )
     payload = getattr(event, which)
     if payload.service != service:
@@ -133,12 +148,22 @@ def validate_event(event: events_pb2.Event, field: str = "event") -> None:
             f"{field}.{which}.instance",
             f"{_short(payload.instance)} differs from the stream's instance {instance!r}",
         )
+    upstream = ""
     if which != "config_applied":
-        _check_name(payload.upstream, f"{field}.{which}.upstream", required=True)
+        upstream = payload.upstream
+        _check_name(upstream, f"{field}.{which}.upstream", required=True)
         _check_name(payload.breaker, f"{field}.{which}.breaker", required=False)
     if not event.HasField("occurred_at"):
         raise InvalidField(f"{field}.occurred_at", "must be set (the producer's clock)")
-    _check_timestamp(event.occurred_at, f"{field}.occurred_at")
+    occurred_at = event.occurred_at
+    seconds, nanos = occurred_at.seconds, occurred_at.nanos
+    if not 0 <= nanos < 1_000_000_000:
+        raise InvalidField(f"{field}.occurred_at", f"nanos {nanos} must be in [0, 999999999]")
+    occurred_at_ns = seconds * 1_000_000_000 + nanos
+    if not 0 < occurred_at_ns < _MAX_I64:
+        raise InvalidField(
+            f"{field}.occurred_at", f"seconds {seconds} must be after 1970 and before 2262"
+        )
     trace_id = event.trace_id
     if trace_id and (
         len(trace_id) != 32 or trace_id == _ZERO_TRACE_ID or not _TRACE_ID_RE.fullmatch(trace_id)
@@ -147,43 +172,74 @@ def validate_event(event: events_pb2.Event, field: str = "event") -> None:
             f"{field}.trace_id",
             f"must be empty or 32 lowercase hex characters (not all zero), got {_short(trace_id)}",
         )
-    if len(event.prev_hash) != HASH_SIZE_BYTES:
+    prev_hash = event.prev_hash
+    if len(prev_hash) != HASH_SIZE_BYTES:
         raise InvalidField(
-            f"{field}.prev_hash", f"must be {HASH_SIZE_BYTES} bytes, got {len(event.prev_hash)}"
+            f"{field}.prev_hash", f"must be {HASH_SIZE_BYTES} bytes, got {len(prev_hash)}"
         )
-    if len(event.hash) != HASH_SIZE_BYTES:
+    event_hash = event.hash
+    if len(event_hash) != HASH_SIZE_BYTES:
         raise InvalidField(
-            f"{field}.hash", f"must be {HASH_SIZE_BYTES} bytes, got {len(event.hash)}"
+            f"{field}.hash", f"must be {HASH_SIZE_BYTES} bytes, got {len(event_hash)}"
         )
+    return NewEvent(
+        event_id=event_id,
+        stream=stream,
+        version=version,
+        type=event_type,
+        occurred_at_ns=occurred_at_ns,
+        trace_id=trace_id,
+        payload=payload.SerializeToString(deterministic=True),
+        prev_hash=prev_hash,
+        hash=event_hash,
+        service=service,
+        instance=instance,
+        upstream=upstream,
+    )
 
 
 def validate_append(request: eventlog_pb2.AppendRequest, max_batch_events: int) -> None:
-    """Check a whole Append request: 1..max_batch_events valid events, no event id and no
-    ``(stream, version)`` twice in one batch (a retry resends the whole batch instead)."""
-    count = len(request.events)
+    """Check a whole Append request (see :func:`append_records`)."""
+    append_records(request, max_batch_events)
+
+
+def append_records(request: eventlog_pb2.AppendRequest, max_batch_events: int) -> list[NewEvent]:
+    """The records of a valid Append request: 1..max_batch_events valid events, no event id and
+    no ``(stream, version)`` twice in one batch (a retry resends the whole batch instead).
+
+    Raises :class:`InvalidField` with the event's index in the field path
+    (``events[3].trace_id``).
+    """
+    events = request.events
+    count = len(events)
     if count == 0:
         raise InvalidField("events", "must hold at least one event")
     if count > max_batch_events:
         raise InvalidField(
             "events", f"holds {count} events, more than the limit of {max_batch_events} a batch"
         )
+    records: list[NewEvent] = []
     seen_ids: dict[str, int] = {}
     seen_versions: dict[tuple[str, int], int] = {}
-    for index, event in enumerate(request.events):
-        field = f"events[{index}]"
-        validate_event(event, field)
-        first = seen_ids.setdefault(event.event_id, index)
+    for index, event in enumerate(events):
+        try:
+            record = event_record(event, "")
+        except InvalidField as exc:
+            raise InvalidField(f"events[{index}]{exc.field}", exc.problem) from None
+        first = seen_ids.setdefault(record.event_id, index)
         if first != index:
             raise InvalidField(
-                f"{field}.event_id", f"{event.event_id} already appears in events[{first}]"
+                f"events[{index}].event_id", f"{record.event_id} already appears in events[{first}]"
             )
-        first = seen_versions.setdefault((event.stream, event.version), index)
+        first = seen_versions.setdefault((record.stream, record.version), index)
         if first != index:
             raise InvalidField(
-                f"{field}.version",
-                f"version {event.version} of stream {event.stream!r} already appears in "
+                f"events[{index}].version",
+                f"version {record.version} of stream {record.stream!r} already appears in "
                 f"events[{first}]",
             )
+        records.append(record)
+    return records
 
 
 def validate_filter(flt: eventlog_pb2.EventFilter, field: str = "filter") -> None:

@@ -7,8 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from sidecar import chain
+from sidecar.eventlog.records import new_event_from_proto
 from sidecar.eventlog.validation import (
     InvalidField,
+    append_records,
     validate_append,
     validate_event,
     validate_filter,
@@ -56,6 +58,7 @@ MALFORMED: list[tuple[str, Callable[[events_pb2.Event], None], str]] = [
     ("transition without upstream", _payload_field("upstream", ""),
      "event.breaker_transitioned.upstream"),
     ("occurred_at unset", _clear("occurred_at"), "event.occurred_at"),
+    ("occurred_at before 1970", lambda e: e.occurred_at.FromSeconds(-5), "event.occurred_at"),
     ("trace_id too short", _set("trace_id", "abc123"), "event.trace_id"),
     ("trace_id uppercase", _set("trace_id", "0AF7651916CD43DD8448EB211C80319C"),
      "event.trace_id"),
@@ -82,16 +85,19 @@ def test_malformed_event_field_is_refused_naming_the_field(
     assert str(caught.value).startswith(f"{field}: ")
 
 
-def test_producer_made_events_of_every_type_pass() -> None:
+def test_producer_made_events_of_every_type_pass_and_convert_to_the_same_records() -> None:
     producer = StreamFactory("checkout", "pod-1")
     events = [
         producer.config_applied(["payments", "stock"]),
         producer.transition("payments", "CLOSED", "OPEN"),
         producer.mode_changed("payments"),
     ]
+    request = eventlog_pb2.AppendRequest(events=[to_proto(e) for e in events])
 
-    for event in events:
-        validate_event(to_proto(event))
+    records = append_records(request, max_batch_events=10)
+
+    assert records == events
+    assert records == [new_event_from_proto(e) for e in request.events]
 
 
 def test_empty_trace_id_is_allowed() -> None:
