@@ -7,6 +7,7 @@ Processes: one upstream (``tests.support.upstream``), ``sidecar proxy`` and
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +159,22 @@ def test_a_sidecar_whose_outbox_was_deleted_continues_the_logs_chain(
     assert "continues after version" in output
     verify = verify_store(log.db)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_sigterm_ships_what_is_waiting_before_the_sidecar_exits(
+        tmp_path: Path, upstream: UpstreamProcess) -> None:
+    (tmp_path / "log").mkdir()
+    with EventLogProcess(tmp_path / "log") as log:
+        # a linger far longer than the test: only the shutdown flush can ship these events
+        config = sidecar_config(upstream.address, log.address, tmp_path / "outbox.db",
+                                linger_ms=60_000)
+        with SidecarProcess(tmp_path, config) as sidecar:
+            with CallLoop(sidecar):
+                wait_until(lambda: transitions(sidecar) >= 10, "transitions")
+            wait_until(lambda: sample(sidecar, "sidecar_events_queued") == 0, "queue written")
+            counted = transitions(sidecar)
+            assert sample(sidecar, "sidecar_events_shipped_total") == 0
+            sidecar.process.signal(signal.SIGTERM)
+            assert sidecar.process.wait(timeout_s=15) == 0
+        ids = _transition_ids(log.address)
+    assert len(ids) == counted
