@@ -1,29 +1,83 @@
-"""``sidecar demo``: the whole system on one machine.
+"""``sidecar demo``: the whole system on one machine, with no other setup.
 
-``sidecar demo --scripted`` runs the breaker alone on a simulated clock (no network).
+A sample upstream goes through phases (healthy, brownout, outage, recovery); the sidecar
+protects it with its breakers and ships every transition to the event log (embedded store in
+a temporary folder; ``--data DIR`` keeps it); a load generator plays the host app. A live view
+shows each breaker (plain lines when not on a terminal). ``--duration`` bounds the run; Ctrl-C
+stops every process the demo started.
+
+``sidecar demo --scripted`` runs the breaker alone on a simulated clock (no processes, ~1 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from sidecar.demo._scripted import PHASES, Phase, run_scripted_demo
 
 __all__ = ["PHASES", "Phase", "register", "run_scripted_demo"]
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
-    run_scripted_demo(seed=args.seed)
-    return 0
+    if args.scripted:
+        run_scripted_demo(seed=args.seed)
+        return 0
+    from sidecar.demo._phases import parse_schedule
+    from sidecar.demo._system import DemoOptions, run_demo
+    from sidecar.demo._view import LiveView, PlainView, View
+
+    try:
+        schedule = parse_schedule(args.phases)
+    except ValueError as exc:
+        print(f"sidecar demo: {exc}", file=sys.stderr)
+        return 2
+    options = DemoOptions(duration_s=args.duration, data_dir=args.data, schedule=schedule,
+                          payments_calls_per_s=args.rate)
+    live = sys.stdout.isatty() and not args.plain
+
+    def view() -> View:
+        return LiveView() if live else PlainView()
+
+    return run_demo(options, view)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sidecar demo``."""
+    from sidecar.demo._phases import DEFAULT_SCHEDULE, format_schedule
+    from sidecar.demo._system import DEFAULT_PAYMENTS_CALLS_PER_S
+
     parser = subparsers.add_parser(
-        "demo", help="watch the adaptive breaker through an outage and a recovery",
-        description=__doc__,
+        "demo", help="run the whole system on this machine through an outage and a recovery",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--duration", type=_positive_seconds, default=None, metavar="SECONDS",
+                        help="stop after this long (default: run until Ctrl-C)")
+    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
+                        help="keep the event log, outbox, configs and logs in DIR "
+                             "(default: a temporary folder removed at exit)")
+    parser.add_argument("--phases", default=format_schedule(DEFAULT_SCHEDULE),
+                        metavar="NAME=SECONDS,...",
+                        help="the sample upstream's schedule, repeating "
+                             "(default: %(default)s)")
+    parser.add_argument("--rate", type=_positive_seconds, default=DEFAULT_PAYMENTS_CALLS_PER_S,
+                        metavar="CALLS_PER_S",
+                        help="calls per second to payments (default: %(default)s)")
+    parser.add_argument("--plain", action="store_true",
+                        help="print lines instead of the live view (the default off a terminal)")
     parser.add_argument("--scripted", action="store_true",
                         help="the breaker alone on a simulated clock (no processes, ~1 s)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    parser.add_argument("--seed", type=int, default=7,
+                        help="random seed of --scripted (default: 7)")
     parser.set_defaults(func=_run)

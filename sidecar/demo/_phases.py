@@ -1,0 +1,95 @@
+"""The sample upstream's script: phases of behaviour on a wall clock shared by the processes.
+
+The demo and its sample upstream agree on one start time (``started_at``, UNIX seconds) and
+one schedule, so both know the current phase without talking to each other: the upstream
+behaves accordingly and the demo's view shows the phase it is in. The schedule repeats.
+
+Pure code, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How the ``payments`` upstream answers during a phase."""
+
+    failure_ratio: float
+    """Share of calls answered with ``failure_code`` (spread evenly, deterministic)."""
+    latency_ms: tuple[float, float]
+    """Each answer takes a uniformly drawn time in this range."""
+    failure_code: str = "UNAVAILABLE"
+    description: str = ""
+
+
+BEHAVIOURS: Final[dict[str, Behaviour]] = {
+    "healthy": Behaviour(0.01, (5.0, 25.0), description="answers fast, 1% errors"),
+    "brownout": Behaviour(0.35, (150.0, 450.0), description="35% errors, 150-450 ms answers"),
+    "outage": Behaviour(1.0, (1.0, 3.0), description="every call fails (UNAVAILABLE)"),
+    "recovery": Behaviour(0.0, (5.0, 25.0), description="healthy again"),
+}
+"""What each phase name means. ``inventory`` is always healthy (see ``STEADY``)."""
+
+STEADY: Final = Behaviour(0.0, (3.0, 10.0), description="always healthy")
+
+DEFAULT_SCHEDULE: Final[tuple[tuple[str, float], ...]] = (
+    ("healthy", 8.0), ("brownout", 8.0), ("outage", 12.0), ("recovery", 20.0),
+)
+"""Phase names and seconds; the schedule repeats after the last phase."""
+
+
+def parse_schedule(text: str) -> tuple[tuple[str, float], ...]:
+    """``"healthy=8,brownout=8,outage=12,recovery=20"`` → ``(("healthy", 8.0), ...)``.
+
+    Raises ``ValueError`` naming the bad part.
+    """
+    schedule = []
+    for part in text.split(","):
+        name, sep, seconds = part.strip().partition("=")
+        if not sep or name not in BEHAVIOURS:
+            raise ValueError(
+                f"--phases: {part.strip()!r}: expected NAME=SECONDS with NAME one of "
+                f"{', '.join(BEHAVIOURS)}")
+        try:
+            value = float(seconds)
+        except ValueError:
+            raise ValueError(f"--phases: {part.strip()!r}: SECONDS must be a number") from None
+        if not value > 0:
+            raise ValueError(f"--phases: {part.strip()!r}: SECONDS must be > 0")
+        schedule.append((name, value))
+    return tuple(schedule)
+
+
+def format_schedule(schedule: Sequence[tuple[str, float]]) -> str:
+    return ",".join(f"{name}={seconds:g}" for name, seconds in schedule)
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseAt:
+    name: str
+    behaviour: Behaviour
+    started_s: float
+    """Seconds since the demo started at which this phase began."""
+    ends_s: float
+    cycle: int
+
+
+def phase_at(schedule: Sequence[tuple[str, float]], elapsed_s: float) -> PhaseAt:
+    """The phase in force ``elapsed_s`` seconds after the start (the schedule repeats)."""
+    if not schedule:
+        raise ValueError("empty schedule")
+    period = sum(seconds for _, seconds in schedule)
+    elapsed_s = max(0.0, elapsed_s)
+    cycle, offset = divmod(elapsed_s, period)
+    begin = cycle * period
+    for name, seconds in schedule:
+        if offset < seconds:
+            return PhaseAt(name, BEHAVIOURS[name], begin, begin + seconds, int(cycle))
+        offset -= seconds
+        begin += seconds
+    name, seconds = schedule[-1]  # float rounding at the very end of a cycle
+    return PhaseAt(name, BEHAVIOURS[name], begin - seconds, begin, int(cycle))

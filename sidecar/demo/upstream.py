@@ -1,0 +1,137 @@
+"""The demo's sample upstream: a real gRPC server whose ``payments`` service goes through the
+phases of :mod:`sidecar.demo._phases` (healthy, brownout, outage, recovery, repeating) while
+``inventory`` stays healthy.
+
+Run by ``sidecar demo`` in its own process::
+
+    python -m sidecar.demo.upstream --listen 127.0.0.1:50051 \
+        --phases healthy=8,brownout=8,outage=12,recovery=20
+
+The schedule's clock starts at ``--started-at`` (UNIX seconds) or, without it, at the first
+SIGUSR1 (the demo sends it when its load starts); until then ``payments`` is in the first phase.
+
+Methods (any request bytes; the answer echoes them): ``/demo.shop.Payments/Charge`` and
+``/demo.shop.Inventory/Reserve``. No protobuf schema: the sidecar forwards raw bytes.
+Also serves ``grpc.health.v1``. Exits on SIGTERM/SIGINT, and by itself when the process that
+started it goes away (so a killed demo leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import random
+import signal
+import sys
+import time
+from typing import Final
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from sidecar.demo._phases import STEADY, Behaviour, parse_schedule, phase_at
+
+PAYMENTS_SERVICE: Final = "demo.shop.Payments"
+INVENTORY_SERVICE: Final = "demo.shop.Inventory"
+PAYMENTS_METHOD: Final = f"/{PAYMENTS_SERVICE}/Charge"
+INVENTORY_METHOD: Final = f"/{INVENTORY_SERVICE}/Reserve"
+PARENT_CHECK_INTERVAL_S: Final = 0.5
+
+
+class _Answers:
+    """Decides each answer; failures are spread evenly (0.35 fails 35 of every 100 calls)."""
+
+    def __init__(self, schedule: tuple[tuple[str, float], ...], started_at: float | None
+                 ) -> None:
+        self._schedule = schedule
+        self.started_at = started_at
+        self._calls: dict[str, int] = {}
+        self._rng = random.Random(7)
+
+    def behaviour(self, method: str) -> Behaviour:
+        if method == PAYMENTS_METHOD:
+            elapsed_s = 0.0 if self.started_at is None else time.time() - self.started_at
+            return phase_at(self._schedule, elapsed_s).behaviour
+        return STEADY
+
+    def decide(self, method: str) -> tuple[float, bool, Behaviour]:
+        behaviour = self.behaviour(method)
+        n = self._calls[method] = self._calls.get(method, 0) + 1
+        ratio = behaviour.failure_ratio
+        fail = math.floor(n * ratio) > math.floor((n - 1) * ratio)
+        low, high = behaviour.latency_ms
+        return self._rng.uniform(low, high) / 1000.0, fail, behaviour
+
+
+class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def __init__(self, answers: _Answers) -> None:
+        self._answers = answers
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails
+                ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if method not in (PAYMENTS_METHOD, INVENTORY_METHOD):
+            return None
+        answers = self._answers
+
+        async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            delay_s, fail, behaviour = answers.decide(method)
+            await asyncio.sleep(delay_s)
+            if fail:
+                await context.abort(grpc.StatusCode[behaviour.failure_code],
+                                    f"{method}: simulated failure")
+            return request
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+
+async def serve(listen: str, schedule: tuple[tuple[str, float], ...],
+                started_at: float | None) -> None:
+    answers = _Answers(schedule, started_at)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((_Handler(answers),))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if server.add_insecure_port(listen) == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(answers, "started_at", time.time()))
+    parent = os.getppid()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), PARENT_CHECK_INTERVAL_S)
+        except TimeoutError:
+            if os.getppid() != parent:  # the demo is gone: do not outlive it
+                break
+    await server.stop(grace=0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", required=True, metavar="HOST:PORT")
+    parser.add_argument("--phases", required=True, help="NAME=SECONDS,... (repeating)")
+    parser.add_argument("--started-at", type=float, default=None,
+                        help="UNIX time the schedule starts at (default: at SIGUSR1)")
+    args = parser.parse_args(argv)
+    try:
+        schedule = parse_schedule(args.phases)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(args.listen, schedule, args.started_at))
+    except OSError as exc:
+        print(f"sample upstream: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""`sidecar demo`, the quick start's main job, run exactly as a newcomer runs it (through the
+CLI, not on a terminal, so it prints plain lines): the whole system starts, the breaker trips
+and recovers, the transitions come back from the event log, and every process it started is
+gone when it ends (duration over, Ctrl-C, or even the demo killed outright)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import SIDECAR_BIN, ManagedProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+# Short phases so a trip and a recovery fit in a bounded run.
+PHASES = "healthy=3,brownout=4,outage=4,recovery=12"
+EXIT_TIMEOUT_S = 60.0
+
+
+def _demo(tmp_path: Path, *args: str) -> ManagedProcess:
+    return ManagedProcess([SIDECAR_BIN, "demo", "--data", str(tmp_path / "data"),
+                           "--phases", PHASES, *args], tmp_path / "demo.log")
+
+
+def _child_pids(output: str) -> list[int]:
+    pids = [int(pid) for pid in re.findall(r"\[pid (\d+)\]", output)]
+    assert len(pids) == 3, output  # sample upstream, sidecar, event log
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that mention ``text`` (the demo's data folder)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and _alive(int(proc.name)):
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def _wait_for_output(demo: ManagedProcess, pattern: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        output = demo.output()
+        if re.search(pattern, output):
+            return output
+        if demo.proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} not printed within {timeout_s}s:\n{demo.output()}")
+
+
+def _assert_nothing_left(output: str, data_dir: Path, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [pid for pid in _child_pids(output) if _alive(pid)]
+        leftovers = _processes_mentioning(str(data_dir))
+        if not alive and not leftovers:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes left behind: {alive} {leftovers}")
+
+
+def test_a_bounded_demo_shows_a_trip_and_a_recovery_and_leaves_nothing_behind(
+        tmp_path: Path) -> None:
+    with _demo(tmp_path, "--duration", "22") as demo:
+        status = demo.wait(EXIT_TIMEOUT_S)
+        output = demo.output()
+    print(output)
+    assert status == 0, output
+    # where to point Prometheus and `sidecar events query`
+    assert re.search(r"metrics http://127\.0\.0\.1:\d+/metrics", output)
+    assert re.search(r"sidecar events query --eventlog 127\.0\.0\.1:\d+", output)
+    # a full trip and recovery, as read back from the event log
+    transitions = re.findall(r"payments\s+(\w+) -> (\w+)\s+reason=", output)
+    assert ("CLOSED", "OPEN") in transitions, output
+    assert ("HALF_OPEN", "CLOSED") in transitions, output
+    first_trip = transitions.index(("CLOSED", "OPEN"))
+    assert ("HALF_OPEN", "CLOSED") in transitions[first_trip:]
+    assert "stopped: sidecar (exit 0), event log (exit 0), sample upstream (exit 0)" in output
+    assert re.search(r"payments\s+\d+ trips?, \d+ recover", output)
+    data = tmp_path / "data"
+    assert (data / "events.db").exists() and (data / "prometheus.yml").exists()
+    _assert_nothing_left(output, data)
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    with _demo(tmp_path) as demo:  # no --duration: runs until interrupted
+        output = _wait_for_output(demo, r"payments\s+CLOSED -> OPEN", 40)
+        demo.signal(signal.SIGINT)
+        status = demo.wait(EXIT_TIMEOUT_S)
+        output = demo.output()
+    assert status == 0, output
+    assert "stopping (SIGINT received)" in output
+    assert "stopped: sidecar (exit 0), event log (exit 0), sample upstream (exit 0)" in output
+    _assert_nothing_left(output, tmp_path / "data")
+
+
+def test_a_killed_demo_takes_its_processes_with_it(tmp_path: Path) -> None:
+    with _demo(tmp_path) as demo:
+        output = _wait_for_output(demo, r"running until Ctrl-C", 40)
+        os.kill(demo.pid, signal.SIGKILL)  # only the demo itself, not its process group
+        demo.wait(10)
+    _assert_nothing_left(output, tmp_path / "data")
