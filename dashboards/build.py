@@ -47,12 +47,13 @@ TAG: Final = "evergreen-sidecar"
 
 # Non-contract metric names (DESIGN section 6 lists the contract ones inline below).
 SIDECAR_OVERFLOWS: Final = "sidecar_overflow_total"
-SIDECAR_OUTBOX_OLDEST_AGE: Final = "sidecar_outbox_oldest_event_age_seconds"
+SIDECAR_OUTBOX_OLDEST_AGE: Final = "sidecar_outbox_oldest_pending_age_seconds"
 SIDECAR_SHIPPING_FAILURES: Final = "sidecar_events_ship_failures_total"
+SIDECAR_EVENTS_DROPPED: Final = "sidecar_events_dropped_total"
 EVENTLOG_PROJECTION_LAG: Final = "eventlog_projection_lag_events"
 EXTRA_METRICS: Final = (
     SIDECAR_OVERFLOWS, SIDECAR_OUTBOX_OLDEST_AGE, SIDECAR_SHIPPING_FAILURES,
-    EVENTLOG_PROJECTION_LAG,
+    SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG,
 )
 
 # Breaker states as numbers on the state timelines (0 is healthy, higher is worse).
@@ -387,13 +388,16 @@ def sidecar_overview() -> dash.Dashboard:
             width=6))
         .with_panel(_graph(
             "Events shipped and shipping failures",
-            "Events the event log acknowledged, and failed shipping attempts (retried with "
-            "backoff; appends are idempotent, so a retry never duplicates an event).",
+            "Events the event log acknowledged; failed shipping attempts (retried with "
+            "backoff; appends are idempotent, so a retry never duplicates an event); and "
+            "events dropped before the outbox (queue or outbox full): any drop is data loss.",
             "ops",
             [_query(f"sum by (instance) (rate(sidecar_events_shipped_total{{{shipping_scope}}}"
                     f"{rate}))", "shipped {{instance}}", "A"),
              _query(f"sum by (instance) (rate({SIDECAR_SHIPPING_FAILURES}{{{shipping_scope}}}"
-                    f"{rate}))", "failed {{instance}}", "B")],
+                    f"{rate}))", "failed {{instance}}", "B"),
+             _query(f"sum by (instance, reason) (rate({SIDECAR_EVENTS_DROPPED}"
+                    f"{{{shipping_scope}}}{rate}))", "dropped {{reason}} {{instance}}", "C")],
             width=6))
     )
 

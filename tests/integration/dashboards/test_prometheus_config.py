@@ -38,3 +38,18 @@ def test_kubernetes_prometheus_config_passes_promtool_with_static_discovery(
     path.write_text(yaml.safe_dump(static_from_kubernetes(config, pods, 15.0)))
     result = _promtool_check(path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_prometheus_config_the_demo_writes_passes_promtool(tmp_path: Path) -> None:
+    from sidecar.demo._system import Ports, prometheus_config
+
+    ports = Ports(upstream=50051, listen=15001, admin=15000, metrics=9464, eventlog=7070,
+                  eventlog_metrics=9465)
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(prometheus_config(ports)))
+    result = _promtool_check(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    local = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    # with the default ports, the demo's config scrapes what deploy/prometheus.yml scrapes
+    assert ([job["static_configs"] for job in local["scrape_configs"]]
+            == [job["static_configs"] for job in prometheus_config(ports)["scrape_configs"]])
