@@ -32,7 +32,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn
 
 import grpc
@@ -558,15 +558,29 @@ class EventLogServer:
         await self.health.enter_graceful_shutdown()
         self.service.end_subscriptions("the event log is shutting down")
         await self._server.stop(self.settings.shutdown_grace_s)
+        step_s = self.settings.shutdown_step_timeout_s
         if self._follower_task is not None:
             self._follower_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower_task
-        with contextlib.suppress(StoreError):
-            await self.follower.save()
+            await self._bounded("stopping the projection follower", self._follower_task, step_s)
+        await self._bounded("saving projection checkpoints", self.follower.save(), step_s)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
-        await self.store.close()
+        await self._bounded("closing the store", self.store.close(), step_s)
+
+    @staticmethod
+    async def _bounded(what: str, step: Awaitable[Any], timeout_s: float) -> None:
+        """One shutdown step, given at most ``timeout_s``: a stuck store must not keep a
+        SIGTERMed server alive (projections resume from their last checkpoint anyway)."""
+        try:
+            await asyncio.wait_for(step, timeout_s)
+        except asyncio.CancelledError:  # the follower task ends this way; we go on
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        except TimeoutError:
+            log.warning("shutdown: %s took longer than %.1fs; going on", what, timeout_s)
+        except StoreError as exc:
+            log.warning("shutdown: %s failed: %s", what, exc)
 
 
 async def serve(

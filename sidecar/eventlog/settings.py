@@ -55,6 +55,10 @@ DEFAULT_PROJECTION_WAIT_S: Final = 1.0
 DEFAULT_SHUTDOWN_GRACE_S: Final = 5.0
 """On SIGTERM/SIGINT: how long in-flight RPCs may finish before they are cancelled."""
 
+DEFAULT_SHUTDOWN_STEP_TIMEOUT_S: Final = 10.0
+"""After the grace period: the most each later shutdown step (stop the projection follower,
+save checkpoints, close the store) may take before the server goes on without it."""
+
 # --- environment -------------------------------------------------------------------------------
 ENV_TOKEN: Final = "SIDECAR_EVENTLOG_TOKEN"
 """Environment variable holding the bearer token itself."""
@@ -105,6 +109,7 @@ class ServerSettings:
     projection_batch_events: int = DEFAULT_PROJECTION_BATCH_EVENTS
     projection_wait_s: float = DEFAULT_PROJECTION_WAIT_S
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    shutdown_step_timeout_s: float = DEFAULT_SHUTDOWN_STEP_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if not self.store_url:
@@ -138,7 +143,7 @@ class ServerSettings:
                 f"default_heartbeat_interval_s: must be >= {MIN_HEARTBEAT_INTERVAL_S}, "
                 f"got {self.default_heartbeat_interval_s}"
             )
-        for name in ("live_wait_s", "projection_wait_s"):
+        for name in ("live_wait_s", "projection_wait_s", "shutdown_step_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.shutdown_grace_s < 0:
