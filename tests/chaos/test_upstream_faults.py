@@ -19,6 +19,7 @@ import pytest
 from sidecar.v1 import events_pb2
 from tests.chaos._support import FixedPortUpstream, drive, logged_transitions, report
 from tests.integration.events._support import CallLoop, wait_until
+from tests.support.faultproxy import FaultProxy
 from tests.support.procs import free_port
 from tests.support.sidecar import SidecarProcess
 from tests.support.upstream import UpstreamProcess
@@ -162,3 +163,32 @@ def test_an_upstream_killed_and_restarted_opens_the_breaker_which_then_recovers_
            recovered_after_restart_s=round(recovered_s, 2), host_codes=codes)
     assert streak >= 2, "the breaker kept probing and re-opening while the upstream was down"
     assert recovered_s <= OPEN_MAX_MS / 1000 + 3.0
+
+
+_KEEPALIVE_BUG = ("BUGS.md: no keepalive on the proxy's upstream channels: a connection "
+                  "black-holed by a partition is never dropped, the breaker cannot recover")
+RECOVERY_S = 20.0
+"""How long the breaker may take to close after the partition heals (keepalive + reconnect)."""
+
+
+@pytest.mark.xfail(strict=True, reason=_KEEPALIVE_BUG)
+def test_an_upstream_partition_that_black_holed_the_open_connection_heals_by_itself(
+        tmp_path: Path, upstream: UpstreamProcess) -> None:
+    with FaultProxy(upstream.port) as network:
+        config = {"service": "chaos", "upstreams": {
+            "partitioned": _upstream(network.address, "/partitioned.")}}
+        with SidecarProcess(tmp_path, config) as sidecar:
+            method = "/partitioned.Svc/Unary"
+            assert drive(sidecar.address, method, concurrency=2, duration_s=0.5).codes["OK"] > 0
+            network.drop()
+            cut_off = drive(sidecar.address, method, concurrency=4, duration_s=3.0)
+            assert cut_off.codes["DEADLINE_EXCEEDED"] > 0
+            network.pass_through()
+
+            def recovered() -> bool:
+                burst = drive(sidecar.address, method, concurrency=2, duration_s=0.5)
+                return burst.codes["OK"] > 0 and (
+                    _state(sidecar, "partitioned") == events_pb2.BREAKER_STATE_CLOSED)
+
+            wait_until(recovered, "calls succeed after the partition heals",
+                       timeout_s=RECOVERY_S)
