@@ -29,7 +29,6 @@ from prometheus_client import CollectorRegistry
 from sidecar.breaker import BreakerListener, BreakerView
 from sidecar.telemetry.logging import (
     EVENT_CONFIG_APPLIED,
-    EVENT_RELOAD,
     LoggingBreakerListener,
     set_log_level,
 )
@@ -157,19 +156,16 @@ class Telemetry:
             self.metrics_server = None
 
     def config_applied(self, config: SidecarConfig, source: ConfigSource) -> None:
-        """Log the config in force; on reload apply the log level, the sample ratio and the
-        new upstreams' counters (the OTLP endpoint and metrics address need a restart)."""
+        """Log the config in force; on reload apply the sample ratio, the new upstreams'
+        counters and, last (so this line is still written under the old level), the log level.
+        The OTLP endpoint and ``metrics_listen`` need a restart (the proxy warns about the
+        latter, :meth:`TracingSetup.apply` about the former)."""
         from sidecar.config import config_digest
 
         if source == "reload":
-            set_log_level(config.logging.level)
             if self.tracing is not None:
                 self.tracing.apply(config.tracing)
             self.metrics.declare_upstreams(config.upstreams)
-            if config.metrics_listen != self.config.metrics_listen:
-                _log.warning("metrics_listen changed (%s -> %s): takes effect after a restart",
-                             self.config.metrics_listen, config.metrics_listen,
-                             extra={"event": EVENT_RELOAD})
         self.config = config
         _log.info(
             "config applied (%s)", source,
@@ -184,6 +180,8 @@ class Telemetry:
                 "sample_ratio": self.tracing.sampler.ratio if self.tracing else None,
             },
         )
+        if source == "reload":
+            set_log_level(config.logging.level)
 
 
 def proxy_plugin(config: SidecarConfig, breakers: BreakerRegistry, *,
