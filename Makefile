@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck protos bench clean
+.PHONY: demo test lint typecheck protos dashboards bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
+# One full cycle of the demo's phases (trip and recovery); `make demo DEMO_ARGS=` runs until Ctrl-C.
+DEMO_ARGS ?= --duration 60
+
 demo: $(STAMP)
-	$(BIN)/sidecar demo $(ARGS)
+	$(BIN)/sidecar demo $(DEMO_ARGS) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -21,6 +24,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+dashboards: $(STAMP)
+	$(BIN)/python dashboards/build.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/genproto.py
