@@ -252,6 +252,8 @@ class _TracingScope:
         """Replace the host's trace headers with the call span's context (and baggage)."""
         observer = self._observer
         fields = observer._fields
+        if not fields:
+            return
         if any(key in fields for key, _ in metadata):
             metadata[:] = [item for item in metadata if item[0] not in fields]
         if not observer._w3c:
@@ -310,8 +312,8 @@ class TracingObserver:
         self._tracer = tracer
         self._propagator = propagator or propagate.get_global_textmap()
         self._w3c = propagator is None and _default_propagators()
-        self._fields = frozenset(self._propagator.fields) or frozenset(
-            {"traceparent", "tracestate", "baggage"})
+        # Empty with OTEL_PROPAGATORS=none: the host's headers then pass through untouched.
+        self._fields = frozenset(self._propagator.fields)
         self._cache: dict[tuple[str, str, str, str, str], _CallStatics] = {}
         self._cache_lock = threading.Lock()
 

@@ -356,3 +356,13 @@ def test_the_direct_w3c_headers_match_what_the_sdk_propagators_write() -> None:
         return {**headers, "traceparent": f"{version}-{trace_id}-<span>-{flags}"}
 
     assert shape(direct) == shape(through_sdk)
+
+
+def test_with_no_propagators_the_hosts_headers_pass_through_untouched() -> None:
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    harness = Harness(propagator=CompositePropagator([]))  # what OTEL_PROPAGATORS=none gives
+    outgoing = harness.call([("traceparent", SAMPLED_PARENT), ("baggage", "tenant=acme")])
+
+    assert ("traceparent", SAMPLED_PARENT) in outgoing
+    assert ("baggage", "tenant=acme") in outgoing
