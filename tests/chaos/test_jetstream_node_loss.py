@@ -74,7 +74,8 @@ def test_a_jetstream_node_killed_during_appends_loses_and_duplicates_no_event(
                 leader.kill()
                 killed_at = time.monotonic()
                 time.sleep(DOWN_S)
-                shipped_two_nodes = sample(sidecar, "sidecar_events_shipped_total") - shipped_at_kill
+                shipped_two_nodes = (sample(sidecar, "sidecar_events_shipped_total")
+                                     - shipped_at_kill)
                 new_leader = cluster.stream_leader(stream).name
                 leader.start()
                 cluster.wait_ready()
