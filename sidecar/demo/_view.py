@@ -74,6 +74,14 @@ class TransitionLine:
                 f"failure={self.failure_rate:.2f} slow={self.slow_call_rate:.2f}{opened}"
                 f"  (log #{self.position}{trace})")
 
+    def short(self) -> str:
+        """A compact form for the live view's panel."""
+        opened = f", open {self.open_duration_s:.1f}s" if self.to_state == "OPEN" else ""
+        return (f"{self.elapsed_s:6.1f}s {self.phase:>8}  {self.upstream:<10} "
+                f"{self.from_state:>9} -> {self.to_state:<9} {self.reason} "
+                f"(failure {self.failure_rate:.2f}, slow {self.slow_call_rate:.2f}{opened})"
+                f"  log #{self.position}")
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -171,8 +179,8 @@ def render(frame: Frame) -> Group:
             f"{row.failure_rate:.0%}", f"{row.slow_call_rate:.0%}", open_text,
             str(row.trip_streak), str(frame.events_by_upstream.get(row.name, 0)),
         )
-    recent = Text("\n".join(line.text() for line in frame.recent[-RECENT_TRANSITIONS:])
-                  or "no transition yet", style="")
+    recent = Text("\n".join(line.short() for line in frame.recent[-RECENT_TRANSITIONS:])
+                  or "no transition yet", no_wrap=True, overflow="ellipsis")
     return Group(
         Panel(header, title="Evergreen Sidecar demo", subtitle="Ctrl-C stops everything"),
         table,

@@ -4,6 +4,7 @@ configs the demo writes, and what its views print."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import grpc
@@ -130,4 +131,6 @@ def test_the_live_view_shows_each_breaker_with_its_state_and_rates() -> None:
     text = console.export_text()
     assert "payments" in text and "OPEN" in text
     assert "2.0s (1.5s left)" in text and "60%" in text
-    assert "CLOSED -> OPEN" in text and "(5 events)" in text
+    assert re.search(r"CLOSED -> OPEN +failure_rate \(failure 0.55, slow 0.60, open 1.0s\)  log #2",
+                     text), text
+    assert "(5 events)" in text
