@@ -158,3 +158,37 @@ def test_expand_replaces_grafana_builtins_like_grafana_does() -> None:
 def test_expand_refuses_a_variable_without_a_value() -> None:
     with pytest.raises(KeyError, match=r"\$missing"):
         expand("up{a=\"$missing\"}", {}, step_s=1, scrape_s=1, range_s=60)
+
+
+def _exported_names() -> set[str]:
+    """Every metric name the code exports (fresh registries, nothing running)."""
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.eventlog.metrics import EventLogCollector, MetricsSnapshot
+    from sidecar.events.metrics import EventsCollector
+    from sidecar.events.producer import EventQueue
+    from sidecar.telemetry.metrics import BreakerCollector, SidecarMetrics
+
+    registry = CollectorRegistry()
+    metrics = SidecarMetrics(registry)
+    metrics.declare_upstreams(["payments"])
+    metrics.duration.labels("payments", "/shop.Payments/Charge").observe(0.01)  # buckets appear
+    registry.register(BreakerCollector(lambda: []))
+    registry.register(EventsCollector(queue=EventQueue(1), outbox=lambda: None,
+                                      shipper=lambda: None))
+    registry.register(EventLogCollector(lambda: MetricsSnapshot()))
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+    return names
+
+
+def test_every_metric_a_dashboard_queries_is_exported_by_the_code() -> None:
+    exported = _exported_names()
+    for name in build.DASHBOARDS:
+        for query in dashboard_queries(_load(name)):
+            for metric in re.findall(r"\b((?:sidecar|eventlog)_[a-z_]+)\b", query.expr):
+                assert metric in exported, f"{query.name} uses {metric}, which nothing exports"
