@@ -133,7 +133,7 @@ def test_the_sidecar_reaches_the_event_log_through_its_service(
     assert objects[("Deployment", "eventlog")]["spec"]["strategy"]["type"] == "Recreate"
 
 
-def test_every_container_runs_as_a_non_root_user_without_privileges(
+def test_every_container_runs_as_a_non_root_user_without_privileges_on_a_read_only_root(
         objects: dict[tuple[str, str], dict[str, Any]]) -> None:
     for name in ("checkout", "eventlog"):
         spec = _pod(objects, name)["spec"]
@@ -141,6 +141,10 @@ def test_every_container_runs_as_a_non_root_user_without_privileges(
         assert spec["securityContext"]["runAsUser"] != 0
         for container in spec.get("initContainers", []) + spec["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            if container["image"] == "evergreen-sidecar":  # ours: writes only to its volumes
+                assert container["securityContext"]["readOnlyRootFilesystem"] is True
+                mounts = {m["mountPath"] for m in container["volumeMounts"]}
+                assert "/tmp" in mounts  # SQLite's temp files
 
 
 # --- Dockerfile -------------------------------------------------------------------------------
