@@ -39,6 +39,7 @@ from pydantic import (
 
 from sidecar.breaker import BreakerSettings, Mode
 from sidecar.events.settings import MAX_BATCH_SIZE, EventsSettings
+from sidecar.tls import is_loopback, read_pem
 
 _BREAKER = BreakerSettings()  # the single source of breaker defaults
 _EVENTS = EventsSettings()  # the single source of event pipeline defaults
@@ -118,6 +119,14 @@ PositiveInt = Annotated[int, Field(ge=1)]
 Address = Annotated[str, AfterValidator(_address)]
 StatusCodeName = Annotated[str, AfterValidator(_code)]
 Route = Annotated[str, AfterValidator(_route)]
+
+
+def _pem_file(value: str) -> str:
+    read_pem(value, key="")  # TlsFileError (a ValueError) naming the path, never the content
+    return value
+
+
+PemFile = Annotated[str, Field(min_length=1), AfterValidator(_pem_file)]
 
 
 class _Model(BaseModel):
@@ -276,6 +285,40 @@ class ShipperBackoff(_Model):
         return self
 
 
+# --- TLS (issue 9: security) ----------------------------------------------------------------
+
+
+class ServerTlsConfig(_Model):
+    """TLS for a listener (``listen_tls``, ``admin_tls``): its certificate chain and private key
+    (PEM files, read at start). With ``client_ca_file`` every client must present a certificate
+    signed by that CA (mTLS); without it any client may connect over TLS."""
+
+    cert_file: PemFile
+    key_file: PemFile
+    client_ca_file: PemFile | None = None
+
+
+class ClientTlsConfig(_Model):
+    """TLS from the sidecar to the event log (``eventlog.tls``).
+
+    ``ca_file``: the CA that signed the event log's certificate (absent: the system's roots).
+    ``cert_file`` + ``key_file``: a client certificate, for an event log that requires mTLS.
+    ``server_name``: the name to check in the event log's certificate instead of the host of
+    ``eventlog.address``.
+    """
+
+    ca_file: PemFile | None = None
+    cert_file: PemFile | None = None
+    key_file: PemFile | None = None
+    server_name: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> ClientTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate)")
+        return self
+
+
 class EventlogConfig(_Model):
     """Where breaker events go. Absent: events only reach traces, metrics and logs.
 
@@ -293,6 +336,7 @@ class EventlogConfig(_Model):
     append_timeout_ms: PositiveFloat = _EVENTS.append_timeout_ms
     backoff: ShipperBackoff = ShipperBackoff()
     shutdown_flush_timeout_ms: PositiveFloat = _EVENTS.shutdown_flush_timeout_ms
+    tls: ClientTlsConfig | None = None
 
     def to_settings(self) -> EventsSettings:
         """The event pipeline's settings (validated again by EventsSettings itself)."""
@@ -344,6 +388,8 @@ class SidecarConfig(_Model):
     listen: Address = "127.0.0.1:15001"
     admin_listen: Address = "127.0.0.1:15000"
     metrics_listen: Address = "127.0.0.1:9464"
+    listen_tls: ServerTlsConfig | None = None
+    admin_tls: ServerTlsConfig | None = None
     shutdown_grace_s: PositiveFloat = 10.0
     upstreams: Annotated[dict[str, UpstreamConfig], Field(min_length=1)]
     eventlog: EventlogConfig | None = None
@@ -371,6 +417,14 @@ class SidecarConfig(_Model):
                     problems.append(
                         f"upstreams.{name}.fallback.upstream: no upstream named {fb.upstream!r}"
                     )
+        admin_host = self.admin_listen.rpartition(":")[0]
+        if self.admin_tls is None and not is_loopback(admin_host):
+            problems.append(
+                f"admin_listen: {self.admin_listen} is reachable from other hosts, and the admin "
+                "API changes breaker modes: set admin_tls (cert_file, key_file, and "
+                "client_ca_file to require client certificates) or listen on 127.0.0.1, [::1] "
+                "or localhost"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -87,12 +87,15 @@ def test_the_sidecar_container_exposes_and_probes_what_its_config_listens_on(
     pod = _pod(objects, "checkout")
     (sidecar,) = pod["spec"]["initContainers"]
     ports = {p["containerPort"] for p in sidecar["ports"]}
-    assert ports == {_port(sidecar_config.listen), _port(sidecar_config.admin_listen),
-                     _port(sidecar_config.metrics_listen)}
+    assert ports == {_port(sidecar_config.listen), _port(sidecar_config.metrics_listen)}
+    # the admin API stays on loopback without admin_tls (issue 9), so the probes run
+    # `sidecar health` inside the container instead of the kubelet's (plaintext) grpc probes
+    assert sidecar_config.admin_listen.startswith("127.") and sidecar_config.admin_tls is None
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert sidecar[probe]["grpc"]["port"] == _port(sidecar_config.admin_listen)
-    # probes come from the kubelet and scrapes from Prometheus: not on loopback
-    assert not sidecar_config.admin_listen.startswith("127.")
+        command = sidecar[probe]["exec"]["command"]
+        assert command[:2] == ["sidecar", "health"]
+        assert command[command.index("--addr") + 1] == sidecar_config.admin_listen
+    # scrapes come from Prometheus: not on loopback
     assert not sidecar_config.metrics_listen.startswith("127.")
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
