@@ -45,6 +45,7 @@ from sidecar.events.metrics import EventsCollector
 from sidecar.events.outbox import Outbox, OutboxWriter
 from sidecar.events.producer import EventQueue, EventRecorder
 from sidecar.events.shipper import EventExporter, GrpcEventExporter, Shipper
+from sidecar.tls import channel_credentials
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -113,9 +114,13 @@ class EventPipeline:
         if self.outbox is not None:
             return
         outbox = Outbox(self.settings.outbox_path, max_events=self.settings.outbox_max_events)
+        tls = self.config.eventlog.tls if self.config.eventlog is not None else None
         exporter = self._exporter or GrpcEventExporter(
             self.address, token=resolve_token(self._environ),
-            max_reconnect_backoff_ms=int(self.settings.backoff_max_ms))
+            max_reconnect_backoff_ms=int(self.settings.backoff_max_ms),
+            credentials=None if tls is None else channel_credentials(
+                tls.ca_file, tls.cert_file, tls.key_file, key="eventlog.tls"),
+            server_name=None if tls is None else tls.server_name)
         shipper = Shipper(outbox, exporter, self.settings)
         writer = OutboxWriter(self.queue, outbox, batch_size=self.settings.batch_size,
                               on_written=shipper.wake)

@@ -133,7 +133,9 @@ class GrpcEventExporter:
     """:class:`EventExporter` over a synchronous gRPC channel to ``sidecar.v1.EventLog``.
 
     The channel's reconnect backoff is capped at ``max_reconnect_backoff_ms`` (gRPC's default
-    grows to 120 s, which would hide a recovered log for minutes).
+    grows to 120 s, which would hide a recovered log for minutes). ``credentials``
+    (:func:`sidecar.tls.channel_credentials`) make it a TLS channel; ``server_name`` overrides
+    the name checked in the server's certificate.
 
     Example::
 
@@ -142,14 +144,20 @@ class GrpcEventExporter:
     """
 
     def __init__(self, address: str, *, token: str | None = None,
-                 max_reconnect_backoff_ms: int = 10_000) -> None:
+                 max_reconnect_backoff_ms: int = 10_000,
+                 credentials: grpc.ChannelCredentials | None = None,
+                 server_name: str | None = None) -> None:
         backoff_ms = max(100, int(max_reconnect_backoff_ms))
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=[
+        options: list[tuple[str, object]] = [
             ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 200)),
             ("grpc.min_reconnect_backoff_ms", min(backoff_ms, 200)),
             ("grpc.max_reconnect_backoff_ms", backoff_ms),
-        ])
+        ]
+        if server_name is not None:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self._channel = (grpc.insecure_channel(address, options=options) if credentials is None
+                         else grpc.secure_channel(address, credentials, options=options))
         self._stub = eventlog_pb2_grpc.EventLogStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TOKEN_METADATA_KEY, f"Bearer {token}"),) if token else ()

@@ -43,12 +43,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from sidecar.breaker import BreakerListener
-from sidecar.config import ConfigError, SidecarConfig, load_config
+from sidecar.config import ConfigError, ServerTlsConfig, SidecarConfig, load_config
 from sidecar.proxy._forward import CHANNEL_OPTIONS, ProxyHandler, Routing, Upstream
 from sidecar.proxy.admin import SidecarAdminServicer
 from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard
 from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin, combine_observers
 from sidecar.rpc_guard import DecodeGuardInterceptor
+from sidecar.tls import TlsFileError, server_credentials
 from sidecar.v1 import admin_pb2, admin_pb2_grpc
 
 __all__ = ["ProxyApp", "build_app"]
@@ -137,7 +138,7 @@ class ProxyApp:
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((self._handler,))
-        self.port = _bind(server, self.config.listen, "listen")
+        self.port = _bind(server, self.config.listen, "listen", self.config.listen_tls)
         admin = grpc.aio.server(options=(("grpc.so_reuseport", 0),),
                                 interceptors=[DecodeGuardInterceptor()])
         admin_pb2_grpc.add_SidecarAdminServicer_to_server(  # type: ignore[no-untyped-call]
@@ -148,7 +149,8 @@ class ProxyApp:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ), admin)
-        self.admin_port = _bind(admin, self.config.admin_listen, "admin_listen")
+        self.admin_port = _bind(admin, self.config.admin_listen, "admin_listen",
+                                self.config.admin_tls)
         await server.start()
         await admin.start()
         self._server, self._admin_server = server, admin
@@ -222,7 +224,7 @@ class ProxyApp:
 
     def reload(self, config: SidecarConfig) -> None:
         """Apply a validated config to the running proxy (call on its event loop)."""
-        for key in ("listen", "admin_listen", "metrics_listen"):
+        for key in ("listen", "admin_listen", "metrics_listen", "listen_tls", "admin_tls"):
             if getattr(config, key) != getattr(self.config, key):
                 _log.warning("%s changed (%s -> %s): takes effect after a restart", key,
                              getattr(self.config, key), getattr(config, key),
@@ -286,9 +288,22 @@ class ProxyApp:
         task.add_done_callback(self._background.discard)
 
 
-def _bind(server: Any, address: str, key: str) -> int:
+_TLS_KEYS: Final = {"listen": "listen_tls", "admin_listen": "admin_tls"}
+"""The config key holding each listener's TLS files (named in errors)."""
+
+
+def _bind(server: Any, address: str, key: str, tls: ServerTlsConfig | None = None) -> int:
+    """Bind ``address`` (TLS, or mTLS with a client CA, when ``tls`` is set; the files are read
+    now). ``RuntimeError`` naming ``key`` when the port cannot be bound."""
     try:
-        port: int = server.add_insecure_port(address)
+        if tls is None:
+            port: int = server.add_insecure_port(address)
+        else:
+            credentials = server_credentials(tls.cert_file, tls.key_file, tls.client_ca_file,
+                                             key=_TLS_KEYS.get(key, key))
+            port = server.add_secure_port(address, credentials)
+    except TlsFileError as exc:
+        raise RuntimeError(str(exc)) from None
     except RuntimeError as exc:
         raise RuntimeError(f"{key}: cannot listen on {address}: {exc}") from None
     if port == 0:

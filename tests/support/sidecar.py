@@ -28,7 +28,8 @@ class SidecarProcess:
     ``admin_listen`` and ``metrics_listen`` (unless the config sets them)."""
 
     def __init__(self, tmp_path: Path, config: dict[str, Any], *, name: str = "sidecar",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 admin_credentials: grpc.ChannelCredentials | None = None) -> None:
         self.config = copy.deepcopy(config)
         for key in ("listen", "admin_listen", "metrics_listen"):
             self.config.setdefault(key, f"127.0.0.1:{free_port()}")
@@ -47,7 +48,9 @@ class SidecarProcess:
             print(self.process.output())
             self.process.close()
             raise
-        self._admin_channel = grpc.insecure_channel(self.admin_address)
+        self._admin_channel = (  # TLS admin (admin_tls): pass the test CA's credentials
+            grpc.insecure_channel(self.admin_address) if admin_credentials is None
+            else grpc.secure_channel(self.admin_address, admin_credentials))
         self.admin = admin_pb2_grpc.SidecarAdminStub(self._admin_channel)
 
     def write_config(self, config: dict[str, Any] | str) -> None:
