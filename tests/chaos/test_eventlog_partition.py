@@ -1,13 +1,13 @@
 """Chaos between the sidecar and the event log: a fault-injecting TCP proxy in the test cuts the
 sidecar off for 30 s while its breakers keep changing state, in three 10 s phases:
 
-1. reset: every connection is reset with a TCP RST, new ones too;
-2. delay: every byte arrives 1.5 s late, longer than the shipper's 1 s Append deadline, so
-   Appends time out at the sidecar *after* the log has stored them, and are retried (the
-   shipper's connection is established again during this phase, slowly);
-3. drop: a black hole. Connections, the one established during the delay included, are
-   accepted and never answered, and stay dead after the network heals, as after a real
-   partition; only keepalive or a new connection gets through.
+1. delay: every byte on the shipper's open connection arrives 1.5 s late, longer than its 1 s
+   Append deadline, so Appends time out at the sidecar *after* the log has stored them, and
+   are retried: the log must answer each retry as a duplicate and store nothing twice;
+2. reset: every connection is reset with a TCP RST, new ones too;
+3. drop: a black hole. New connections are accepted and never answered.
+
+(A black hole that swallows the shipper's *open* connection is its own test below.)
 
 Then the network heals. Every breaker event must arrive exactly once: the event ids in the log
 equal the sidecar's own transition count, none twice, and the audit passes.
@@ -79,9 +79,8 @@ def test_thirty_seconds_cut_off_from_the_log_loses_and_duplicates_nothing(
                 wait_until(lambda: sample(sidecar, "sidecar_events_shipped_total") >= 5,
                            "first events shipped")
                 phases: dict[str, dict[str, float]] = {}
-                for name, apply in (("reset", network.reset),
-                                    ("delay", lambda: network.delay(DELAY_MS)),
-                                    ("drop", network.drop)):
+                for name, apply in (("delay", lambda: network.delay(DELAY_MS)),
+                                    ("reset", network.reset), ("drop", network.drop)):
                     apply()
                     shipped_before = sample(sidecar, "sidecar_events_shipped_total")
                     time.sleep(PHASE_S)
@@ -92,10 +91,9 @@ def test_thirty_seconds_cut_off_from_the_log_loses_and_duplicates_nothing(
                     }
                 network.pass_through()
                 healed_at = time.monotonic()
-                wait_until(lambda: sample(sidecar, "sidecar_events_shipped_total")
-                           > sample(sidecar, "sidecar_events_shipped_total") - 1
-                           and sample(sidecar, "sidecar_outbox_pending_events") < 5,
-                           "shipping resumes after the network heals", timeout_s=HEAL_TIMEOUT_S)
+                wait_until(lambda: sample(sidecar, "sidecar_outbox_pending_events") < 20,
+                           "the backlog ships after the network heals, breakers still flapping",
+                           timeout_s=HEAL_TIMEOUT_S)
             wait_until(lambda: drained(sidecar), "outbox drained", timeout_s=HEAL_TIMEOUT_S)
             drained_s = time.monotonic() - healed_at
             counted = transitions(sidecar)
@@ -118,6 +116,7 @@ def test_thirty_seconds_cut_off_from_the_log_loses_and_duplicates_nothing(
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert phases["reset"]["shipped"] == 0 and phases["drop"]["shipped"] == 0
     assert sum(failures.values()) > 0
+    assert duplicates_refused > 0, "delayed Appends were stored, retried and answered duplicate"
 
 
 _KEEPALIVE_BUG = ("BUGS.md: no keepalive on the shipper's channel: a connection black-holed by a "

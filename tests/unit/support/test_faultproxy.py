@@ -22,10 +22,13 @@ class _EchoHandler(socketserver.BaseRequestHandler):
         server: EchoServer = self.server  # type: ignore[assignment]
         with server.lock:
             server.connections += 1
-        while data := self.request.recv(65536):
-            with server.lock:
-                server.bytes_received += len(data)
-            self.request.sendall(data)
+        try:
+            while data := self.request.recv(65536):
+                with server.lock:
+                    server.bytes_received += len(data)
+                self.request.sendall(data)
+        except ConnectionResetError:
+            pass  # the proxy's reset switch at work
 
 
 class EchoServer(socketserver.ThreadingTCPServer):
