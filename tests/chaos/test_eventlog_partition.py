@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,8 +79,10 @@ def test_thirty_seconds_cut_off_from_the_log_loses_and_duplicates_nothing(
                 wait_until(lambda: sample(sidecar, "sidecar_events_shipped_total") >= 5,
                            "first events shipped")
                 phases: dict[str, dict[str, float]] = {}
-                for name, apply in (("delay", lambda: network.delay(DELAY_MS)),
-                                    ("reset", network.reset), ("drop", network.drop)):
+                switches: list[tuple[str, Callable[[], None]]] = [
+                    ("delay", lambda: network.delay(DELAY_MS)),
+                    ("reset", network.reset), ("drop", network.drop)]
+                for name, apply in switches:
                     apply()
                     shipped_before = sample(sidecar, "sidecar_events_shipped_total")
                     time.sleep(PHASE_S)
