@@ -13,10 +13,10 @@ stored on ``<STREAM>.ev.<b64(svc)>.<b64(inst)>.<v>``. The JetStream stream allow
 per subject and refuses a second one (``max_msgs_per_subject=1`` with
 ``discard=new, discard_new_per_subject``). So a version can never be written twice, whatever
 the duplicate window, and whoever writes: idempotency holds *forever*, not for
-``duplicate_window`` (the adapter sends no ``Nats-Msg-Id`` at all; the window only sizes the
-server's de-duplication table). A retry of a stored event finds its slot taken by the same
-``event_id`` and returns the original position with ``duplicate=True``; a different event there
-is a ``ConflictError`` naming both.
+``duplicate_window`` (JetStream's ``Nats-Msg-Id`` de-duplication is not relied on; the window
+only sizes the server's de-duplication table). A retry of a stored event finds its slot taken
+by the same ``event_id`` and returns the original position with ``duplicate=True``; a
+different event there is a ``ConflictError`` naming both.
 
 **The chain**: before a batch is sent, the adapter checks it against each stream's head (the
 last message on ``<STREAM>.ev.<svc>.<inst>.*``): versions follow on, ``prev_hash`` is the head's
@@ -26,28 +26,42 @@ so the server refuses the batch if any other writer (another event log replica) 
 meanwhile; the adapter then re-reads the head and decides again (duplicate, conflict or
 retry).
 
-**Atomic batches**: every append, even of one event, is a JetStream atomic batch (ADR-50,
-``allow_atomic``): all of its messages are stored or none. At most
-``MAX_ATOMIC_BATCH_EVENTS`` (the server's limit) new events per append.
+**Atomic batches and group commit**: the new events of an append go out as one JetStream
+atomic batch (ADR-50, ``allow_atomic``): all of its messages are stored or none. Appends that
+arrive while earlier ones are in flight share the next batch (group commit, at most
+``MAX_ATOMIC_BATCH_EVENTS`` messages, the server's limit): JetStream stages every atomic batch
+in a temporary store before applying it, a fixed cost per batch that grouping spreads. A
+single message is atomic by itself and skips the batch protocol. Appends to one stream from
+one adapter are decided in arrival order (a per-stream lock), like the SQLite writer.
 
 **Global position = stream sequence**, which is gap-free because nothing ever removes a
 message: the stream is created with ``deny_delete`` and ``deny_purge`` and without age, count
 or size limits; refused batches take no sequence. ``read_all`` checks the sequences it gets
 are contiguous and raises ``StoreError`` at a gap rather than skipping it.
 
-**Durability**: an append is answered after JetStream acknowledged the commit: on R1 an atomic
-batch commit is written and fsynced before the ack; on R3 it is on a quorum (2 of 3) of
-nodes, fsynced according to the servers' ``sync_interval`` (see README "Running at scale").
+**Durability**: an append is answered after JetStream acknowledged it: on R1 the server has
+written it to its file (the OS page cache: it survives a nats-server crash); on R3 a quorum
+(2 of 3) of nodes has. Reaching the disk is governed by the servers' ``sync_interval``
+(default every 2 minutes; ``always`` fsyncs each write): see README "Running at scale".
 
 Known limit: ``event_id`` uniqueness is enforced per (stream, version) slot forever, but the
 same ``event_id`` reused for a *different* slot is not detected (that would need a second
 write per event; the producer never does it: an id is made once per event).
 
-Reads use batched *direct gets* (``allow_direct``): any replica may answer, so on R3 a
-follower can lag; a read that ends before the head the leader reports is retried.
-``wait_for_append`` wakes on a notification every adapter publishes after each append (core
-NATS, ``<STREAM>.head``) and, while someone waits, polls the leader's head every
-``head_poll_interval_s`` (so appends made elsewhere, or a lost notification, are seen too).
+**Reads**: events this adapter committed itself are answered from memory (the last
+``recent_events`` of them: the projection follower and live subscribers mostly read what was
+just appended). Everything else comes from batched *direct gets* (``allow_direct``), without
+headers when no subject filter applies (positions follow from the start; the end-of-batch
+marker proves there was no gap); a service/instance filter is applied by the server as a
+subject filter. Any replica may answer a direct get, so on R3 a follower can lag: a read that
+ends before the head the leader reports is asked again.
+
+**Waiting**: ``wait_for_append`` wakes on a notification every adapter publishes after each
+commit (core NATS, ``<STREAM>.head``) and, while someone waits, polls the leader's head every
+``head_poll_interval_s`` (so appends made elsewhere, or a lost notification, are seen too). The
+server's Subscribe builds on it (catch-up and live reads are ``read_all`` pages); a JetStream
+ordered consumer per subscriber would cost every event log replica a decode per event per
+subscriber, which the memory of recent commits avoids.
 
 Threading: all methods are coroutines for one event loop; the connection is made lazily on
 first use, inside that loop. Nothing blocks the loop.
@@ -64,10 +78,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import calendar
 import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -76,7 +90,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
@@ -91,6 +104,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamInfo,
 )
 from nats.js.kv import KeyValue
 
@@ -136,6 +150,9 @@ DEFAULT_READ_BATCH: Final = 1000
 """Messages asked for per direct-get request when scanning."""
 DEFAULT_READ_MAX_BYTES: Final = 8 * 1024 * 1024
 """Bytes asked for per direct-get request (bounds memory per request)."""
+DEFAULT_RECENT_EVENTS: Final = 20_000
+"""Events this adapter committed that it keeps in memory to answer reads of them (the
+projection follower and live subscribers read what was just appended). 0 turns it off."""
 
 MAX_ATOMIC_BATCH_EVENTS: Final = 1000
 """nats-server's limit on messages in one atomic batch."""
@@ -175,9 +192,19 @@ _CONNECTION_ERRORS: Final = (
 )
 """Client-side failures after which the outcome of a request is unknown (retry-able)."""
 
+_SETUP_RETRYABLE: Final = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServerError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""Failures while creating the stream or bucket that a later attempt may not meet."""
+
 _HDR_BATCH_ID: Final = "Nats-Batch-Id"
 _HDR_BATCH_SEQ: Final = "Nats-Batch-Sequence"
 _HDR_BATCH_COMMIT: Final = "Nats-Batch-Commit"
+_HDR_MSG_ID: Final = "Nats-Msg-Id"
 _HDR_EXPECTED_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 _HDR_EXPECTED_SUBJECT: Final = "Nats-Expected-Last-Subject-Sequence-Subject"
 
@@ -202,6 +229,7 @@ class NatsSettings:
     head_poll_interval_s: float = DEFAULT_HEAD_POLL_INTERVAL_S
     max_inflight_batches: int = DEFAULT_MAX_INFLIGHT_BATCHES
     read_batch: int = DEFAULT_READ_BATCH
+    recent_events: int = DEFAULT_RECENT_EVENTS
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -230,6 +258,8 @@ class NatsSettings:
             )
         if not 1 <= self.read_batch <= MAX_READ_LIMIT:
             raise ValueError(f"read_batch: must be 1..{MAX_READ_LIMIT}, got {self.read_batch}")
+        if self.recent_events < 0:
+            raise ValueError(f"recent_events: must be >= 0, got {self.recent_events}")
 
     @property
     def checkpoint_bucket(self) -> str:
@@ -262,6 +292,7 @@ class NatsSettings:
             "head_poll_interval_s": float,
             "max_inflight_batches": int,
             "read_batch": int,
+            "recent_events": int,
         }
         options = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
         unknown = sorted(set(options) - set(converters))
@@ -355,14 +386,18 @@ class _Subjects:
 
 # --- message body codec ------------------------------------------------------------------------
 
-_BODY_HEAD: Final = struct.Struct(">BQq32s32sHHHHHHHI")
-"""format, version, occurred_at_ns, prev_hash, hash, then the lengths of event_id, stream, type,
-trace_id, service, instance, upstream (u16 each) and payload (u32); the bytes follow in that
-order."""
+_BODY_HEAD: Final = struct.Struct(">BQqq32s32sHHHHHHHI")
+"""format, version, occurred_at_ns, recorded_at_ns, prev_hash, hash, then the lengths of
+event_id, stream, type, trace_id, service, instance, upstream (u16 each) and payload (u32); the
+bytes follow in that order."""
 
 
-def encode_event(event: NewEvent) -> bytes:
-    """The stored body of ``event`` (compact, fixed order; see ``_BODY_HEAD``)."""
+def encode_event(event: NewEvent, recorded_at_ns: int) -> bytes:
+    """The stored body of ``event`` (compact, fixed order; see ``_BODY_HEAD``).
+
+    ``recorded_at_ns`` is the adapter's clock when it sent the batch (not JetStream's
+    timestamp), so an event this adapter committed reads back identical from its memory.
+    """
     texts = [
         event.event_id.encode(),
         event.stream.encode(),
@@ -384,6 +419,7 @@ def encode_event(event: NewEvent) -> bytes:
         FORMAT_VERSION,
         event.version,
         event.occurred_at_ns,
+        recorded_at_ns,
         event.prev_hash,
         event.hash,
         *(len(t) for t in texts),
@@ -392,10 +428,12 @@ def encode_event(event: NewEvent) -> bytes:
     return b"".join((head, *texts, event.payload))
 
 
-def decode_event(body: bytes, *, global_position: int, recorded_at_ns: int) -> StoredEvent:
-    """Inverse of ``encode_event`` plus the store-assigned fields; ``StoreError`` if malformed."""
+def decode_event(body: bytes, global_position: int) -> StoredEvent:
+    """Inverse of ``encode_event`` at ``global_position``; ``StoreError`` if malformed."""
     try:
-        (fmt, version, occurred_at_ns, prev_hash, hash_, *lengths) = _BODY_HEAD.unpack_from(body)
+        (fmt, version, occurred_at_ns, recorded_at_ns, prev_hash, hash_, *lengths) = (
+            _BODY_HEAD.unpack_from(body)
+        )
     except struct.error:
         raise StoreError(f"position {global_position}: stored body is truncated") from None
     if fmt != FORMAT_VERSION:
@@ -426,20 +464,6 @@ def decode_event(body: bytes, *, global_position: int, recorded_at_ns: int) -> S
         global_position=global_position,
         recorded_at_ns=recorded_at_ns,
     )
-
-
-@lru_cache(maxsize=4096)
-def _epoch_seconds(text: str) -> int:
-    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
-
-
-def parse_timestamp_ns(text: str) -> int:
-    """JetStream's RFC 3339 UTC timestamp (``2026-01-02T03:04:05.123456789Z``) → Unix ns."""
-    if not text.endswith("Z"):
-        raise StoreError(f"unexpected timestamp {text!r} (expected UTC 'Z')")
-    base, _, fraction = text[:-1].partition(".")
-    nanos = int((fraction + "000000000")[:9]) if fraction else 0
-    return _epoch_seconds(base) * 1_000_000_000 + nanos
 
 
 def _parse_header_block(raw: bytes) -> dict[str, str]:
@@ -485,6 +509,8 @@ class _Plan:
     """(index into outcomes, event) to publish, grouped by stream, in version order."""
     expectations: dict[str, _Head] = field(default_factory=dict)
     """Stream → the head the batch was planned against."""
+    recorded_at_ns: int = 0
+    """Set when the plan is sent (the group's clock reading)."""
 
 
 @dataclass(eq=False)
@@ -550,6 +576,9 @@ class NatsEventStore(EventStore):
         self._closed = False
         self._heads: dict[str, _Head] = {}
         self._stream_locks = _KeyedLocks()
+        self._last_recorded_ns = 0
+        self._recent: dict[int, StoredEvent] = {}
+        self._recent_order: collections.deque[int] = collections.deque()
         self._pending: collections.deque[_Pending] = collections.deque()
         self._committers = 0
         self._committer_tasks: set[asyncio.Task[None]] = set()
@@ -636,14 +665,21 @@ class NatsEventStore(EventStore):
             allow_direct=True,
             allow_atomic=True,
         )
-        try:
-            info = await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            # Exists with other settings (e.g. made by an older release): use it if it keeps
-            # the invariants this adapter relies on, else refuse to start.
-            info = await js.stream_info(s.stream)
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise StoreError(f"cannot create JetStream stream {s.stream!r}: {exc!r}") from exc
+
+        async def create() -> StreamInfo:
+            try:
+                return await js.add_stream(config)
+            except nats.js.errors.BadRequestError as refused:
+                # Exists with other settings (e.g. made by an older release): use it if it
+                # keeps the invariants this adapter relies on, else refuse to start.
+                try:
+                    return await js.stream_info(s.stream)
+                except nats.js.errors.NotFoundError:
+                    raise StoreError(
+                        f"JetStream refused stream {s.stream!r}: {refused.description}"
+                    ) from None
+
+        info = await self._setup_step(f"creating JetStream stream {s.stream!r}", create)
         cfg = info.config
         problems = [
             what
@@ -669,11 +705,12 @@ class NatsEventStore(EventStore):
 
     async def _ensure_bucket(self, js: JetStreamContext) -> KeyValue:
         s = self._settings
-        try:
-            return await js.key_value(s.checkpoint_bucket)
-        except nats.js.errors.BucketNotFoundError:
-            pass
-        try:
+
+        async def create() -> KeyValue:
+            try:
+                return await js.key_value(s.checkpoint_bucket)
+            except nats.js.errors.BucketNotFoundError:
+                pass
             return await js.create_key_value(
                 KeyValueConfig(
                     bucket=s.checkpoint_bucket,
@@ -684,8 +721,26 @@ class NatsEventStore(EventStore):
                     direct=False,  # reads from the leader: a saved checkpoint is seen at once
                 )
             )
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise StoreError(f"cannot create KV bucket {s.checkpoint_bucket!r}: {exc!r}") from exc
+
+        return await self._setup_step(f"creating KV bucket {s.checkpoint_bucket!r}", create)
+
+    async def _setup_step(self, what: str, step: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``step``, retrying server-side failures (JetStream starting up, an election)
+        for up to ``append_retry_s``; other failures are reported at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.append_retry_s
+        for attempt in itertools.count(1):
+            try:
+                return await step()
+            except _SETUP_RETRYABLE as exc:
+                pause = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S)) - 1]
+                if loop.time() + pause > deadline:
+                    raise StoreError(f"{what}: {exc!r}") from exc
+                _log.info("%s: %r (retrying)", what, exc)
+                await asyncio.sleep(pause)
+            except (TimeoutError, nats.errors.Error) as exc:
+                raise StoreError(f"{what}: {exc!r}") from exc
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         if self._closed:
@@ -870,6 +925,7 @@ class NatsEventStore(EventStore):
                 try:
                     positions = await self._publish([m.plan for m in group], batch_id)
                 except (_Stale, _Transient, StoreError) as exc:
+                    _log.debug("group commit of %d appends not accepted: %r", len(group), exc)
                     for member in group:
                         if not member.future.done():
                             member.future.set_exception(type(exc)(str(exc)))
@@ -899,7 +955,9 @@ class NatsEventStore(EventStore):
         nc = self._nc
         assert nc is not None
         messages: list[tuple[str, bytes, dict[str, str]]] = []
+        recorded_at_ns = self._last_recorded_ns = max(time.time_ns(), self._last_recorded_ns)
         for plan in plans:
+            plan.recorded_at_ns = recorded_at_ns
             expected: set[str] = set()
             for _, event in plan.new:
                 headers = {_HDR_BATCH_ID: batch_id, _HDR_BATCH_SEQ: str(len(messages) + 1)}
@@ -909,10 +967,18 @@ class NatsEventStore(EventStore):
                     headers[_HDR_EXPECTED_SUBJECT_SEQ] = str(head.sequence)
                     headers[_HDR_EXPECTED_SUBJECT] = self._subjects.stream_all(event.stream)
                 messages.append(
-                    (self._subjects.slot(event.stream, event.version), encode_event(event),
-                     headers)
+                    (self._subjects.slot(event.stream, event.version),
+                     encode_event(event, recorded_at_ns), headers)
                 )
-        messages[-1][2][_HDR_BATCH_COMMIT] = "1"
+        if len(messages) == 1:
+            # One message is atomic by itself: skip the batch protocol (JetStream stages
+            # every atomic batch in a temporary store, a fixed cost per batch). The attempt id
+            # goes in Nats-Msg-Id, so a retry can recognise its own earlier write.
+            headers = messages[0][2]
+            del headers[_HDR_BATCH_SEQ]
+            headers[_HDR_MSG_ID] = headers.pop(_HDR_BATCH_ID)
+        else:
+            messages[-1][2][_HDR_BATCH_COMMIT] = "1"
         try:
             for subject, body, headers in messages[:-1]:
                 await nc.publish(subject, body, headers=headers)
@@ -938,7 +1004,9 @@ class NatsEventStore(EventStore):
             if int(error.get("code") or 0) >= 500:
                 raise _Transient(f"{description} (err_code {err_code})")
             raise StoreError(f"JetStream refused the batch: {description} (err_code {err_code})")
-        count = int(ack.get("count") or 0)
+        if ack.get("duplicate"):  # cannot happen (attempt ids are unique); never trust it
+            raise _Stale(f"JetStream called attempt {batch_id} a duplicate")
+        count = 1 if len(messages) == 1 else int(ack.get("count") or 0)
         last = int(ack.get("seq") or 0)
         if count != len(messages) or last < count:
             raise StoreError(f"JetStream acknowledged {count} of {len(messages)} events ({ack})")
@@ -948,8 +1016,18 @@ class NatsEventStore(EventStore):
         for (index, event), position in zip(plan.new, positions, strict=True):
             plan.outcomes[index] = AppendOutcome(event.event_id, position, event.version, False)
             self._heads[event.stream] = _Head(event.version, event.hash, position)
+            self._remember(_stored(event, position, plan.recorded_at_ns))
         if len(self._heads) > 100_000:  # bound the cache; heads are re-read on demand
             self._heads.clear()
+
+    def _remember(self, event: StoredEvent) -> None:
+        """Keep a committed event to answer reads of it (bounded by ``recent_events``)."""
+        if self._settings.recent_events <= 0:
+            return
+        self._recent[event.global_position] = event
+        self._recent_order.append(event.global_position)
+        while len(self._recent_order) > self._settings.recent_events:
+            self._recent.pop(self._recent_order.popleft(), None)
 
     async def _announce(self, nc: NatsClient, head: int) -> None:
         """Tell other adapters (replicas) the head moved; best effort (they also poll)."""
@@ -1004,12 +1082,8 @@ class NatsEventStore(EventStore):
         headers = (
             _parse_header_block(base64.b64decode(message["hdrs"])) if message.get("hdrs") else {}
         )
-        event = decode_event(
-            body,
-            global_position=int(message["seq"]),
-            recorded_at_ns=parse_timestamp_ns(message["time"]),
-        )
-        return _Slot(event, headers.get(_HDR_BATCH_ID, ""))
+        event = decode_event(body, int(message["seq"]))
+        return _Slot(event, headers.get(_HDR_BATCH_ID) or headers.get(_HDR_MSG_ID, ""))
 
     async def _gather(self, jobs: list[Awaitable[_T]]) -> list[_T]:
         return list(await asyncio.gather(*jobs))
@@ -1029,8 +1103,8 @@ class NatsEventStore(EventStore):
         last_version = head.event.version if head is not None else start_version
         wanted = min(limit, last_version - start_version + 1)
         events = await self._scan(
-            first.event.global_position, wanted, self._subjects.stream_all(stream), None,
-            expect_contiguous=False,
+            first.event.global_position, wanted, self._subjects.stream_all(stream),
+            lambda event: event.stream == stream,
         )
         # Versions must follow on; a lagging replica may have ended early (then: retried).
         for offset, event in enumerate(events):
@@ -1049,9 +1123,11 @@ class NatsEventStore(EventStore):
     ) -> list[StoredEvent]:
         _check_limit(limit)
         await self._ensure()
-        subject = self._subjects.filter_for(filter)
         return await self._scan(
-            max(from_position, 1), limit, subject, filter, expect_contiguous=subject is None
+            max(from_position, 1),
+            limit,
+            self._subjects.filter_for(filter),
+            None if filter == NO_FILTER else filter.matches,
         )
 
     async def _scan(
@@ -1059,29 +1135,32 @@ class NatsEventStore(EventStore):
         start: int,
         limit: int,
         subject: str | None,
-        flt: EventFilter | None,
-        *,
-        expect_contiguous: bool,
+        keep: Callable[[StoredEvent], bool] | None,
     ) -> list[StoredEvent]:
-        """Events from sequence ``start`` on (matching ``subject``/``flt``), up to ``limit``.
+        """Events from position ``start`` on that are on ``subject`` and pass ``keep``.
 
-        Reads in direct-get batches. When a batch ends early, the leader's head decides
-        whether that was the end of the log or a lagging replica (then asks again).
+        Events this adapter committed recently come from memory; the rest from direct-get
+        batches. When a batch ends early, the leader decides whether that was the end of the
+        log or a lagging replica (then it asks again). ``keep`` must select no event outside
+        ``subject`` (the server-side filter); it may select fewer.
         """
         found: list[StoredEvent] = []
         next_seq = start
         retries = 0
         while len(found) < limit:
-            want = self._settings.read_batch if flt is not None else limit - len(found)
+            remembered = self._recent.get(next_seq)
+            if remembered is not None:
+                while remembered is not None and len(found) < limit:
+                    if keep is None or keep(remembered):
+                        found.append(remembered)
+                    next_seq += 1
+                    remembered = self._recent.get(next_seq)
+                continue
+            want = self._settings.read_batch if keep is not None else limit - len(found)
             batch, pending = await self._direct_batch(next_seq, want, subject)
             for event in batch:
-                if expect_contiguous and event.global_position != next_seq:
-                    raise StoreError(
-                        f"gap in the log: position {next_seq} is missing "
-                        f"(next stored is {event.global_position})"
-                    )
                 next_seq = event.global_position + 1
-                if flt is None or flt.matches(event):
+                if keep is None or keep(event):
                     found.append(event)
                     if len(found) == limit:
                         return found
@@ -1116,7 +1195,13 @@ class NatsEventStore(EventStore):
     async def _direct_batch(
         self, start: int, batch: int, subject: str | None
     ) -> tuple[list[StoredEvent], int]:
-        """One batched direct get: (events from ``start``, messages the responder has left)."""
+        """One batched direct get: (events from ``start``, messages the responder has left).
+
+        Without a subject filter the messages come without headers (``no_hdr``: nothing to
+        parse per message); their positions follow from ``start``, and the end-of-batch
+        marker's last sequence proves there was no gap. With a filter each message carries
+        its sequence.
+        """
         nc = self._nc
         assert nc is not None
         loop = asyncio.get_running_loop()
@@ -1137,6 +1222,8 @@ class NatsEventStore(EventStore):
         }
         if subject is not None:
             request["next_by_subj"] = subject
+        else:
+            request["no_hdr"] = True
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, cb=collect)
         try:
@@ -1160,16 +1247,19 @@ class NatsEventStore(EventStore):
             return [], 0
         if status != "204":
             raise StoreError(f"reading from position {start}: JetStream answered {end}")
-        events = [self._decode_direct(msg) for msg in raw]
-        return events, int(end.get("Nats-Num-Pending") or 0)
-
-    def _decode_direct(self, msg: Msg) -> StoredEvent:
-        headers = msg.headers or {}
-        return decode_event(
-            msg.data,
-            global_position=int(headers["Nats-Sequence"]),
-            recorded_at_ns=parse_timestamp_ns(headers["Nats-Time-Stamp"]),
-        )
+        pending = int(end.get("Nats-Num-Pending") or 0)
+        if subject is not None:
+            headers = [msg.headers or {} for msg in raw]
+            return [
+                decode_event(msg.data, int(h["Nats-Sequence"]))
+                for msg, h in zip(raw, headers, strict=True)
+            ], pending
+        last = int(end.get("Nats-Last-Sequence") or 0)
+        if raw and last != start + len(raw) - 1:
+            raise StoreError(
+                f"gap in the log: positions {start}..{last} hold only {len(raw)} events"
+            )
+        return [decode_event(msg.data, start + i) for i, msg in enumerate(raw)], pending
 
     async def head_position(self) -> int:
         await self._ensure()
@@ -1350,6 +1440,25 @@ def _json(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise StoreError(f"JetStream sent an unexpected reply: {data[:200]!r}")
     return value
+
+
+def _stored(event: NewEvent, position: int, recorded_at_ns: int) -> StoredEvent:
+    return StoredEvent(
+        event_id=event.event_id,
+        stream=event.stream,
+        version=event.version,
+        type=event.type,
+        occurred_at_ns=event.occurred_at_ns,
+        trace_id=event.trace_id,
+        payload=event.payload,
+        prev_hash=event.prev_hash,
+        hash=event.hash,
+        service=event.service,
+        instance=event.instance,
+        upstream=event.upstream,
+        global_position=position,
+        recorded_at_ns=recorded_at_ns,
+    )
 
 
 def _check_limit(limit: int) -> None:

@@ -109,7 +109,12 @@ async def _scenario(cluster: NatsCluster) -> Failover:
         await asyncio.wait_for(asyncio.gather(*tasks), PHASE_BOUND_S)
         record.acked_batches_after_kill = producers.acked_batches - record.acked_batches_at_kill
         record.new_leader = (await asyncio.to_thread(cluster.stream_leader, stream)).name
-        record.stored_after_failover = await read_everything(store, page=1000)
+        # Read through a fresh adapter: what the cluster holds, not what the writer remembers.
+        reader = open_store(cluster.store_url(stream=stream, replicas=3, recent_events=0))
+        try:
+            record.stored_after_failover = await read_everything(reader, page=1000)
+        finally:
+            await reader.close()
 
         await asyncio.to_thread(leader.start)
         await asyncio.to_thread(cluster.wait_ready)

@@ -2,6 +2,8 @@
 
 Each test gets its own JetStream stream (and checkpoint bucket) on servers shared by the
 session, created through ``open_store("nats://...")`` exactly as the event log server does.
+Where ``recent_events=0``, every read goes to JetStream (no answer from the adapter's memory of
+its own appends); on R3 those reads may be answered by a lagging follower.
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ class TestNatsEventStoreSingleNode(EventStoreContract):
             yield store
 
 
+class TestNatsEventStoreSingleNodeReadingOnlyFromJetStream(EventStoreContract):
+    @pytest.fixture
+    async def store(self, nats_single: NatsCluster) -> AsyncIterator[EventStore]:
+        async with fresh_store(nats_single, replicas=1, recent_events=0) as (store, _):
+            yield store
+
+
 class TestNatsEventStoreThreeNodesR3(EventStoreContract):
     @pytest.fixture
     async def store(self, nats_trio: NatsCluster) -> AsyncIterator[EventStore]:
-        async with fresh_store(nats_trio, replicas=3) as (store, _):
+        async with fresh_store(nats_trio, replicas=3, recent_events=0) as (store, _):
             yield store
