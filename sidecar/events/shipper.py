@@ -84,6 +84,12 @@ CONFLICT_CODE: Final = "FAILED_PRECONDITION"
 _CLOCK_EPSILON_S: Final = 1e-6  # a linger this close to its end is over (float clock sums)
 TOKEN_METADATA_KEY: Final = "authorization"
 """Metadata key of the event log's bearer token (``Bearer <token>``)."""
+STALE_AFTER_TIMEOUTS: Final = 2
+"""RPCs in a row ending DEADLINE_EXCEEDED after which :class:`GrpcEventExporter` drops its
+channel and opens a new one. A deadline does not close a connection, and gRPC never notices a
+connection that a partition (or a lost NAT entry) swallowed unless keepalive pings run, which
+the server would have to permit: without this the shipper would retry on a dead TCP connection
+after the network healed, until the kernel gave up on it (~15 min). tests/chaos shows it."""
 
 
 class ExportError(Exception):
@@ -133,7 +139,9 @@ class GrpcEventExporter:
     """:class:`EventExporter` over a synchronous gRPC channel to ``sidecar.v1.EventLog``.
 
     The channel's reconnect backoff is capped at ``max_reconnect_backoff_ms`` (gRPC's default
-    grows to 120 s, which would hide a recovered log for minutes). ``credentials``
+    grows to 120 s, which would hide a recovered log for minutes). After
+    :data:`STALE_AFTER_TIMEOUTS` timeouts in a row the channel is replaced by a new one (a new
+    TCP connection): the old one may be stuck on a connection a partition swallowed. ``credentials``
     (:func:`sidecar.tls.channel_credentials`) make it a TLS channel; ``server_name`` overrides
     the name checked in the server's certificate.
 
@@ -149,19 +157,46 @@ class GrpcEventExporter:
                  server_name: str | None = None) -> None:
         backoff_ms = max(100, int(max_reconnect_backoff_ms))
         self.address = address
-        options: list[tuple[str, object]] = [
+        self._options: list[tuple[str, object]] = [
             ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 200)),
             ("grpc.min_reconnect_backoff_ms", min(backoff_ms, 200)),
             ("grpc.max_reconnect_backoff_ms", backoff_ms),
         ]
         if server_name is not None:
-            options.append(("grpc.ssl_target_name_override", server_name))
-        self._channel = (grpc.insecure_channel(address, options=options) if credentials is None
-                         else grpc.secure_channel(address, credentials, options=options))
-        self._stub = eventlog_pb2_grpc.EventLogStub(self._channel)  # type: ignore[no-untyped-call]
+            self._options.append(("grpc.ssl_target_name_override", server_name))
+        self._credentials = credentials
+        self._open()
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TOKEN_METADATA_KEY, f"Bearer {token}"),) if token else ()
         )
+        self._timeouts_in_a_row = 0
+        self.reopened = 0
+        """Channels dropped after STALE_AFTER_TIMEOUTS timeouts in a row (since start)."""
+
+    def _open(self) -> None:
+        self._channel = (
+            grpc.insecure_channel(self.address, options=self._options)
+            if self._credentials is None
+            else grpc.secure_channel(self.address, self._credentials, options=self._options))
+        self._stub = eventlog_pb2_grpc.EventLogStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def _failed(self, exc: grpc.RpcError) -> ExportError:
+        """The ExportError for a failed RPC; opens a new channel after repeated timeouts."""
+        code: str = exc.code().name
+        if code != "DEADLINE_EXCEEDED":
+            self._timeouts_in_a_row = 0
+        else:
+            self._timeouts_in_a_row += 1
+            if self._timeouts_in_a_row >= STALE_AFTER_TIMEOUTS:
+                _log.info("event log calls timed out %d times in a row: opening a new "
+                          "connection to %s", self._timeouts_in_a_row, self.address,
+                          extra={"event": "reconnect", "eventlog": self.address})
+                stale = self._channel
+                self._open()
+                stale.close()
+                self._timeouts_in_a_row = 0
+                self.reopened += 1
+        return ExportError(code, str(exc.details()))
 
     def __repr__(self) -> str:  # never show the token
         return f"GrpcEventExporter({self.address!r})"
@@ -172,7 +207,8 @@ class GrpcEventExporter:
             response = self._stub.Append(eventlog_pb2.AppendRequest(events=events),
                                          timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise ExportError(exc.code().name, str(exc.details())) from None
+            raise self._failed(exc) from None
+        self._timeouts_in_a_row = 0
         return [Acknowledgement(r.event_id, int(r.version), int(r.global_position),
                                 bool(r.duplicate)) for r in response.results]
 
@@ -184,7 +220,8 @@ class GrpcEventExporter:
                                                limit=limit),
                 timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise ExportError(exc.code().name, str(exc.details())) from None
+            raise self._failed(exc) from None
+        self._timeouts_in_a_row = 0
         return list(response.events)
 
     def close(self) -> None:
