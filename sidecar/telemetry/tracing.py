@@ -19,7 +19,8 @@ is there for it too.
 Sampling (:class:`SidecarSampler`): ``ParentBased(TraceIdRatioBased(sample_ratio))`` for calls,
 always-on for breaker spans; the ratio can change on reload.
 
-Export (:func:`setup_tracing`): OTLP/gRPC through a ``BatchSpanProcessor`` when
+Export (:func:`setup_tracing`): OTLP/gRPC (the SDK's exporter with a cheaper encoder,
+:mod:`sidecar.telemetry._otlp`) through a ``BatchSpanProcessor`` when
 ``tracing.otlp_endpoint`` is set (or ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` when it is not);
 otherwise spans stay in-process (ids still flow to logs, exemplars and the upstream). The
 standard ``OTEL_*`` variables are honoured: ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_EXPORTER=none``,
@@ -488,9 +489,9 @@ def setup_tracing(config: SidecarConfig, *, exporter: SpanExporter | None = None
     provider = TracerProvider(resource=build_resource(config), sampler=sampler)
     endpoint = _exporter_endpoint(config.tracing, env)
     if exporter is None and endpoint is not None:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from sidecar.telemetry._otlp import FastOTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=endpoint)
+        exporter = FastOTLPSpanExporter(endpoint=endpoint)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return TracingSetup(

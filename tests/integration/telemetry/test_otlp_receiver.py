@@ -39,3 +39,30 @@ def test_the_receiver_process_counts_every_span_the_sdk_exports(
 
     assert summary["spans"] == 25
     assert summary["exports"] >= 1
+
+
+def test_the_sidecars_exporter_sends_through_its_fast_encoder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.telemetry import _otlp
+    from tests.support.otlp_receiver import OtlpReceiver
+
+    batches: list[int] = []
+    real = _otlp.encode_spans_fast
+
+    def spy(spans):  # type: ignore[no-untyped-def]
+        batches.append(len(spans))
+        return real(spans)
+
+    monkeypatch.setattr(_otlp, "encode_spans_fast", spy)
+    with OtlpReceiver() as receiver:
+        provider = TracerProvider()
+        provider.add_span_processor(
+            BatchSpanProcessor(_otlp.FastOTLPSpanExporter(endpoint=receiver.endpoint)))
+        with provider.get_tracer("test").start_as_current_span("call", attributes={"a": 1}):
+            pass
+        provider.force_flush(10_000)
+        provider.shutdown()
+        (span,) = receiver.wait_for(lambda s: s.name == "call")
+
+    assert batches == [1]  # if the SDK stopped calling _translate_data, this would be []
+    assert span.attributes == {"a": 1}
