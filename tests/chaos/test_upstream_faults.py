@@ -36,6 +36,10 @@ LATENCY_SLACK_MS = 500
 to a host's p99. Without the deadline a hung call would last the whole 4 s run."""
 OPEN_BASE_MS = 500
 OPEN_MAX_MS = 2000
+RECONNECT_SLACK_S = 8.0
+"""After a restart the breaker needs the sidecar's channel to reconnect: gRPC retries a dead
+address with a growing backoff (1 s x 1.6 per attempt, +-20 %), so the first attempt after the
+restart can come ~3 s later, then the breaker may still be OPEN for up to OPEN_MAX_MS."""
 
 BREAKER = {
     "window": {"type": "count", "size": 10},
@@ -162,7 +166,7 @@ def test_an_upstream_killed_and_restarted_opens_the_breaker_which_then_recovers_
     report("upstream-restart", open_after_kill_s=round(opened_s, 2), trip_streak=streak,
            recovered_after_restart_s=round(recovered_s, 2), host_codes=codes)
     assert streak >= 2, "the breaker kept probing and re-opening while the upstream was down"
-    assert recovered_s <= OPEN_MAX_MS / 1000 + 3.0
+    assert recovered_s <= OPEN_MAX_MS / 1000 + RECONNECT_SLACK_S
 
 
 _KEEPALIVE_BUG = ("BUGS.md: no keepalive on the proxy's upstream channels: a connection "
