@@ -180,3 +180,23 @@ def test_random_bytes_to_health_and_reflection_of_both_servers_get_a_clear_statu
               f"{dict(codes)}")
         server.assert_alive_and_serving()
         server.assert_no_traceback_logged()
+
+
+OVERSIZED_BYTES = 5 * 1024 * 1024
+"""Larger than both servers' 4 MiB message limit."""
+
+
+def test_oversized_requests_are_refused_with_resource_exhausted_by_both_servers(
+        stack: SidecarStack, eventlog: EventLogProcess, sidecar_server: ServerUnderFuzz,
+        eventlog_server: ServerUnderFuzz) -> None:
+    head = eventlog.head()
+    payload = b"\x0a" + b"\xff" * OVERSIZED_BYTES  # a field tag, then more than the limit
+    for server, path in ((eventlog_server, "/sidecar.v1.EventLog/Append"),
+                         (sidecar_server, f"/{ADMIN}/GetBreaker")):
+        with grpc.insecure_channel(server.health_address) as channel:
+            error = _unary(channel, path, payload)
+        assert error is not None and error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, (
+            f"{server.name}: {error.code() if error else 'OK'}")
+        server.assert_alive_and_serving()
+        server.assert_no_traceback_logged()
+    assert eventlog.head() == head
