@@ -274,14 +274,14 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                               extra_trailers: tuple[tuple[str, str], ...]) -> bytes | None:
         pump: asyncio.Task[None] | None = None
         if kind == "unary_unary":
-            call = multicallable(request, timeout=timeout_s, metadata=metadata)
+            call = multicallable(request, timeout=timeout_s, metadata=metadata or None)
         else:
-            call = multicallable(timeout=timeout_s, metadata=metadata)
+            call = multicallable(timeout=timeout_s, metadata=metadata or None)
             pump = asyncio.get_running_loop().create_task(_pump_requests(context, call))
         try:
             response: bytes = await call
         except grpc.aio.AioRpcError as error:
-            await self._fail(error, context, admission, scope, started, extra_trailers)
+            await self._fail(call, error, context, admission, scope, started, extra_trailers)
             return None  # not reached
         except asyncio.CancelledError:
             call.cancel()
@@ -311,9 +311,9 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                                extra_trailers: tuple[tuple[str, str], ...]) -> None:
         pump: asyncio.Task[None] | None = None
         if kind == "unary_stream":
-            call = multicallable(request, timeout=timeout_s, metadata=metadata)
+            call = multicallable(request, timeout=timeout_s, metadata=metadata or None)
         else:
-            call = multicallable(timeout=timeout_s, metadata=metadata)
+            call = multicallable(timeout=timeout_s, metadata=metadata or None)
             pump = asyncio.get_running_loop().create_task(_pump_requests(context, call))
         first_message_at: float | None = None
         headers_sent = False
@@ -330,7 +330,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                     first_message_at = perf_counter()
                 await context.write(message)
         except grpc.aio.AioRpcError as error:
-            await self._fail(error, context, admission, scope, started, extra_trailers,
+            await self._fail(call, error, context, admission, scope, started, extra_trailers,
                              first_message_at, headers_sent)
             return  # not reached
         except asyncio.CancelledError:
@@ -352,7 +352,8 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             context.set_trailing_metadata((*trailing, *extra_trailers))
         scope.finish(_OK, ended - started)
 
-    async def _fail(self, error: grpc.aio.AioRpcError, context: Context, admission: Admission,
+    async def _fail(self, call: Any, error: grpc.aio.AioRpcError, context: Context,
+                    admission: Admission,
                     scope: CallScope, started: float,
                     extra_trailers: tuple[tuple[str, str], ...],
                     first_message_at: float | None = None, headers_sent: bool = False) -> None:
@@ -362,7 +363,9 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         admission.settle(code, (first_message_at or ended) - started)
         scope.finish(code, ended - started)
         if not headers_sent:
-            initial = error.initial_metadata()
+            # From the call, not the error: the error may be made before the headers op
+            # completed, while the call waits for it.
+            initial = await call.initial_metadata()
             if initial:
                 await context.send_initial_metadata(tuple(initial))
         trailing = error.trailing_metadata()

@@ -1,4 +1,8 @@
-"""Small helpers for calling through the sidecar with raw bytes (no protobuf)."""
+"""Small helpers for calling through the sidecar with raw bytes (no protobuf).
+
+Initial metadata is read from the call, never from the AioRpcError: grpc may build the error
+before the headers op has completed, so the error's copy can miss headers that did arrive.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ async def unary(channel: grpc.aio.Channel, method: str, payload: bytes = b"ping"
         response = await call
     except grpc.aio.AioRpcError as error:
         return Outcome(error.code(), error.details() or "", [],
-                       dict(error.initial_metadata() or ()), dict(error.trailing_metadata() or ()))
+                       dict(await call.initial_metadata() or ()),
+                       dict(error.trailing_metadata() or ()))
     return Outcome(grpc.StatusCode.OK, await call.details() or "", [response],
                    dict(await call.initial_metadata() or ()),
                    dict(await call.trailing_metadata() or ()))
@@ -47,7 +52,8 @@ async def server_stream(channel: grpc.aio.Channel, method: str, payload: bytes =
             messages.append(message)
     except grpc.aio.AioRpcError as error:
         return Outcome(error.code(), error.details() or "", messages,
-                       dict(error.initial_metadata() or ()), dict(error.trailing_metadata() or ()))
+                       dict(await call.initial_metadata() or ()),
+                       dict(error.trailing_metadata() or ()))
     return Outcome(await call.code(), await call.details() or "", messages,
                    dict(await call.initial_metadata() or ()),
                    dict(await call.trailing_metadata() or ()))
@@ -60,7 +66,8 @@ async def client_stream(channel: grpc.aio.Channel, method: str, payloads: list[b
         response = await call
     except grpc.aio.AioRpcError as error:
         return Outcome(error.code(), error.details() or "", [],
-                       dict(error.initial_metadata() or ()), dict(error.trailing_metadata() or ()))
+                       dict(await call.initial_metadata() or ()),
+                       dict(error.trailing_metadata() or ()))
     return Outcome(grpc.StatusCode.OK, "", [response], dict(await call.initial_metadata() or ()),
                    dict(await call.trailing_metadata() or ()))
 
