@@ -143,9 +143,11 @@ DEFAULT_APPEND_RETRY_S: Final = 30.0
 """How long one append keeps retrying while the cluster has no leader / is unreachable."""
 DEFAULT_HEAD_POLL_INTERVAL_S: Final = 0.5
 """While ``wait_for_append`` has waiters: how often the leader's head is polled."""
-DEFAULT_MAX_INFLIGHT_BATCHES: Final = 2
+DEFAULT_MAX_INFLIGHT_BATCHES: Final = 1
 """Atomic batches (group commits) one adapter has in flight at once (the server allows 50 per
-stream). Few: while they are in flight, further appends gather into the next, larger group."""
+stream). One measured best on R1 and R3 (benchmarks/eventlog.py): JetStream applies a stream's
+batches one after the other anyway, and while one is in flight the next appends gather into
+one larger group instead of paying the per-batch cost each."""
 DEFAULT_READ_BATCH: Final = 1000
 """Messages asked for per direct-get request when scanning."""
 DEFAULT_READ_MAX_BYTES: Final = 8 * 1024 * 1024
@@ -753,8 +755,9 @@ class NatsEventStore(EventStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         if self._nc is not None:
-            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
-                await self._nc.drain()
+            # Drain (let in-flight callbacks finish), but not for long if the cluster is gone.
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await asyncio.wait_for(self._nc.drain(), self._settings.request_timeout_s)
             if not self._nc.is_closed:
                 await self._nc.close()
         self._head_changed.set()
@@ -922,6 +925,7 @@ class NatsEventStore(EventStore):
                 batch_id = uuid.uuid4().hex
                 for member in group:
                     member.attempts.add(batch_id)
+                started = time.perf_counter()
                 try:
                     positions = await self._publish([m.plan for m in group], batch_id)
                 except (_Stale, _Transient, StoreError) as exc:
@@ -930,6 +934,10 @@ class NatsEventStore(EventStore):
                         if not member.future.done():
                             member.future.set_exception(type(exc)(str(exc)))
                     continue
+                _log.debug(
+                    "group commit: %d events of %d appends in %.1f ms",
+                    len(positions), len(group), (time.perf_counter() - started) * 1000,
+                )
                 offset = 0
                 for member in group:
                     count = len(member.plan.new)
