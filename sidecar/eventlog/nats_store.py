@@ -140,7 +140,8 @@ DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 """Connecting to the first reachable server."""
 DEFAULT_APPEND_RETRY_S: Final = 30.0
-"""How long one append keeps retrying while the cluster has no leader / is unreachable."""
+"""How long one append (or creating the stream and bucket) keeps retrying while the cluster
+has no leader, is starting or is unreachable; then ``StoreError`` (the server: UNAVAILABLE)."""
 DEFAULT_HEAD_POLL_INTERVAL_S: Final = 0.5
 """While ``wait_for_append`` has waiters: how often the leader's head is polled."""
 DEFAULT_MAX_INFLIGHT_BATCHES: Final = 1
