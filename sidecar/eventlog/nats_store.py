@@ -867,7 +867,10 @@ class NatsEventStore(EventStore):
                 if event.version <= head.version:
                     slot = slots.get(event.version)
                     if slot is None:
-                        raise _Transient(f"{stream} version {event.version} vanished")
+                        raise _Transient(
+                            f"stream {stream!r}: version {event.version} not found although "
+                            f"the head is version {head.version} (leader change?)"
+                        )
                     if slot.event.event_id != event.event_id:
                         raise _conflict(event, slot.event.event_id, head.version)
                     _check_same_content(slot.event.as_new_event(), event)
