@@ -39,6 +39,7 @@ from sidecar.telemetry.metrics import (
     MetricsServer,
     SidecarMetrics,
 )
+from sidecar.telemetry.observer import TelemetryObserver
 from sidecar.telemetry.tracing import (
     TracingObserver,
     TracingSetup,
@@ -90,14 +91,16 @@ class Telemetry:
             None if tracing_disabled(environ)
             else setup_tracing(config, exporter=span_exporter, environ=environ)
         )
-        observers: list[CallObserver] = []
         listeners: list[BreakerListener] = []
+        self.tracing_observer: TracingObserver | None = None
         if self.tracing is not None:
-            observers.append(TracingObserver(self.tracing.tracer))
+            self.tracing_observer = TracingObserver(self.tracing.tracer)
             listeners.append(TransitionTracer(self.tracing.tracer))
-        observers.append(MetricsObserver(self.metrics))
+        self.metrics_observer = MetricsObserver(self.metrics)
         listeners += [MetricsBreakerListener(self.metrics), LoggingBreakerListener()]
-        self.observers: tuple[CallObserver, ...] = tuple(observers)
+        # One observer for both (tracing first): see sidecar.telemetry.observer.
+        self.observers: tuple[CallObserver, ...] = (
+            TelemetryObserver(self.tracing_observer, self.metrics_observer),)
         self.breaker_listeners: tuple[BreakerListener, ...] = tuple(listeners)
         self._serve_metrics = serve_metrics
         self.metrics_server: MetricsServer | None = None

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from sidecar.breaker import State
 from sidecar.config import parse_config
 from sidecar.telemetry.logging import configure_logging
-from sidecar.telemetry.metrics import MetricsObserver
+from sidecar.telemetry.observer import TelemetryObserver
 from sidecar.telemetry.plugin import Telemetry
 from sidecar.telemetry.tracing import TracingObserver
 from tests.unit.telemetry.builders import call_info, view
@@ -40,10 +40,11 @@ def _telemetry(environ: dict[str, str] | None = None) -> tuple[Telemetry, InMemo
     return telemetry, exporter
 
 
-def test_tracing_observes_calls_before_metrics_so_exemplars_see_the_span() -> None:
+def test_the_plugin_carries_one_observer_for_tracing_and_metrics() -> None:
     telemetry, _ = _telemetry()
 
-    assert [type(o) for o in telemetry.observers] == [TracingObserver, MetricsObserver]
+    assert [type(o) for o in telemetry.observers] == [TelemetryObserver]
+    assert isinstance(telemetry.tracing_observer, TracingObserver)
     assert telemetry.plugin().name == "telemetry"
     telemetry.close()
 
@@ -51,8 +52,10 @@ def test_tracing_observes_calls_before_metrics_so_exemplars_see_the_span() -> No
 def test_otel_sdk_disabled_leaves_only_metrics_and_logs() -> None:
     telemetry, _ = _telemetry({"OTEL_SDK_DISABLED": "true"})
 
-    assert telemetry.tracing is None
-    assert [type(o) for o in telemetry.observers] == [MetricsObserver]
+    assert telemetry.tracing is None and telemetry.tracing_observer is None
+    with telemetry.observers[0].start_call(call_info()) as scope:
+        scope.finish(grpc.StatusCode.OK, 0.001)
+    assert isinstance(scope, type(telemetry.metrics_observer.start_call(call_info())))
     assert len(telemetry.breaker_listeners) == 2
 
 
