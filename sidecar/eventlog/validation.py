@@ -12,6 +12,7 @@ validates and converts an Append request to store records in the same pass.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -21,6 +22,8 @@ from sidecar.v1 import eventlog_pb2, events_pb2
 HASH_SIZE_BYTES: Final = 32
 MAX_STREAM_PART_CHARS: Final = 128
 """Longest service or instance name in a stream id."""
+STREAM_CACHE_SIZE: Final = 4096
+"""Stream ids whose validation result is remembered (a bounded LRU cache)."""
 MAX_NAME_CHARS: Final = 256
 """Longest upstream / breaker / type filter value."""
 MAX_FILTER_TYPES: Final = 16
@@ -63,15 +66,24 @@ def split_stream(stream: str, field: str = "stream") -> tuple[str, str]:
 
     Each part is 1..128 characters of ``A-Z a-z 0-9 . _ : -`` (no second slash).
     """
+    parts = _stream_parts(stream)
+    if isinstance(parts, str):
+        raise InvalidField(field, parts)
+    return parts
+
+
+@functools.lru_cache(maxsize=STREAM_CACHE_SIZE)
+def _stream_parts(stream: str) -> tuple[str, str] | str:
+    """The parts of a stream id, or the problem with it. Cached: a batch, and a log, names few
+    streams many times, and this runs for every appended event."""
     service, sep, instance = stream.partition("/")
     if not sep or not service or not instance:
-        raise InvalidField(field, f"must be 'service/instance', got {_short(stream)}")
+        return f"must be 'service/instance', got {_short(stream)}"
     for part_name, part in (("service", service), ("instance", instance)):
         if len(part) > MAX_STREAM_PART_CHARS or not _NAME_PART_RE.fullmatch(part):
-            raise InvalidField(
-                field,
+            return (
                 f"{part_name} part {_short(part)} must be 1-{MAX_STREAM_PART_CHARS} characters "
-                "of letters, digits, '.', '_', ':' or '-'",
+                "of letters, digits, '.', '_', ':' or '-'"
             )
     return service, instance
 
