@@ -403,7 +403,9 @@ def report(cells: dict[tuple[str, int], Cell], targets: Sequence[Target], second
         f"each in their own process on one machine ({os.cpu_count()} cores; Python "
         f"{platform.python_version()}, grpcio {grpc.__version__}; measured "
         f"{time.strftime('%Y-%m-%d')}). CPU/call: user+system CPU of the proxy process "
-        f"(for `direct`: of the echo server) over the cell, per call.{load}",
+        f"(for `direct`: of the echo server) over the cell, per call.{load} At concurrency 64 "
+        f"every process competes for the 2 cores, so throughput ratios swing between rounds; "
+        f"CPU µs/call is the steadier measure of what a proxy costs.",
         "",
         "| target | concurrency | calls/s | vs naive (unary) | p50 ms | p50 added vs direct "
         "| p99 ms | CPU µs/call | errors |",
