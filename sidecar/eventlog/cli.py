@@ -1,8 +1,13 @@
 """Subcommands of the event log concern (registered by sidecar.cli).
 
 ``sidecar eventlog serve|verify|rebuild`` run the server and its offline tools against a store
-URL; ``sidecar events query|tail`` are clients of a running server. Exit status: 0 success,
-1 a failed check or an unreachable log, 2 bad usage or configuration.
+URL; ``sidecar events query|tail`` are clients of a running server.
+
+Exit status (``EXIT_*`` below): 0 success; 1 a failed check (``verify`` found a break) or a
+store/log that cannot be reached or opened (NATS down, a SQLite file that is missing for
+``verify``/``rebuild`` or cannot be created/opened for ``serve``); 2 bad usage or configuration
+(a malformed ``--store`` URL, an unknown option, a missing token or TLS file). A store problem
+is one line on stderr naming the store URL and the problem, never a traceback.
 
 Heavy imports (grpc, the store, the server) happen inside the handlers.
 
@@ -28,6 +33,19 @@ from sidecar.eventlog import settings as defaults
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 SERVE_PROG = "sidecar eventlog serve"
+VERIFY_PROG = "sidecar eventlog verify"
+REBUILD_PROG = "sidecar eventlog rebuild"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+"""A failed check, or a store / event log that cannot be reached or opened."""
+EXIT_USAGE = 2
+"""Bad usage or configuration (e.g. a malformed --store URL)."""
+
+_EXIT_STATUS_HELP = (
+    "exit status: 0 ok; 1 a failed check or a store that cannot be reached or opened; "
+    "2 bad usage (e.g. a malformed --store URL)"
+)
 
 
 def _fail(prog: str, message: str, code: int) -> int:
@@ -66,15 +84,19 @@ def register(subparsers: SubParsers) -> None:
     _add_serve(eventlog_sub)
 
     verify = eventlog_sub.add_parser(
-        "verify", help="walk every stream's hash chain; exit 1 naming the first break"
+        "verify", help="walk every stream's hash chain; exit 1 naming the first break",
+        epilog=_EXIT_STATUS_HELP,
     )
-    verify.add_argument("--store", required=True, help="store URL, e.g. sqlite:///PATH")
+    verify.add_argument("--store", required=True,
+                        help="store URL of an existing log: sqlite:///PATH or nats://H:P")
     verify.set_defaults(func=_verify)
 
     rebuild = eventlog_sub.add_parser(
-        "rebuild", help="rebuild every projection from the log and replace its checkpoint"
+        "rebuild", help="rebuild every projection from the log and replace its checkpoint",
+        epilog=_EXIT_STATUS_HELP,
     )
-    rebuild.add_argument("--store", required=True, help="store URL, e.g. sqlite:///PATH")
+    rebuild.add_argument("--store", required=True,
+                         help="store URL of an existing log: sqlite:///PATH or nats://H:P")
     rebuild.set_defaults(func=_rebuild)
 
     events = subparsers.add_parser("events", help="query or follow a running event log")
@@ -107,6 +129,7 @@ def _add_serve(eventlog_sub: SubParsers) -> None:
         "serve", help="serve sidecar.v1.EventLog (gRPC) and /metrics",
         description="Serve the event log. The bearer token comes from --token-file, else "
         f"${defaults.ENV_TOKEN}, else the file named by ${defaults.ENV_TOKEN_FILE}.",
+        epilog=_EXIT_STATUS_HELP,
     )
     serve.add_argument("--store", required=True, help="store URL: sqlite:///PATH or nats://H:P")
     serve.add_argument("--listen", default=defaults.DEFAULT_LISTEN, metavar="HOST:PORT")
@@ -172,7 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from sidecar.eventlog.server import serve
-    from sidecar.eventlog.stores import open_store
+    from sidecar.eventlog.store import StoreError
 
     logging.basicConfig(
         level=args.log_level,
@@ -206,78 +229,111 @@ def _serve(args: argparse.Namespace) -> int:
             default_heartbeat_interval_s=args.heartbeat_interval_s,
             shutdown_grace_s=args.shutdown_grace_s,
         )
-        store = open_store(settings.store_url)
     except OSError as exc:
-        return _fail(SERVE_PROG, f"{exc.filename or ''}: {exc.strerror or exc}", 2)
+        return _fail(SERVE_PROG, f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_USAGE)
     except ValueError as exc:
-        return _fail(SERVE_PROG, str(exc), 2)
+        return _fail(SERVE_PROG, str(exc), EXIT_USAGE)
+    store = _open_store_or_fail(SERVE_PROG, settings.store_url, create=True)
+    if isinstance(store, int):
+        return store
 
     async def run() -> None:
         await serve(settings, store)
 
     try:
         asyncio.run(run())
+    except StoreError as exc:
+        return _store_failure(SERVE_PROG, settings.store_url, exc)
     except OSError as exc:
-        return _fail(SERVE_PROG, str(exc), 1)
-    return 0
+        return _fail(SERVE_PROG, str(exc), EXIT_FAILED)
+    return EXIT_OK
 
 
-def _open_store_or_fail(prog: str, url: str) -> Any:
+def _store_failure(prog: str, url: str, exc: Exception) -> int:
+    """One line naming the store and its problem (credentials in URLs masked); exit 1."""
+    import re
+
+    problem = str(exc)
+    subject, sep, rest = problem.partition(": ")
+    if sep and subject in url:  # "/var/x.db: does not exist": the URL names it already
+        problem = rest
+    line = " ".join(f"store {url}: {problem}".split())  # one line, whatever the message holds
+    return _fail(prog, re.sub(r"(?<=[/,])[^/,@\s]+@", "***@", line), EXIT_FAILED)
+
+
+def _open_store_or_fail(prog: str, url: str, *, create: bool) -> Any:
+    """The store for ``url``, or an exit code after printing the problem (2: a malformed URL;
+    1: a SQLite file that cannot be opened, or is missing when ``create`` is false)."""
+    from sidecar.eventlog.store import StoreError
     from sidecar.eventlog.stores import open_store
 
     try:
-        return open_store(url)
-    except (ValueError, OSError) as exc:
-        _fail(prog, str(exc), 2)
-        return None
+        return open_store(url, create=create)
+    except StoreError as exc:
+        return _store_failure(prog, url, exc)
+    except ValueError as exc:
+        return _fail(prog, str(exc), EXIT_USAGE)
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _run_offline(prog: str, url: str, work: Callable[[Any], Any]) -> tuple[Any, int | None]:
+    """Open the store at ``url`` (which must exist), run ``await work(store)`` and close it.
+
+    Returns (result, None), or (None, exit code) after printing one line: a store that cannot
+    be opened or reached is exit 1, a malformed URL exit 2, Ctrl-C exit 130.
+    """
     import asyncio
 
-    from sidecar.eventlog.audit import verify
+    from sidecar.eventlog.store import StoreError
 
-    store = _open_store_or_fail("sidecar eventlog verify", args.store)
-    if store is None:
-        return 2
+    store = _open_store_or_fail(prog, url, create=False)
+    if isinstance(store, int):
+        return None, store
 
     async def run() -> Any:
         try:
-            return await verify(store)
+            return await work(store)
         finally:
             await store.close()
 
-    report = asyncio.run(run())
+    try:
+        return asyncio.run(run()), None
+    except StoreError as exc:
+        return None, _store_failure(prog, url, exc)
+    except KeyboardInterrupt:
+        return None, _fail(prog, "interrupted", 130)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from sidecar.eventlog.audit import verify
+
+    report, failed = _run_offline(VERIFY_PROG, args.store, verify)
+    if failed is not None:
+        return failed
     print(report.summary())
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    import asyncio
     import time
 
     from sidecar.eventlog.follower import server_projections
     from sidecar.eventlog.projections import rebuild
 
-    store = _open_store_or_fail("sidecar eventlog rebuild", args.store)
-    if store is None:
-        return 2
+    async def work(store: Any) -> tuple[int, int, float]:
+        started = time.perf_counter()
+        runner = await rebuild(store, server_projections())
+        return runner.events_folded, runner.position, time.perf_counter() - started
 
-    async def run() -> tuple[int, int, float]:
-        try:
-            started = time.perf_counter()
-            runner = await rebuild(store, server_projections())
-            return runner.events_folded, runner.position, time.perf_counter() - started
-        finally:
-            await store.close()
-
-    folded, position, elapsed_s = asyncio.run(run())
+    result, failed = _run_offline(REBUILD_PROG, args.store, work)
+    if failed is not None:
+        return failed
+    folded, position, elapsed_s = result
     rate = folded / elapsed_s if elapsed_s > 0 else 0.0
     print(
         f"rebuilt {len(server_projections())} projections up to position {position}: "
         f"{folded} events in {elapsed_s:.2f}s ({rate:,.0f} events/s)"
     )
-    return 0
+    return EXIT_OK
 
 
 # --- client commands ------------------------------------------------------------------------------

@@ -626,7 +626,7 @@ class NatsEventStore(EventStore):
                     allow_reconnect=True,
                     name=f"sidecar-eventlog:{s.stream}",
                     error_cb=_log_nats_error,
-                    disconnected_cb=_log_disconnected,
+                    disconnected_cb=self._on_disconnected,
                     reconnected_cb=_log_reconnected,
                 ),
                 timeout=s.connect_timeout_s * (len(s.servers) + 1),
@@ -649,6 +649,12 @@ class NatsEventStore(EventStore):
         self._max_payload = nc.max_payload
         self._nc, self._js = nc, js
         self._poller = asyncio.get_running_loop().create_task(self._poll_head())
+
+    async def _on_disconnected(self) -> None:
+        # Only a connection that was up is "reconnecting": a first connect that failed, or
+        # close(), also ends in this callback.
+        if self._nc is not None and not self._closed:
+            _log.info("event store: disconnected from NATS, reconnecting")
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         s = self._settings
@@ -1434,10 +1440,6 @@ class NatsEventStore(EventStore):
 
 async def _log_nats_error(exc: Exception) -> None:
     _log.debug("nats client: %r", exc)
-
-
-async def _log_disconnected() -> None:
-    _log.info("event store: disconnected from NATS, reconnecting")
 
 
 async def _log_reconnected() -> None:

@@ -522,6 +522,9 @@ class EventLogServer:
         self.port = 0
         self._follower_task: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
+        self._loaded = False
+        """Projections resumed from their checkpoints: only then may ``stop`` save them (a
+        start that failed before must not overwrite good checkpoints with empty state)."""
 
     async def start(self) -> None:
         """Bind the listen address (and metrics endpoint), start serving and projecting."""
@@ -535,6 +538,7 @@ class EventLogServer:
         if self.port == 0:
             raise OSError(f"listen: cannot bind {self.settings.listen}")
         await self.follower.load()
+        self._loaded = True
         self._follower_task = asyncio.create_task(self.follower.run(), name="projections")
         await self._server.start()
         for name in ("", SERVICE_NAME):
@@ -562,7 +566,8 @@ class EventLogServer:
         if self._follower_task is not None:
             self._follower_task.cancel()
             await self._bounded("stopping the projection follower", self._follower_task, step_s)
-        await self._bounded("saving projection checkpoints", self.follower.save(), step_s)
+        if self._loaded:
+            await self._bounded("saving projection checkpoints", self.follower.save(), step_s)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         await self._bounded("closing the store", self.store.close(), step_s)

@@ -176,20 +176,19 @@ class SqliteEventStore(EventStore):
         settings: SqliteSettings | None = None,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
+        create: bool = True,
     ) -> None:
+        """Open (with ``create``: make the folders and the file if missing) and set up the schema.
+
+        Raises ``StoreError`` naming the path when the file cannot be opened or used (missing
+        with ``create=False``, a folder in the way, no permission, not a SQLite database).
+        """
         self._path = Path(path)
         self._settings = settings or SqliteSettings()
         self._clock_ns = clock_ns
         if str(path) in ("", ":memory:"):
             raise ValueError("path: the SQLite store needs a file (readers use own connections)")
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_conn = self._connect()
-        mode = self._writer_conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"{self._path}: cannot switch to WAL journal mode (got {mode!r})")
-        self._writer_conn.execute(f"PRAGMA synchronous={self._settings.synchronous.upper()}")
-        self._writer_conn.executescript(_SCHEMA)
-        self._writer_conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._writer_conn = self._open_writer(create)
         self._committed_head: int = self._writer_conn.execute(
             "SELECT COALESCE(MAX(global_position), 0) FROM events"
         ).fetchone()[0]
@@ -220,6 +219,40 @@ class SqliteEventStore(EventStore):
     @property
     def settings(self) -> SqliteSettings:
         return self._settings
+
+    def _open_writer(self, create: bool) -> sqlite3.Connection:
+        """The write connection, in WAL mode with the schema in place."""
+        if not create and not self._path.is_file():
+            what = "is not a file" if self._path.exists() else "does not exist"
+            raise StoreError(f"{self._path}: {what} (no event log there to open)")
+        blocked = next((p for p in self._path.parents if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise StoreError(f"{self._path}: {blocked} is not a folder")
+        conn: sqlite3.Connection | None = None
+        try:
+            if create:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self._path}: cannot switch to WAL journal mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous={self._settings.synchronous.upper()}")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (OSError, sqlite3.Error) as exc:
+            if conn is not None:
+                conn.close()
+            problem = str(exc)
+            if isinstance(exc, OSError) and exc.strerror:
+                problem = exc.strerror
+                if exc.filename and str(exc.filename) != str(self._path):
+                    problem += f" ({exc.filename})"
+            raise StoreError(f"{self._path}: cannot open the SQLite event log: {problem}") from exc
+        except StoreError:
+            if conn is not None:
+                conn.close()
+            raise
+        return conn
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(

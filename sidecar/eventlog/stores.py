@@ -6,7 +6,8 @@
   (``sidecar.eventlog.nats_store``, which must provide ``open_nats_store(url) -> EventStore``)
   is imported only when asked for, so the SQLite path never loads nats-py.
 
-Blocking: opening a SQLite store opens the file and creates the schema (call at startup);
+Blocking: opening a SQLite store opens the file (creating it and its folders unless
+``create=False``) and creates the schema (call at startup);
 the NATS adapter connects lazily on first use.
 
 Example::
@@ -24,8 +25,14 @@ from sidecar.eventlog.store import EventStore
 SCHEMES = ("sqlite", "nats")
 
 
-def open_store(url: str) -> EventStore:
-    """The store for ``url``; ``ValueError`` naming the problem for a bad or unknown URL."""
+def open_store(url: str, *, create: bool = True) -> EventStore:
+    """The store for ``url``; ``ValueError`` naming the problem for a bad or unknown URL,
+    ``StoreError`` when a SQLite file cannot be opened.
+
+    ``create=False`` (the offline tools ``verify``/``rebuild``) refuses a SQLite file that does
+    not exist yet instead of creating an empty log (a mistyped path must not "verify"). The
+    JetStream adapter always creates its stream and bucket on first use.
+    """
     scheme, sep, _ = url.partition(":")
     if not sep or scheme not in SCHEMES:
         raise ValueError(
@@ -35,10 +42,10 @@ def open_store(url: str) -> EventStore:
         module = import_module("sidecar.eventlog.nats_store")
         store: EventStore = module.open_nats_store(url)
         return store
-    return _open_sqlite(url)
+    return _open_sqlite(url, create)
 
 
-def _open_sqlite(url: str) -> EventStore:
+def _open_sqlite(url: str, create: bool) -> EventStore:
     from sidecar.eventlog.sqlite_store import SqliteEventStore, SqliteSettings
 
     parts = urlsplit(url)
@@ -64,4 +71,4 @@ def _open_sqlite(url: str) -> EventStore:
         settings = SqliteSettings(**kwargs)  # defaults live in SqliteSettings
     except ValueError as exc:
         raise ValueError(f"store: {url!r}: {exc}") from None
-    return SqliteEventStore(parts.path, settings)
+    return SqliteEventStore(parts.path, settings, create=create)

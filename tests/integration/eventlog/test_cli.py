@@ -149,3 +149,71 @@ def test_serve_with_a_bad_store_url_exits_2_naming_it() -> None:
 
     assert result.returncode == 2
     assert "store" in result.stderr and "postgres://x" in result.stderr
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["verify", "rebuild", "serve"])
+def test_an_unreachable_nats_store_is_one_line_naming_it_and_exit_1(command: str) -> None:
+    # Nothing listens on the port; a short connect timeout keeps the test quick.
+    url = f"nats://127.0.0.1:{free_port()}?connect_timeout_s=0.5"
+    extra = ["--listen", f"127.0.0.1:{free_port()}"] if command == "serve" else []
+
+    result = sidecar("eventlog", command, "--store", url, *extra)
+
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert line.startswith(f"sidecar eventlog {command}: error: store {url}: ")
+    assert "cannot connect to NATS" in line
+
+
+def test_a_password_in_the_nats_url_is_not_printed() -> None:
+    url = f"nats://eventlog:s3cret@127.0.0.1:{free_port()}?connect_timeout_s=0.5"
+
+    result = sidecar("eventlog", "verify", "--store", url)
+
+    assert result.returncode == 1
+    assert "s3cret" not in result.stderr
+    assert "nats://***@127.0.0.1" in _one_error_line(result)
+
+
+@pytest.mark.parametrize("command", ["verify", "rebuild"])
+def test_offline_tools_refuse_a_sqlite_log_that_does_not_exist_and_create_nothing(
+    command: str, tmp_path: Path
+) -> None:
+    url = f"sqlite://{tmp_path}/missing/dir/eventlog.db"
+
+    result = sidecar("eventlog", command, "--store", url)
+
+    assert result.returncode == 1
+    assert _one_error_line(result) == (
+        f"sidecar eventlog {command}: error: store {url}: does not exist "
+        "(no event log there to open)"
+    )
+    assert not (tmp_path / "missing").exists()
+    assert result.stdout == ""
+
+
+def test_serve_names_a_sqlite_path_it_cannot_create_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("in the way")
+    url = f"sqlite://{tmp_path}/plain-file/eventlog.db"
+
+    result = sidecar("eventlog", "serve", "--store", url, "--listen", f"127.0.0.1:{free_port()}")
+
+    assert result.returncode == 1
+    assert _one_error_line(result) == (
+        f"sidecar eventlog serve: error: store {url}: {tmp_path}/plain-file is not a folder"
+    )
+
+
+@pytest.mark.parametrize("command", ["verify", "rebuild"])
+def test_offline_tools_with_a_malformed_store_url_exit_2_naming_it(command: str) -> None:
+    result = sidecar("eventlog", command, "--store", "nats://no-port")
+
+    assert result.returncode == 2
+    assert "'no-port' must be HOST:PORT" in _one_error_line(result)

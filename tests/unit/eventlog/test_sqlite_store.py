@@ -146,6 +146,55 @@ def test_open_store_refuses_bad_urls_with_a_clear_message(url: str, message: str
         open_store(url)
 
 
+def test_opening_without_create_refuses_a_missing_file_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no" / "such" / "events.db"
+
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(f"sqlite://{missing}", create=False)
+
+    assert not (tmp_path / "no").exists()
+
+
+async def test_opening_without_create_opens_an_existing_log(tmp_path: Path) -> None:
+    await SqliteEventStore(tmp_path / "events.db").close()
+
+    store = open_store(f"sqlite://{tmp_path}/events.db", create=False)
+
+    try:
+        assert await store.head_position() == 0
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("file_as_parent", "is not a folder"),
+        ("folder_as_database", "unable to open database file"),
+        ("not_a_database", "file is not a database"),
+    ],
+)
+def test_a_path_that_cannot_hold_the_log_is_a_store_error_naming_it(
+    tmp_path: Path, layout: str, message: str
+) -> None:
+    if layout == "file_as_parent":
+        (tmp_path / "plain").write_text("x")
+        path = tmp_path / "plain" / "events.db"
+    elif layout == "folder_as_database":
+        path = tmp_path / "events.db"
+        path.mkdir()
+    else:
+        path = tmp_path / "events.db"
+        path.write_bytes(b"this is not SQLite" * 100)
+
+    with pytest.raises(StoreError, match=message) as raised:
+        SqliteEventStore(path)
+
+    assert str(path) in str(raised.value)
+
+
 async def test_cancelled_appends_leave_the_log_whole_and_the_writer_running(
     tmp_path: Path,
 ) -> None:
