@@ -167,6 +167,8 @@ _RECONNECT_WAIT_S: Final = 0.25
 _RETRY_BACKOFF_S: Final = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 _MAX_STALE_REPLANS: Final = 50
 """Re-plans after another writer moved a head, before giving up (contention bound)."""
+_MAX_SEQUENCE: Final = 2**64 - 1
+"""JetStream stream sequences are unsigned 64-bit."""
 _STALE_READ_RETRIES: Final = 40
 _STALE_READ_PAUSE_S: Final = 0.05
 _SLOT_LOOKUP_CONCURRENCY: Final = 64
@@ -1141,6 +1143,8 @@ class NatsEventStore(EventStore):
     ) -> list[StoredEvent]:
         _check_limit(limit)
         await self._ensure()
+        if from_position > _MAX_SEQUENCE:  # JetStream would call the request malformed
+            return []
         return await self._scan(
             max(from_position, 1),
             limit,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
 
 from google.protobuf.message import DecodeError, Message
 
@@ -19,6 +21,33 @@ MAX_STREAM_CHARS = 256
 MAX_TYPE_CHARS = 128
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Bounds checked by ``validate_new_event`` (named here, the one place for their defaults)."""
+
+OCCURRED_AT_MIN_NS: Final = 1
+"""Earliest accepted ``occurred_at``: just after 1970-01-01T00:00:00Z.
+
+Times at or before the Unix epoch are refused on purpose: events come from a running sidecar's
+wall clock, and such a time means a clock that was never set (an RTC reset to 0); 0 also means
+"unset" in the protobuf envelope and "unbounded" in ``EventFilter``."""
+OCCURRED_AT_MAX_NS: Final = 2**63 - 1
+"""Latest accepted ``occurred_at``: 2262-04-11T23:47:16.854775807Z, the largest signed 64-bit
+nanosecond count (how the hash chain and both stores encode it)."""
+OCCURRED_AT_RANGE: Final = (
+    "must be after 1970-01-01T00:00:00Z and no later than 2262-04-11T23:47:16.854775807Z "
+    "(signed 64-bit nanoseconds since the Unix epoch)"
+)
+
+
+def occurred_at_out_of_range(seconds: int, nanos: int) -> str:
+    """The problem text for an ``occurred_at`` that is set but outside the accepted range,
+    naming the value (and its calendar time when it has one)."""
+    got = f"seconds={seconds} nanos={nanos}"
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        pass
+    else:
+        got += f" ({moment.replace(tzinfo=None).isoformat()}Z)"
+    return f"{OCCURRED_AT_RANGE}, got {got}"
 
 Payload = events_pb2.BreakerTransitioned | events_pb2.BreakerModeChanged | events_pb2.ConfigApplied
 
@@ -151,8 +180,10 @@ def validate_new_event(event: NewEvent) -> None:
         raise bad("version", f"must be >= 1 (got {event.version})")
     if not event.type or len(event.type) > MAX_TYPE_CHARS:
         raise bad("type", f"must be 1..{MAX_TYPE_CHARS} characters")
-    if event.occurred_at_ns <= 0 or event.occurred_at_ns >= 2**63:
+    if event.occurred_at_ns == 0:
         raise bad("occurred_at", "must be set (nanoseconds since the Unix epoch)")
+    if not OCCURRED_AT_MIN_NS <= event.occurred_at_ns <= OCCURRED_AT_MAX_NS:
+        raise bad("occurred_at", occurred_at_out_of_range(*divmod(event.occurred_at_ns, 10**9)))
     if event.trace_id and not _TRACE_ID.fullmatch(event.trace_id):
         raise bad("trace_id", "must be empty or 32 lowercase hex characters")
     if len(event.payload) > MAX_PAYLOAD_BYTES:

@@ -65,6 +65,8 @@ DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 
 SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 SCHEMA_VERSION: Final = 1
+_I64_MAX: Final = 2**63 - 1
+_I64_MIN: Final = -(2**63)
 _IN_CHUNK: Final = 500  # event ids per "IN (...)" lookup, well under SQLite's variable limit
 
 _SCHEMA = """
@@ -282,6 +284,8 @@ class SqliteEventStore(EventStore):
         self, stream: str, from_version: int = 1, limit: int = DEFAULT_READ_LIMIT
     ) -> list[StoredEvent]:
         _check_limit(limit)
+        if from_version > _I64_MAX:  # SQLite integers are 64-bit: nothing is stored beyond
+            return []
         sql = (
             f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? "
             "ORDER BY version LIMIT ?"
@@ -295,6 +299,14 @@ class SqliteEventStore(EventStore):
         filter: EventFilter = NO_FILTER,
     ) -> list[StoredEvent]:
         _check_limit(limit)
+        # SQLite integers are 64-bit; a bound beyond them is decided here (a time range can
+        # reach past 2262 or before 1678, a position past 2**63): match nothing or drop it.
+        if (
+            from_position > _I64_MAX
+            or filter.from_time_ns > _I64_MAX
+            or (filter.to_time_ns and filter.to_time_ns <= _I64_MIN)
+        ):
+            return []
         where = ["global_position >= ?"]
         args: list[object] = [max(from_position, 1)]
         for column in ("service", "instance", "upstream"):
@@ -305,10 +317,10 @@ class SqliteEventStore(EventStore):
         if filter.types:
             where.append(f"type IN ({', '.join('?' * len(filter.types))})")
             args.extend(filter.types)
-        if filter.from_time_ns:
+        if filter.from_time_ns and filter.from_time_ns > _I64_MIN:
             where.append("occurred_at_ns >= ?")
             args.append(filter.from_time_ns)
-        if filter.to_time_ns:
+        if filter.to_time_ns and filter.to_time_ns <= _I64_MAX:
             where.append("occurred_at_ns < ?")
             args.append(filter.to_time_ns)
         sql = (

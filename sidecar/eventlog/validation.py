@@ -16,6 +16,11 @@ import functools
 import re
 from typing import Final
 
+from sidecar.eventlog.records import (
+    OCCURRED_AT_MAX_NS,
+    OCCURRED_AT_MIN_NS,
+    occurred_at_out_of_range,
+)
 from sidecar.eventlog.store import NewEvent
 from sidecar.v1 import eventlog_pb2, events_pb2
 
@@ -45,7 +50,6 @@ _UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 _TRACE_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 _NAME_PART_RE: Final = re.compile(r"[A-Za-z0-9._:-]+")
 _ZERO_TRACE_ID: Final = "0" * 32
-_MAX_I64: Final = 2**63
 
 
 class InvalidField(ValueError):
@@ -112,8 +116,10 @@ def validate_event(event: events_pb2.Event, field: str = "event") -> None:
     Raises :class:`InvalidField` for: ``event_id`` not a lowercase canonical UUID; ``stream`` not
     ``service/instance``; ``version`` < 1; no payload, or ``type`` not the payload's type; the
     payload's ``service``/``instance`` not those of the stream; a ``BreakerTransitioned`` or
-    ``BreakerModeChanged`` without ``upstream``; ``occurred_at`` unset or not after the Unix
-    epoch; ``trace_id`` neither empty nor 32 lowercase hex (all zeros is invalid, as in W3C
+    ``BreakerModeChanged`` without ``upstream``; ``occurred_at`` unset, or set but outside
+    (1970-01-01T00:00:00Z, 2262-04-11T23:47:16.854775807Z] (signed 64-bit nanoseconds since
+    the Unix epoch; why not before 1970: ``records.OCCURRED_AT_MIN_NS``), each with its own
+    reason; ``trace_id`` neither empty nor 32 lowercase hex (all zeros is invalid, as in W3C
     trace context); ``prev_hash`` or ``hash`` not 32 bytes.
     """
     event_record(event, field)
@@ -172,10 +178,8 @@ def event_record(event: events_pb2.Event, field: str = "event") -> NewEvent:
     if not 0 <= nanos < 1_000_000_000:
         raise InvalidField(f"{field}.occurred_at", f"nanos {nanos} must be in [0, 999999999]")
     occurred_at_ns = seconds * 1_000_000_000 + nanos
-    if not 0 < occurred_at_ns < _MAX_I64:
-        raise InvalidField(
-            f"{field}.occurred_at", f"seconds {seconds} must be after 1970 and before 2262"
-        )
+    if not OCCURRED_AT_MIN_NS <= occurred_at_ns <= OCCURRED_AT_MAX_NS:
+        raise InvalidField(f"{field}.occurred_at", occurred_at_out_of_range(seconds, nanos))
     trace_id = event.trace_id
     if trace_id and (
         len(trace_id) != 32 or trace_id == _ZERO_TRACE_ID or not _TRACE_ID_RE.fullmatch(trace_id)

@@ -248,6 +248,24 @@ class EventStoreContract:
             assert caught.value.field == field
         assert await store.head_position() == 0
 
+    async def test_unset_occurred_at_and_one_out_of_range_are_refused_for_different_reasons(
+        self, store: EventStore
+    ) -> None:
+        event = StreamFactory().transition()
+        cases: list[tuple[NewEvent, str]] = [
+            (rehash(event, occurred_at_ns=0), "must be set"),
+            (rehash(event, occurred_at_ns=-1_000_000_000), "1969-12-31T23:59:59Z"),
+            # beyond 64-bit nanoseconds the chain cannot even hash it: the check comes first
+            (dataclasses.replace(event, occurred_at_ns=2**63), "2262-04-11T23:47:16"),
+        ]
+        for bad, reason in cases:
+            with pytest.raises(InvalidEventError) as caught:
+                await store.append([bad])
+            assert caught.value.field == "occurred_at"
+            assert reason in caught.value.problem
+        assert "must be set" not in str(caught.value)
+        assert await store.head_position() == 0
+
     # --- atomic batches ------------------------------------------------------------------
 
     async def test_batch_with_one_bad_event_stores_none_of_it(self, store: EventStore) -> None:
@@ -367,6 +385,23 @@ class EventStoreContract:
         assert await positions(EventFilter(from_time_ns=t0 + 3, to_time_ns=t0 + 5)) == [3, 4]
         assert await positions(EventFilter(from_time_ns=t0 + 6)) == [6]
         assert await positions(EventFilter(service="nobody")) == []
+
+    async def test_read_bounds_beyond_64_bits_read_nothing_or_everything_without_failing(
+        self, store: EventStore
+    ) -> None:
+        producer = StreamFactory()
+        await store.append(producer.transitions(2))
+        far, before = 10**20, -(10**20)  # year ~5138 and ~-1200 in nanoseconds
+
+        async def positions(**kwargs: object) -> list[int]:
+            return [e.global_position for e in await store.read_all(**kwargs)]  # type: ignore[arg-type]
+
+        assert await positions(from_position=2**64) == []
+        assert await store.read_stream(producer.stream, from_version=2**64) == []
+        assert await positions(filter=EventFilter(from_time_ns=far)) == []
+        assert await positions(filter=EventFilter(to_time_ns=far)) == [1, 2]
+        assert await positions(filter=EventFilter(from_time_ns=before)) == [1, 2]
+        assert await positions(filter=EventFilter(to_time_ns=before)) == []
 
     async def test_filtered_read_all_pages_by_position(self, store: EventStore) -> None:
         a, b = StreamFactory("svc", "a"), StreamFactory("svc", "b")

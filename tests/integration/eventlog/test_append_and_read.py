@@ -283,3 +283,33 @@ def _status_when_folded(
             )
         assert time.monotonic() < deadline, "projections did not catch up"
         time.sleep(0.02)
+
+
+def test_occurred_at_beyond_2262_is_refused_as_out_of_range_not_as_unset(
+    eventlog: EventLogProcess,
+) -> None:
+    def year_2262(event: events_pb2.Event) -> None:
+        event.occurred_at.seconds = 9_223_372_037
+
+    with pytest.raises(grpc.RpcError) as caught:
+        eventlog.append([_wire(year_2262)])
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith(
+        "events[0].occurred_at: must be after 1970-01-01T00:00:00Z and no later than "
+        "2262-04-11T23:47:16.854775807Z"
+    )
+    assert "got seconds=9223372037" in caught.value.details()
+
+
+def test_reads_bounded_beyond_64_bit_nanoseconds_or_positions_answer_empty_not_fail(
+    eventlog: EventLogProcess,
+) -> None:
+    eventlog.append(StreamFactory("farbounds", "pod-1").transitions(1))
+    year_9999 = eventlog_pb2.EventFilter(service="farbounds")
+    year_9999.from_time.seconds = 253_402_300_799  # the Timestamp maximum
+
+    far_time = read_all(eventlog, filter=year_9999)
+    far_position = read_all(eventlog, from_position=2**64 - 1)
+
+    assert list(far_time.events) == [] and list(far_position.events) == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sidecar import chain
-from sidecar.eventlog.records import new_event_from_proto, to_proto
+from sidecar.eventlog.records import new_event_from_proto, to_proto, validate_new_event
 from sidecar.eventlog.store import InvalidEventError
 from sidecar.v1 import events_pb2
 from tests.support.events import StreamFactory
@@ -66,3 +68,24 @@ def test_unset_occurred_at_is_refused() -> None:
     with pytest.raises(InvalidEventError) as caught:
         new_event_from_proto(event)
     assert caught.value.field == "occurred_at"
+
+
+@pytest.mark.parametrize(
+    ("occurred_at_ns", "reason"),
+    [
+        (0, "must be set (nanoseconds since the Unix epoch)"),
+        (-1, "must be after 1970-01-01T00:00:00Z and no later than 2262-04-11T23:47:16.854775807Z"),
+        (2**63, "got seconds=9223372036 nanos=854775808 (2262-04-11T23:47:16Z)"),
+    ],
+    ids=["unset", "before 1970", "after 2262"],
+)
+def test_stored_records_tell_an_unset_occurred_at_from_one_out_of_range(
+    occurred_at_ns: int, reason: str
+) -> None:
+    record = dataclasses.replace(new_event_from_proto(envelope()), occurred_at_ns=occurred_at_ns)
+
+    with pytest.raises(InvalidEventError) as caught:
+        validate_new_event(record)
+
+    assert caught.value.field == "occurred_at"
+    assert reason in caught.value.problem

@@ -178,3 +178,58 @@ def test_time_range_must_run_forward() -> None:
         validate_filter(flt)
 
     assert caught.value.field == "filter.to_time"
+
+
+def _occurred_at(seconds: int, nanos: int) -> events_pb2.Event:
+    event = valid_event()
+    event.occurred_at.seconds, event.occurred_at.nanos = seconds, nanos
+    if -(2**63) <= seconds * 1_000_000_000 + nanos < 2**63:  # else the chain cannot hash it
+        event.hash = chain.proto_hash(event)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "got"),
+    [
+        (-1, 0, "got seconds=-1 nanos=0 (1969-12-31T23:59:59Z)"),
+        (0, 0, "got seconds=0 nanos=0 (1970-01-01T00:00:00Z)"),
+        (9_223_372_036, 854_775_808, "got seconds=9223372036 nanos=854775808 (2262-04-11"),
+        (9_223_372_037, 0, "got seconds=9223372037 nanos=0 (2262-04-11T23:47:17Z)"),
+        (-62_135_596_800, 0, "(0001-01-01T00:00:00Z)"),
+        (2**62, 0, "got seconds=4611686018427387904 nanos=0"),
+    ],
+)
+def test_occurred_at_outside_64_bit_nanoseconds_is_refused_as_out_of_range_not_as_unset(
+    seconds: int, nanos: int, got: str
+) -> None:
+    with pytest.raises(InvalidField) as caught:
+        validate_event(_occurred_at(seconds, nanos))
+
+    assert caught.value.field == "event.occurred_at"
+    assert caught.value.problem.startswith(
+        "must be after 1970-01-01T00:00:00Z and no later than 2262-04-11T23:47:16.854775807Z"
+    )
+    assert got in caught.value.problem
+    assert "must be set" not in caught.value.problem
+
+
+def test_unset_occurred_at_is_refused_as_unset() -> None:
+    event = valid_event()
+    event.ClearField("occurred_at")
+
+    with pytest.raises(InvalidField) as caught:
+        validate_event(event)
+
+    assert caught.value.field == "event.occurred_at"
+    assert caught.value.problem.startswith("must be set")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(0, 1), (9_223_372_036, 854_775_807)], ids=["first", "last"]
+)
+def test_occurred_at_at_either_end_of_the_range_is_accepted(seconds: int, nanos: int) -> None:
+    record = append_records(
+        eventlog_pb2.AppendRequest(events=[_occurred_at(seconds, nanos)]), max_batch_events=1
+    )[0]
+
+    assert record.occurred_at_ns == seconds * 1_000_000_000 + nanos
