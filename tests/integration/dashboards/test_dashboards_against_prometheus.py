@@ -223,9 +223,11 @@ def _run_scenario(system: dict[str, Any], prometheus: PrometheusServer) -> None:
         eventlog.kill()  # 4. the log is gone while the breaker keeps flapping
         _wait_until(_seen(prometheus, f"max_over_time(sidecar_outbox_pending_events{recent})"),
                     15, "events to wait in the sidecar's outbox")
-        _wait_until(_seen(prometheus, f"max_over_time({build.SIDECAR_SHIPPING_FAILURES}"
-                                      f"{recent})"),
-                    15, "failed shipping attempts")
+        # wait for what the panel shows: a rate needs two scrapes of a growing counter, and a
+        # series that first appears at its first failure gives rate() nothing to compare with
+        _wait_until(_seen(prometheus, f"max_over_time(rate({build.SIDECAR_SHIPPING_FAILURES}"
+                                      f"[4s])[1m:1s])"),
+                    20, "failed shipping attempts")
         eventlog.restart()  # 5. the log is back and the outbox drains
         _wait_until(lambda: not _seen(prometheus, "sidecar_outbox_pending_events")(),
                     30, "the outbox to drain")
