@@ -51,9 +51,10 @@ SIDECAR_OUTBOX_OLDEST_AGE: Final = "sidecar_outbox_oldest_pending_age_seconds"
 SIDECAR_SHIPPING_FAILURES: Final = "sidecar_events_ship_failures_total"
 SIDECAR_EVENTS_DROPPED: Final = "sidecar_events_dropped_total"
 EVENTLOG_PROJECTION_LAG: Final = "eventlog_projection_lag_events"
+EVENTLOG_MEAN_TIME_TO_RECOVER: Final = "eventlog_breaker_mean_time_to_recover_seconds"
 EXTRA_METRICS: Final = (
     SIDECAR_OVERFLOWS, SIDECAR_OUTBOX_OLDEST_AGE, SIDECAR_SHIPPING_FAILURES,
-    SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG,
+    SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG, EVENTLOG_MEAN_TIME_TO_RECOVER,
 )
 
 # Breaker states as numbers on the state timelines (0 is healthy, higher is worse).
@@ -472,13 +473,15 @@ def breaker_event_log() -> dash.Dashboard:
             width=8, thresholds=[(None, "red"), (0.99, "yellow"), (0.999, "green")]))
         .with_panel(_stat(
             "Mean time to recover",
-            "Breaker-seconds spent OPEN per recovery (HALF_OPEN -> CLOSED) over the time "
-            "range: how long an upstream stays cut off once its breaker trips.",
+            "How long an upstream stays cut off once its breaker trips: the mean time from a "
+            "trip (OPEN) to CLOSED again, probes and re-trips included, over every recovery "
+            "in the log (computed by the event log from the events' own timestamps). Empty "
+            "until a breaker has recovered once.",
             "s",
-            [_query(f"sum by (service, upstream) (increase({open_seconds}[$__range])) / "
-                    f"sum by (service, upstream) (increase(eventlog_breaker_transitions_total"
-                    f'{{{EVENTLOG_SU_SEL}, from_state="half_open", to_state="closed"}}'
-                    f"[$__range]))", "{{service}}/{{upstream}}", "A")],
+            # max: every event log replica reports the same value, from the same log
+            [_query(f"max by (service, upstream) "
+                    f"({EVENTLOG_MEAN_TIME_TO_RECOVER}{{{EVENTLOG_SU_SEL}}})",
+                    "{{service}}/{{upstream}}", "A")],
             width=8, thresholds=[(None, "green"), (30, "yellow"), (300, "red")]))
         .with_row(dash.Row("The event log"))
         .with_panel(_graph(

@@ -5,22 +5,33 @@ the projections when Prometheus scrapes, never incremented on the side, so a reb
 restart can never double-count them: they are a function of the log. Process-local numbers
 (append requests, duplicates, dropped subscribers) are plain counters of this process.
 
-=============================================  ======================================  =======
-name                                           labels                                  type
-=============================================  ======================================  =======
-``eventlog_events_appended_total``             type                                    counter
-``eventlog_duplicates_total``                  (retried events answered, not stored)   counter
-``eventlog_breaker_state``                     service, instance, upstream, state      gauge
-``eventlog_breaker_open_seconds_total``        service, upstream                       counter
-``eventlog_breaker_transitions_total``         service, upstream, from_state, to_state counter
-``eventlog_head_position``                                                             gauge
-``eventlog_projection_position``                                                       gauge
-``eventlog_projection_lag_events``             (head - projection position)            gauge
-``eventlog_append_requests_total``             outcome (ok, invalid, conflict, ...)    counter
-``eventlog_append_events_total``               (new events stored by this process)     counter
-``eventlog_subscribers``                       (subscriptions being served)            gauge
-``eventlog_subscribers_dropped_total``         (too slow, RESOURCE_EXHAUSTED)          counter
-=============================================  ======================================  =======
+=================================================  =======================================  =======
+name                                               labels                                   type
+=================================================  =======================================  =======
+``eventlog_events_appended_total``                 type                                     counter
+``eventlog_duplicates_total``                      (retried events answered, not stored)    counter
+``eventlog_breaker_state``                         service, instance, upstream, state       gauge
+``eventlog_breaker_open_seconds_total``            service, upstream                        counter
+``eventlog_breaker_transitions_total``             service, upstream, from_state, to_state  counter
+``eventlog_breaker_recoveries_total``              service, upstream                        counter
+``eventlog_breaker_recovery_seconds_total``        service, upstream                        counter
+``eventlog_breaker_mean_time_to_recover_seconds``  service, upstream                        gauge
+``eventlog_head_position``                                                                  gauge
+``eventlog_projection_position``                                                            gauge
+``eventlog_projection_lag_events``                 (head - projection position)             gauge
+``eventlog_append_requests_total``                 outcome (ok, invalid, conflict, ...)     counter
+``eventlog_append_events_total``                   (new events stored by this process)      counter
+``eventlog_subscribers``                           (subscriptions being served)             gauge
+``eventlog_subscribers_dropped_total``             (too slow, RESOURCE_EXHAUSTED)           counter
+=================================================  =======================================  =======
+
+Recovery: a breaker's recovery runs from its trip (OPEN) to its next CLOSED, HALF_OPEN probes
+and re-trips included, by the producer's clock (the ``breaker_recovery`` projection). The mean
+gauge is recovery seconds / recoveries over the whole log, summed over the instances of the
+service (removed breakers keep their history, as for open seconds); it has no sample for a
+(service, upstream) that never recovered (a mean of nothing is not 0). For a mean over a time
+window use the two counters: ``increase(..._recovery_seconds_total[w]) /
+increase(..._recoveries_total[w])``.
 
 State label values are lowercase (``closed``, ``open``, ``half_open``), as in the sidecar's
 ``sidecar_breaker_state``.
@@ -113,6 +124,8 @@ class MetricsSnapshot:
     breakers: tuple[BreakerState, ...] = ()
     open_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     transitions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    recoveries: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    """(completed recoveries, their summed seconds) per (service, upstream)."""
     head_position: int = 0
     projection_position: int = 0
     counters: CountersSnapshot = field(default_factory=CountersSnapshot)
@@ -179,6 +192,8 @@ def _families(s: MetricsSnapshot) -> Iterator[Metric]:
         transitions.add_metric([service, upstream, from_state, to_state], count)
     yield transitions
 
+    yield from _recovery_families(s.recoveries)
+
     yield GaugeMetricFamily(
         "eventlog_head_position", "Global position of the last stored event.", s.head_position
     )
@@ -216,6 +231,37 @@ def _families(s: MetricsSnapshot) -> Iterator[Metric]:
     )
 
 
+def _recovery_families(
+    recoveries: dict[tuple[str, str], tuple[int, float]],
+) -> Iterator[Metric]:
+    labels = ["service", "upstream"]
+    count = CounterMetricFamily(
+        "eventlog_breaker_recoveries",
+        "Completed breaker recoveries (a trip to OPEN until CLOSED again), summed over "
+        "instances.",
+        labels=labels,
+    )
+    seconds = CounterMetricFamily(
+        "eventlog_breaker_recovery_seconds",
+        "Seconds from trip (OPEN) to CLOSED of the completed recoveries, summed over instances.",
+        labels=labels,
+    )
+    mean = GaugeMetricFamily(
+        "eventlog_breaker_mean_time_to_recover_seconds",
+        "Mean seconds from a breaker's trip (OPEN) to CLOSED again over every completed "
+        "recovery in the log (no sample before the first recovery).",
+        labels=labels,
+    )
+    for (service, upstream), (recovered, total_s) in sorted(recoveries.items()):
+        count.add_metric([service, upstream], recovered)
+        seconds.add_metric([service, upstream], total_s)
+        if recovered:
+            mean.add_metric([service, upstream], total_s / recovered)
+    yield count
+    yield seconds
+    yield mean
+
+
 def take_snapshot(follower: Any, counters: AppendCounters, head_position: int) -> MetricsSnapshot:
     """Read the follower's projections into a snapshot (call on the event loop).
 
@@ -233,6 +279,10 @@ def take_snapshot(follower: Any, counters: AppendCounters, head_position: int) -
         transitions={
             (svc, up, f.lower(), t.lower()): n
             for (svc, up, f, t), n in views.transition_totals().items()
+        },
+        recoveries={
+            key: (recovered, total_ns / 1e9)
+            for key, (recovered, total_ns) in views.recovery_totals().items()
         },
         head_position=max(head_position, follower.position),
         projection_position=follower.position,

@@ -424,6 +424,20 @@ class BreakerViews:
             totals[(svc, up)] = totals.get((svc, up), 0) + entry.open_ns_at(now_ns)
         return {key: ns / 1e9 for key, ns in sorted(totals.items())}
 
+    def recovery_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(completed recoveries, their summed duration in ns) per (service, upstream), summed
+        over instances. A recovery runs from a breaker's trip (OPEN while not already in an
+        incident) to its next CLOSED, HALF_OPEN probes and re-trips included. Like
+        ``open_seconds_total``: known breakers without a recovery count (0, 0), removed
+        breakers keep their history (the totals never go down)."""
+        totals: dict[tuple[str, str], tuple[int, int]] = {
+            (svc, up): (0, 0) for svc, _inst, up in self._status
+        }
+        for (svc, _inst, up), entry in self._recovery.items():
+            count, ns = totals.get((svc, up), (0, 0))
+            totals[(svc, up)] = (count + entry.recoveries, ns + entry.recovery_ns_total)
+        return dict(sorted(totals.items()))
+
     def transition_totals(self) -> dict[tuple[str, str, str, str], int]:
         """Transition counts per (service, upstream, from_state, to_state) over all instances."""
         totals: dict[tuple[str, str, str, str], int] = {}

@@ -192,3 +192,20 @@ def test_every_metric_a_dashboard_queries_is_exported_by_the_code() -> None:
         for query in dashboard_queries(_load(name)):
             for metric in re.findall(r"\b((?:sidecar|eventlog)_[a-z_]+)\b", query.expr):
                 assert metric in exported, f"{query.name} uses {metric}, which nothing exports"
+
+
+def test_mean_time_to_recover_reads_the_metric_the_event_log_exports(
+        event_log: dict[str, Any]) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.eventlog.metrics import EventLogCollector, MetricsSnapshot
+
+    panel = next(p for p in panels(event_log) if p["title"] == "Mean time to recover")
+    (target,) = panel["targets"]
+    registry = CollectorRegistry()
+    registry.register(EventLogCollector(
+        lambda: MetricsSnapshot(recoveries={("checkout", "payments"): (2, 40.0)})))
+    labels = {"service": "checkout", "upstream": "payments"}
+
+    assert build.EVENTLOG_MEAN_TIME_TO_RECOVER in target["expr"]
+    assert registry.get_sample_value(build.EVENTLOG_MEAN_TIME_TO_RECOVER, labels) == 20.0

@@ -46,6 +46,7 @@ def test_collector_reports_the_snapshot_under_the_contract_names() -> None:
         breakers=(BreakerState("checkout", "pod-1", "payments", "open"),),
         open_seconds={("checkout", "payments"): 12.5},
         transitions={("checkout", "payments", "closed", "open"): 3},
+        recoveries={("checkout", "payments"): (4, 50.0), ("checkout", "stock"): (0, 0.0)},
         head_position=7,
         projection_position=5,
         counters=counters.copy(),
@@ -68,6 +69,12 @@ def test_collector_reports_the_snapshot_under_the_contract_names() -> None:
         "eventlog_breaker_transitions_total",
         **pair, from_state="closed", to_state="open",
     ) == 3
+    assert value("eventlog_breaker_recoveries_total", **pair) == 4
+    assert value("eventlog_breaker_recovery_seconds_total", **pair) == 50.0
+    assert value("eventlog_breaker_mean_time_to_recover_seconds", **pair) == 12.5
+    never_recovered = {"service": "checkout", "upstream": "stock"}
+    assert value("eventlog_breaker_recoveries_total", **never_recovered) == 0
+    assert value("eventlog_breaker_mean_time_to_recover_seconds", **never_recovered) is None
     assert value("eventlog_head_position") == 7
     assert value("eventlog_projection_position") == 5
     assert value("eventlog_projection_lag_events") == 2
@@ -109,3 +116,73 @@ async def test_log_derived_metrics_count_each_event_once_across_restart_and_rebu
     assert after.transitions[("checkout", "payments", "closed", "open")] == 2
     assert after.projection_position == 7
     assert [b.state for b in after.breakers] == ["closed"]  # CLOSED->OPEN->HALF->CLOSED x2
+
+
+async def test_mean_time_to_recover_is_scraped_from_the_recovery_projection_per_upstream(
+    store: EventStore,
+) -> None:
+    t0 = DEFAULT_START_NS
+    pod1 = StreamFactory("checkout", "pod-1", start_ns=t0)
+    pod2 = StreamFactory("checkout", "pod-2", start_ns=t0)
+    await store.append([
+        pod1.config_applied(["payments", "stock"], at_ns=t0),
+        # pod-1 recovers after 30 s, a probe failing on the way (one incident, not two)
+        pod1.transition("payments", "CLOSED", "OPEN", at_ns=t0 + 10 * S),
+        pod1.transition("payments", "OPEN", "HALF_OPEN", at_ns=t0 + 15 * S),
+        pod1.transition("payments", "HALF_OPEN", "OPEN", at_ns=t0 + 16 * S),
+        pod1.transition("payments", "OPEN", "HALF_OPEN", at_ns=t0 + 35 * S),
+        pod1.transition("payments", "HALF_OPEN", "CLOSED", at_ns=t0 + 40 * S),
+        # ... and is OPEN again, not recovered yet: no sample for this incident
+        pod1.transition("payments", "CLOSED", "OPEN", at_ns=t0 + 50 * S),
+        pod1.transition("stock", "CLOSED", "OPEN", at_ns=t0 + 60 * S),
+    ])
+    await store.append([
+        pod2.config_applied(["payments"], at_ns=t0),
+        pod2.transition("payments", "CLOSED", "OPEN", at_ns=t0 + 20 * S),
+        pod2.transition("payments", "OPEN", "HALF_OPEN", at_ns=t0 + 25 * S),
+        pod2.transition("payments", "HALF_OPEN", "CLOSED", at_ns=t0 + 30 * S),
+    ])
+    follower = ProjectionFollower(store)
+    await follower.load()
+    while await follower.step():
+        pass
+    registry = registry_for(take_snapshot(follower, AppendCounters(), head_position=12))
+
+    def value(name: str, upstream: str) -> float | None:
+        return registry.get_sample_value(name, {"service": "checkout", "upstream": upstream})
+
+    # pod-1: 30 s, pod-2: 10 s -> two recoveries, 40 s, mean 20 s
+    assert value("eventlog_breaker_recoveries_total", "payments") == 2
+    assert value("eventlog_breaker_recovery_seconds_total", "payments") == 40.0
+    assert value("eventlog_breaker_mean_time_to_recover_seconds", "payments") == 20.0
+    assert value("eventlog_breaker_recoveries_total", "stock") == 0
+    assert value("eventlog_breaker_mean_time_to_recover_seconds", "stock") is None
+
+
+async def test_recovery_metrics_keep_a_removed_breakers_history_and_survive_a_rebuild(
+    store: EventStore,
+) -> None:
+    t0 = DEFAULT_START_NS
+    pod = StreamFactory("checkout", "pod-1", start_ns=t0)
+    await store.append([
+        pod.config_applied(["payments"], at_ns=t0),
+        pod.transition("payments", "CLOSED", "OPEN", at_ns=t0 + 1 * S),
+        pod.transition("payments", "OPEN", "HALF_OPEN", at_ns=t0 + 4 * S),
+        pod.transition("payments", "HALF_OPEN", "CLOSED", at_ns=t0 + 5 * S),
+        pod.config_applied(["stock"], at_ns=t0 + 6 * S),  # payments removed from the config
+    ])
+    follower = ProjectionFollower(store)
+    await follower.load()
+    await follower.step()
+    await follower.save()
+    before = take_snapshot(follower, AppendCounters(), head_position=5)
+
+    await rebuild(store, server_projections())
+    restarted = ProjectionFollower(store)
+    await restarted.load()
+    await restarted.step()
+    after = take_snapshot(restarted, AppendCounters(), head_position=5)
+
+    assert before.recoveries == after.recoveries
+    assert after.recoveries[("checkout", "payments")] == (1, 4.0)
+    assert after.recoveries[("checkout", "stock")] == (0, 0.0)
