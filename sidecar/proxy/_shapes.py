@@ -86,6 +86,10 @@ class ShapeBook:
                 self._spawn(self._learn([service]))
         return None
 
+    def use_channel(self, channel: grpc.aio.Channel) -> None:
+        """Ask over ``channel`` from now on (the upstream opened a new connection)."""
+        self._channel = channel
+
     def learn_all(self) -> None:
         """Ask the upstream for every service it offers (in the background)."""
         if not self._closed:

@@ -12,9 +12,10 @@ Lifecycle (:meth:`ProxyApp.serve`)
   the running config stays. A good one is applied: upstreams whose address and breaker layout
   (``per_method``) are unchanged keep their channel, breaker state, trip streak and in-flight
   count, and only get new settings (routes, timeout, limit, fallback, breaker thresholds via
-  ``update_settings``). Upstreams that left, or changed address or layout, drain on their old
-  channel (for ``shutdown_grace_s``) while new calls use the new one. ``listen``,
-  ``admin_listen`` and ``metrics_listen`` need a restart (a warning says so).
+  ``update_settings``; changed keepalive settings take a new connection). Upstreams that
+  left, or changed address or layout, drain on their old channel (for ``shutdown_grace_s``)
+  while new calls use the new one. ``listen``, ``admin_listen`` and ``metrics_listen`` need a
+  restart (a warning says so).
 - SIGTERM/SIGINT: health turns NOT_SERVING, the proxy stops accepting calls, in-flight calls get
   ``shutdown_grace_s`` to finish (then are cancelled), plugins stop, the process exits 0. A
   second SIGTERM during the drain ends the process at once (the default signal action).
@@ -44,7 +45,13 @@ from grpc_reflection.v1alpha import reflection
 
 from sidecar.breaker import BreakerListener
 from sidecar.config import ConfigError, ServerTlsConfig, SidecarConfig, load_config
-from sidecar.proxy._forward import CHANNEL_OPTIONS, ProxyHandler, Routing, Upstream
+from sidecar.proxy._forward import (
+    CHANNEL_OPTIONS,
+    ProxyHandler,
+    Routing,
+    Upstream,
+    upstream_channel_options,
+)
 from sidecar.proxy.admin import SidecarAdminServicer
 from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard
 from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin, combine_observers
@@ -259,15 +266,16 @@ class ProxyApp:
                 retired.append(prev)
         for name, cfg in config.upstreams.items():
             settings = GuardSettings.from_config(cfg)
+            options = upstream_channel_options(cfg.keepalive_ms, cfg.keepalive_timeout_ms)
             kept = current.get(name)
             if kept is not None and kept not in retired:
                 kept.guard.reconfigure(settings)
-                kept.timeout_s = cfg.timeout_ms / 1000.0
+                kept.reconfigure(cfg.timeout_ms / 1000.0, options)
                 upstreams[name] = kept
             else:
                 guard = UpstreamGuard(name, settings, self.breakers)
                 upstreams[name] = Upstream(name, cfg.address, cfg.timeout_ms / 1000.0, guard,
-                                           self._handler.forget_handlers)
+                                           self._handler.forget_handlers, options)
         routes = {route: upstreams[name]
                   for name, cfg in config.upstreams.items() for route in cfg.routes}
         return Routing(upstreams, routes), retired

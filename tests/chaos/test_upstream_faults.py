@@ -9,6 +9,7 @@ once; after the upstream comes back the breaker closes again by itself.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,18 +170,37 @@ def test_an_upstream_killed_and_restarted_opens_the_breaker_which_then_recovers_
     assert recovered_s <= OPEN_MAX_MS / 1000 + RECONNECT_SLACK_S
 
 
-_KEEPALIVE_BUG = ("BUGS.md: no keepalive on the proxy's upstream channels: a connection "
-                  "black-holed by a partition is never dropped, the breaker cannot recover")
 RECOVERY_S = 20.0
-"""How long the breaker may take to close after the partition heals (keepalive + reconnect)."""
+"""How long the breaker may take to close after the partition heals (reconnect + open time)."""
+KEEPALIVE_MS = 1000
+KEEPALIVE_TIMEOUT_MS = 1000
+STREAM_DEADLINE_S = 30.0
+"""The host's deadline on the stream caught in the partition: without keepalive it would wait
+this long."""
+DEAD_STREAM_SLACK_S = 4.0
+"""What a loaded machine may add to keepalive_ms + keepalive_timeout_ms before the dead
+connection is dropped and the stream ends."""
 
 
-@pytest.mark.xfail(strict=True, reason=_KEEPALIVE_BUG)
+def _reconnects_logged(log_text: str, upstream: str) -> int:
+    count = 0
+    for line in log_text.splitlines():
+        try:
+            entry = json.loads(line) if line.startswith("{") else {}
+        except ValueError:
+            continue
+        count += entry.get("event") == "reconnect" and entry.get("upstream") == upstream
+    return count
+
+
 def test_an_upstream_partition_that_black_holed_the_open_connection_heals_by_itself(
         tmp_path: Path, upstream: UpstreamProcess) -> None:
     with FaultProxy(upstream.port) as network:
+        # keepalive off: the sidecar must notice the dead connection from its calls alone,
+        # whatever ping policy the upstream's server has
         config = {"service": "chaos", "upstreams": {
-            "partitioned": _upstream(network.address, "/partitioned.")}}
+            "partitioned": {**_upstream(network.address, "/partitioned."),
+                            "keepalive_ms": None}}}
         with SidecarProcess(tmp_path, config) as sidecar:
             method = "/partitioned.Svc/Unary"
             assert drive(sidecar.address, method, concurrency=2, duration_s=0.5).codes["OK"] > 0
@@ -188,6 +208,7 @@ def test_an_upstream_partition_that_black_holed_the_open_connection_heals_by_its
             cut_off = drive(sidecar.address, method, concurrency=4, duration_s=3.0)
             assert cut_off.codes["DEADLINE_EXCEEDED"] > 0
             network.pass_through()
+            healed_at = time.monotonic()
 
             def recovered() -> bool:
                 burst = drive(sidecar.address, method, concurrency=2, duration_s=0.5)
@@ -196,3 +217,36 @@ def test_an_upstream_partition_that_black_holed_the_open_connection_heals_by_its
 
             wait_until(recovered, "calls succeed after the partition heals",
                        timeout_s=RECOVERY_S)
+            recovered_s = time.monotonic() - healed_at
+            reconnects = _reconnects_logged(sidecar.process.output(), "partitioned")
+            stats = network.stats()
+    report("upstream-partition", cut_off_codes=dict(cut_off.codes),
+           recovered_after_heal_s=round(recovered_s, 2), reconnects_logged=reconnects,
+           connections_accepted=stats.connections_accepted,
+           connections_black_holed=stats.connections_black_holed)
+    assert reconnects >= 1, "the sidecar opened a new connection instead of waiting on the dead one"
+
+
+async def test_keepalive_ends_a_stream_whose_connection_a_partition_swallowed(
+        tmp_path: Path, upstream: UpstreamProcess) -> None:
+    with FaultProxy(upstream.port) as network:
+        config = {"service": "chaos", "upstreams": {
+            "watched": {**_upstream(network.address, "/watched."),
+                        "keepalive_ms": KEEPALIVE_MS,
+                        "keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS}}}
+        with SidecarProcess(tmp_path, config) as sidecar:
+            async with grpc.aio.insecure_channel(sidecar.address) as channel:
+                stream = channel.stream_stream("/watched.Svc/Bidi")(timeout=STREAM_DEADLINE_S)
+                await stream.write(b"before")
+                assert await stream.read() == b"before"
+                network.drop()
+                cut_at = time.monotonic()
+                await stream.write(b"during")
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await stream.read()
+                ended_after_s = time.monotonic() - cut_at
+    report("upstream-partition-stream", keepalive_ms=KEEPALIVE_MS,
+           keepalive_timeout_ms=KEEPALIVE_TIMEOUT_MS, code=ended.value.code().name,
+           ended_after_s=round(ended_after_s, 2))
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert ended_after_s <= (KEEPALIVE_MS + KEEPALIVE_TIMEOUT_MS) / 1000 + DEAD_STREAM_SLACK_S

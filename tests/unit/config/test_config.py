@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar.breaker import BreakerSettings, Mode
-from sidecar.config import ConfigError, load_config, parse_config
+from sidecar.config import (
+    DEFAULT_KEEPALIVE_MS,
+    MIN_KEEPALIVE_MS,
+    ConfigError,
+    load_config,
+    parse_config,
+)
 
 FULL_EXAMPLE = """
 service: checkout
@@ -203,3 +209,18 @@ upstreams:
 def test_non_finite_numbers_are_refused() -> None:
     text = MINIMAL.replace("routes:", "timeout_ms: .nan, routes:")
     assert problems_of(text) == ["upstreams.payments.timeout_ms: Input should be a finite number"]
+
+
+def test_upstream_keepalive_is_on_by_default_and_null_turns_it_off() -> None:
+    assert parse_config(MINIMAL).upstreams["payments"].keepalive_ms == DEFAULT_KEEPALIVE_MS
+    off = parse_config(MINIMAL.replace("routes:", "keepalive_ms: null, routes:"))
+    assert off.upstreams["payments"].keepalive_ms is None
+
+
+def test_too_frequent_keepalive_pings_are_refused_naming_the_key() -> None:
+    text = MINIMAL.replace("routes:", "keepalive_ms: 200, keepalive_timeout_ms: 0, routes:")
+    assert problems_of(text) == [
+        f"upstreams.payments.keepalive_ms: Input should be greater than or equal to "
+        f"{MIN_KEEPALIVE_MS}",
+        "upstreams.payments.keepalive_timeout_ms: Input should be greater than or equal to 1",
+    ]
