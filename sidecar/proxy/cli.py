@@ -6,6 +6,11 @@ that cannot be bound exits 1.
 
 ``sidecar breakers --admin HOST:PORT [--output table|json]`` lists the breakers of a running
 sidecar; ``json`` prints one JSON array (states and modes in lower case, as in metrics labels).
+An admin API served with ``admin_tls`` takes ``--tls-ca`` (and ``--tls-cert``/``--tls-key``
+when it requires client certificates); ``--config FILE`` instead of ``--admin`` takes the
+address from the file's ``admin_listen`` and turns TLS on when it sets ``admin_tls`` (see
+:mod:`sidecar.dial`). Exit 2 for bad options, a bad config or unreadable TLS files, 1 when the
+admin API cannot be reached.
 
 Plugins: :data:`PLUGIN_FACTORIES` names ``module:function`` entries called as
 ``function(config, breakers, registry=registry) -> ProxyPlugin`` (``breakers`` is the proxy's
@@ -20,6 +25,8 @@ import argparse
 import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Final
+
+from sidecar.dial import add_tls_arguments
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
@@ -47,11 +54,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     breakers = subparsers.add_parser(
         "breakers", help="list the breakers of a running sidecar",
         description="List the breakers of a running sidecar through its admin API.")
-    breakers.add_argument("--admin", required=True, metavar="HOST:PORT",
-                          help="the sidecar's admin_listen address")
+    target = breakers.add_mutually_exclusive_group(required=True)
+    target.add_argument("--admin", metavar="HOST:PORT", help="the sidecar's admin_listen address")
+    target.add_argument("--config", metavar="FILE",
+                        help="the sidecar's config file: dial its admin_listen, with TLS when it "
+                             "sets admin_tls")
     breakers.add_argument("--output", choices=("table", "json"), default="table")
     breakers.add_argument("--timeout", type=float, default=DEFAULT_ADMIN_TIMEOUT_S,
                           metavar="SECONDS", help="deadline of the admin call")
+    add_tls_arguments(breakers)
     breakers.set_defaults(func=_list_breakers)
 
 
@@ -105,14 +116,32 @@ def _list_breakers(args: argparse.Namespace) -> int:
 
     import grpc
 
+    from sidecar.config import ConfigError, load_config
+    from sidecar.dial import ClientTls, open_channel, resolve_admin
+    from sidecar.tls import TlsFileError
     from sidecar.v1 import admin_pb2, admin_pb2_grpc
 
     try:
-        with grpc.insecure_channel(args.admin) as channel:
+        tls = ClientTls.from_args(args)
+        address = args.admin
+        if args.config is not None:
+            address, tls = resolve_admin(load_config(args.config), tls)
+        channel = open_channel(address, tls)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except TlsFileError as exc:
+        print(f"sidecar breakers: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with channel:
             stub = admin_pb2_grpc.SidecarAdminStub(channel)  # type: ignore[no-untyped-call]
             response = stub.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=args.timeout)
     except grpc.RpcError as exc:
-        print(f"sidecar breakers: {args.admin}: {exc.code().name}: {exc.details()}",
+        hint = (" (if it serves admin_tls: pass --tls-ca and, for mTLS, --tls-cert/--tls-key,"
+                " or --config)"
+                if tls is None and exc.code() is grpc.StatusCode.UNAVAILABLE else "")
+        print(f"sidecar breakers: {address}: {exc.code().name}: {exc.details()}{hint}",
               file=sys.stderr)
         return 1
     rows = [breaker_dict(info) for info in response.breakers]
