@@ -1,7 +1,8 @@
 """The sidecar's admin API (``sidecar.v1.SidecarAdmin`` on ``admin_listen``).
 
 Operators list breakers, read one breaker's full view (state, mode, window, open-until, trip
-streak, last transition) and change a breaker's mode at runtime (e.g. ``forced_open`` during an
+streak, last transition, and its upstream's concurrency limit: in flight, limit, overflows) and
+change a breaker's mode at runtime (e.g. ``forced_open`` during an
 incident, ``metrics_only`` while adopting). Errors name the field: NOT_FOUND for an unknown
 breaker (listing the known ones), INVALID_ARGUMENT for a missing name or mode.
 
@@ -11,13 +12,14 @@ O(1) copy and never blocks the data path for longer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar.breaker import BreakerView, CircuitBreaker, Mode, State
-from sidecar.proxy.guard import BreakerRegistry
+from sidecar.proxy.guard import BreakerRegistry, Bulkhead
 from sidecar.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 
 __all__ = ["SidecarAdminServicer", "breaker_info", "upstream_of"]
@@ -36,6 +38,8 @@ MODE_TO_PROTO: Final[dict[Mode, int]] = {
 PROTO_TO_MODE: Final[dict[int, Mode]] = {value: key for key, value in MODE_TO_PROTO.items()}
 
 Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type hints
+LimitLookup: TypeAlias = Callable[[str], Bulkhead | None]
+"""The concurrency limit guarding the calls a breaker (by name) judges, if known."""
 
 
 def upstream_of(breaker: str) -> str:
@@ -54,8 +58,8 @@ def _timestamp(unix_s: float) -> Timestamp:
     return stamp
 
 
-def breaker_info(view: BreakerView) -> admin_pb2.BreakerInfo:
-    """The wire form of a breaker view."""
+def breaker_info(view: BreakerView, limit: Bulkhead | None = None) -> admin_pb2.BreakerInfo:
+    """The wire form of a breaker view (and of its upstream's concurrency ``limit``)."""
     snapshot = view.snapshot
     info = admin_pb2.BreakerInfo(
         name=view.name,
@@ -76,6 +80,12 @@ def breaker_info(view: BreakerView) -> admin_pb2.BreakerInfo:
     )
     if view.open_until_wall is not None:
         info.open_until.CopyFrom(_timestamp(view.open_until_wall))
+    if limit is not None:
+        info.concurrency.CopyFrom(admin_pb2.ConcurrencyLimit(
+            in_flight=max(0, limit.in_flight),
+            max_concurrent_requests=limit.limit,
+            overflows=limit.overflows,
+        ))
     last = view.last_transition
     if last is not None:
         info.last_transition.CopyFrom(admin_pb2.LastTransition(
@@ -88,21 +98,27 @@ def breaker_info(view: BreakerView) -> admin_pb2.BreakerInfo:
 
 
 class SidecarAdminServicer(admin_pb2_grpc.SidecarAdminServicer):
-    """``sidecar.v1.SidecarAdmin`` over a :class:`BreakerRegistry`."""
+    """``sidecar.v1.SidecarAdmin`` over a :class:`BreakerRegistry`; ``limit_of`` finds the
+    concurrency limit behind a breaker (None: answers carry no ``concurrency``)."""
 
-    def __init__(self, registry: BreakerRegistry) -> None:
+    def __init__(self, registry: BreakerRegistry, limit_of: LimitLookup | None = None) -> None:
         self._registry = registry
+        self._limit_of = limit_of
+
+    def _info(self, breaker: CircuitBreaker) -> admin_pb2.BreakerInfo:
+        limit = self._limit_of(breaker.name) if self._limit_of is not None else None
+        return breaker_info(breaker.view(), limit)
 
     async def ListBreakers(self, request: admin_pb2.ListBreakersRequest,
                            context: Context) -> admin_pb2.ListBreakersResponse:
         return admin_pb2.ListBreakersResponse(
-            breakers=[breaker_info(b.view()) for b in self._registry.breakers()]
+            breakers=[self._info(b) for b in self._registry.breakers()]
         )
 
     async def GetBreaker(self, request: admin_pb2.GetBreakerRequest,
                          context: Context) -> admin_pb2.BreakerInfo:
         breaker = await self._find(request.name, context)
-        return breaker_info(breaker.view())
+        return self._info(breaker)
 
     async def SetBreakerMode(self, request: admin_pb2.SetBreakerModeRequest,
                              context: Context) -> admin_pb2.BreakerInfo:
@@ -113,7 +129,7 @@ class SidecarAdminServicer(admin_pb2_grpc.SidecarAdminServicer):
                          f"mode: must be one of {choices}, got {request.mode}")
         breaker = await self._find(request.name, context)
         breaker.set_mode(mode, source="admin")
-        return breaker_info(breaker.view())
+        return self._info(breaker)
 
     async def _find(self, name: str, context: Context) -> CircuitBreaker:
         if not name:

@@ -52,8 +52,8 @@ from sidecar.proxy._forward import (
     Upstream,
     upstream_channel_options,
 )
-from sidecar.proxy.admin import SidecarAdminServicer
-from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard
+from sidecar.proxy.admin import SidecarAdminServicer, upstream_of
+from sidecar.proxy.guard import BreakerRegistry, Bulkhead, GuardSettings, UpstreamGuard
 from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin, combine_observers
 from sidecar.rpc_guard import DecodeGuardInterceptor
 from sidecar.tls import TlsFileError, server_credentials
@@ -149,7 +149,7 @@ class ProxyApp:
         admin = grpc.aio.server(options=(("grpc.so_reuseport", 0),),
                                 interceptors=[DecodeGuardInterceptor()])
         admin_pb2_grpc.add_SidecarAdminServicer_to_server(  # type: ignore[no-untyped-call]
-            SidecarAdminServicer(self.breakers), admin)
+            SidecarAdminServicer(self.breakers, self._limit_of), admin)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, admin)
         reflection.enable_server_reflection((
             admin_pb2.DESCRIPTOR.services_by_name["SidecarAdmin"].full_name,
@@ -281,6 +281,13 @@ class ProxyApp:
         return Routing(upstreams, routes), retired
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def _limit_of(self, breaker: str) -> Bulkhead | None:
+        """The concurrency limit of the upstream a breaker belongs to (``upstream`` or, with
+        ``per_method``, ``upstream/pkg.Svc/Method``)."""
+        upstreams = self.upstreams
+        found = upstreams.get(breaker) or upstreams.get(upstream_of(breaker))
+        return found.guard.bulkhead if found is not None else None
 
     def _config_applied(self, config: SidecarConfig, source: ConfigSource) -> None:
         for plugin in self.plugins:

@@ -164,6 +164,7 @@ def breaker_dict(info: Any) -> dict[str, Any]:
 
     window = info.window
     last = info.last_transition if info.HasField("last_transition") else None
+    limit = info.concurrency if info.HasField("concurrency") else None
     return {
         "name": info.name,
         "upstream": info.upstream,
@@ -181,6 +182,11 @@ def breaker_dict(info: Any) -> dict[str, Any]:
         "trip_streak": info.trip_streak,
         "half_open_in_flight": info.half_open_in_flight,
         "open_duration_ms": info.open_duration_ms,
+        "concurrency": None if limit is None else {
+            "in_flight": limit.in_flight,
+            "max_concurrent_requests": limit.max_concurrent_requests,
+            "overflows": limit.overflows,
+        },
         "last_transition": None if last is None else {
             "from_state": state(last.from_state),
             "to_state": state(last.to_state),
@@ -191,17 +197,23 @@ def breaker_dict(info: Any) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width text table of :func:`breaker_dict` rows."""
-    header = ("BREAKER", "STATE", "MODE", "CALLS", "FAIL%", "SLOW%", "STREAK", "OPEN_UNTIL",
-              "LAST TRANSITION")
+    """A fixed-width text table of :func:`breaker_dict` rows. ``IN_FLIGHT`` is the upstream's
+    calls in flight over its ``max_concurrent_requests``, ``OVERFLOWS`` the calls that limit
+    refused since start (both upstream-wide; ``-`` when unknown)."""
+    header = ("BREAKER", "STATE", "MODE", "CALLS", "FAIL%", "SLOW%", "STREAK", "IN_FLIGHT",
+              "OVERFLOWS", "OPEN_UNTIL", "LAST TRANSITION")
     lines = [header]
     for row in rows:
         window = row["window"]
         last = row["last_transition"]
+        limit = row.get("concurrency")
         lines.append((
             row["name"], row["state"], row["mode"], str(window["calls"]),
             f"{window['failure_rate'] * 100:.0f}", f"{window['slow_call_rate'] * 100:.0f}",
-            str(row["trip_streak"]), row["open_until"] or "-",
+            str(row["trip_streak"]),
+            "-" if limit is None else f"{limit['in_flight']}/{limit['max_concurrent_requests']}",
+            "-" if limit is None else str(limit["overflows"]),
+            row["open_until"] or "-",
             "-" if last is None else
             f"{last['from_state']}->{last['to_state']} ({last['reason']}) {last['at']}",
         ))

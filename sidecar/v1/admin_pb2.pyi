@@ -47,7 +47,7 @@ class LastTransition(_message.Message):
     def __init__(self, from_state: _Optional[_Union[_events_pb2.BreakerState, str]] = ..., to_state: _Optional[_Union[_events_pb2.BreakerState, str]] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BreakerInfo(_message.Message):
-    __slots__ = ("name", "upstream", "state", "mode", "window", "open_until", "trip_streak", "last_transition", "half_open_in_flight", "open_duration_ms")
+    __slots__ = ("name", "upstream", "state", "mode", "window", "open_until", "trip_streak", "last_transition", "half_open_in_flight", "open_duration_ms", "concurrency")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class BreakerInfo(_message.Message):
     LAST_TRANSITION_FIELD_NUMBER: _ClassVar[int]
     HALF_OPEN_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     OPEN_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     name: str
     upstream: str
     state: _events_pb2.BreakerState
@@ -68,4 +69,15 @@ class BreakerInfo(_message.Message):
     last_transition: LastTransition
     half_open_in_flight: int
     open_duration_ms: int
-    def __init__(self, name: _Optional[str] = ..., upstream: _Optional[str] = ..., state: _Optional[_Union[_events_pb2.BreakerState, str]] = ..., mode: _Optional[_Union[_events_pb2.BreakerMode, str]] = ..., window: _Optional[_Union[_events_pb2.WindowSnapshot, _Mapping]] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trip_streak: _Optional[int] = ..., last_transition: _Optional[_Union[LastTransition, _Mapping]] = ..., half_open_in_flight: _Optional[int] = ..., open_duration_ms: _Optional[int] = ...) -> None: ...
+    concurrency: ConcurrencyLimit
+    def __init__(self, name: _Optional[str] = ..., upstream: _Optional[str] = ..., state: _Optional[_Union[_events_pb2.BreakerState, str]] = ..., mode: _Optional[_Union[_events_pb2.BreakerMode, str]] = ..., window: _Optional[_Union[_events_pb2.WindowSnapshot, _Mapping]] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trip_streak: _Optional[int] = ..., last_transition: _Optional[_Union[LastTransition, _Mapping]] = ..., half_open_in_flight: _Optional[int] = ..., open_duration_ms: _Optional[int] = ..., concurrency: _Optional[_Union[ConcurrencyLimit, _Mapping]] = ...) -> None: ...
+
+class ConcurrencyLimit(_message.Message):
+    __slots__ = ("in_flight", "max_concurrent_requests", "overflows")
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    OVERFLOWS_FIELD_NUMBER: _ClassVar[int]
+    in_flight: int
+    max_concurrent_requests: int
+    overflows: int
+    def __init__(self, in_flight: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ..., overflows: _Optional[int] = ...) -> None: ...

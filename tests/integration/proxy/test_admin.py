@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sidecar.v1 import admin_pb2, events_pb2
-from tests.integration.proxy._calls import unary
+from tests.integration.proxy._calls import unary, wait_until
 from tests.support.procs import SIDECAR_BIN
 from tests.support.sidecar import SidecarProcess
 from tests.support.upstream import UpstreamProcess
@@ -144,3 +146,43 @@ def test_breakers_cli_fails_clearly_without_a_sidecar() -> None:
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "127.0.0.1:1" in result.stderr
+
+
+async def _breakers_cli(admin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [SIDECAR_BIN, "breakers", "--admin", admin, *args],
+        capture_output=True, text=True, timeout=30)
+
+
+async def test_breakers_show_their_upstreams_calls_in_flight_limit_and_overflows(
+        tmp_path: Path, upstream: UpstreamProcess) -> None:
+    upstream.configure("held.Svc", hang=True)
+    config = {"upstreams": {
+        "held": {"address": upstream.address, "routes": ["/held."], "per_method": True,
+                 "max_concurrent_requests": 2, "timeout_ms": 30_000},
+    }}
+    with SidecarProcess(tmp_path, config) as sidecar:
+        async with grpc.aio.insecure_channel(sidecar.address) as channel:
+            hanging = [channel.unary_unary("/held.Svc/Unary")(b"x") for _ in range(2)]
+            await wait_until(lambda: upstream.method_stats("/held.Svc/Unary").get("in_flight") == 2)
+            refused = [await unary(channel, "/held.Svc/Other") for _ in range(3)]
+            assert {o.code for o in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+            limit = sidecar.breaker("held/held.Svc/Unary").concurrency
+            assert (limit.in_flight, limit.max_concurrent_requests, limit.overflows) == (2, 2, 3)
+            listed = await _breakers_cli(sidecar.admin_address, "--output", "json")
+            assert listed.returncode == 0, listed.stderr
+            rows = json.loads(listed.stdout)
+            # upstream-wide numbers on each of the upstream's breakers
+            assert [row["concurrency"] for row in rows] == [
+                {"in_flight": 2, "max_concurrent_requests": 2, "overflows": 3}] * len(rows)
+            table = await _breakers_cli(sidecar.admin_address)
+            header, first, *_ = table.stdout.splitlines()
+            cells = dict(zip(header.split()[:9], first.split()[:9], strict=True))
+            assert (cells["IN_FLIGHT"], cells["OVERFLOWS"]) == ("2/2", "3")
+
+            for call in hanging:
+                call.cancel()
+            await wait_until(
+                lambda: sidecar.breaker("held/held.Svc/Unary").concurrency.in_flight == 0)
+    upstream.configure("held.Svc")
