@@ -56,12 +56,19 @@ marker proves there was no gap); a service/instance filter is applied by the ser
 subject filter. Any replica may answer a direct get, so on R3 a follower can lag: a read that
 ends before the head the leader reports is asked again.
 
-**Waiting**: ``wait_for_append`` wakes on a notification every adapter publishes after each
-commit (core NATS, ``<STREAM>.head``) and, while someone waits, polls the leader's head every
-``head_poll_interval_s`` (so appends made elsewhere, or a lost notification, are seen too). The
-server's Subscribe builds on it (catch-up and live reads are ``read_all`` pages); a JetStream
-ordered consumer per subscriber would cost every event log replica a decode per event per
-subscriber, which the memory of recent commits avoids.
+**Waiting**: ``wait_for_append`` (the projection follower uses it) wakes on a notification
+every adapter publishes after each commit (core NATS, ``<STREAM>.head``) and, while someone
+waits, polls the leader's head every ``head_poll_interval_s`` (so appends made elsewhere, or a
+lost notification, are seen too).
+
+**Following** (the server's Subscribe): ``follow`` catches up with ``read_all`` pages, then
+follows live from a JetStream *ordered consumer* (ephemeral, in memory, flow-controlled)
+started at the catch-up's cursor: pushed in order with no polling, recreated by nats-py where
+it left off when it misses heartbeats (e.g. its node died). Measured against the port's
+default (``wait_for_append`` + ``read_all``, benchmarks/eventlog_subscribe.py): about half the
+latency from append to delivery, but less live throughput per subscriber (every subscriber
+gets and decodes its own copy over the network, where the default serves recent commits of
+this adapter from memory): see benchmarks/RESULTS.md.
 
 Threading: all methods are coroutines for one event loop; the connection is made lazily on
 first use, inside that loop. Nothing blocks the loop.
@@ -88,7 +95,7 @@ import re
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
@@ -99,6 +106,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
@@ -111,6 +120,7 @@ from nats.js.kv import KeyValue
 from sidecar import chain
 from sidecar.eventlog.records import validate_new_event
 from sidecar.eventlog.store import (
+    DEFAULT_FOLLOW_WAIT_S,
     DEFAULT_READ_LIMIT,
     MAX_READ_LIMIT,
     NO_FILTER,
@@ -119,10 +129,12 @@ from sidecar.eventlog.store import (
     ConflictError,
     EventFilter,
     EventStore,
+    FollowBatch,
     InvalidEventError,
     NewEvent,
     StoredEvent,
     StoreError,
+    read_until_head,
 )
 
 _log = logging.getLogger(__name__)
@@ -156,6 +168,11 @@ DEFAULT_READ_MAX_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_RECENT_EVENTS: Final = 20_000
 """Events this adapter committed that it keeps in memory to answer reads of them (the
 projection follower and live subscribers read what was just appended). 0 turns it off."""
+
+DEFAULT_FOLLOW_HEARTBEAT_S: Final = 2.0
+"""Idle heartbeat of the ordered consumer behind ``follow``: two missed ones and nats-py
+recreates the consumer where it left off (e.g. after the node holding it died), so a live
+subscriber stalls for about twice this after such a loss (nats-py's default is 5 s)."""
 
 MAX_ATOMIC_BATCH_EVENTS: Final = 1000
 """nats-server's limit on messages in one atomic batch."""
@@ -1397,6 +1414,87 @@ class NatsEventStore(EventStore):
             raise StoreError(f"checkpoint {name!r}: chunks do not match the manifest digest")
         return int(manifest["position"]), state
 
+    # --- following the log --------------------------------------------------------------
+
+    async def follow(
+        self,
+        from_position: int,
+        filter: EventFilter = NO_FILTER,
+        *,
+        page_events: int = DEFAULT_READ_LIMIT,
+        wait_s: float = DEFAULT_FOLLOW_WAIT_S,
+    ) -> AsyncGenerator[FollowBatch, None]:
+        """Catch-up with ``read_all`` pages (batched direct gets, recent commits from memory),
+        then live from a JetStream ordered consumer starting at the catch-up's cursor.
+
+        The consumer (ephemeral, in memory, no acks, flow-controlled) starts exactly at the
+        next position not yet scanned, so the switch cannot skip or repeat an event, and it
+        delivers in stream order; nats-py recreates it where it left off when it sees a gap
+        or misses its heartbeats. Messages are taken off the subscription only when pulled,
+        and JetStream's flow control stops sending while they wait: a follower that stops
+        pulling leaves the backlog in the stream. A service/instance filter is a subject
+        filter on the consumer (so ``scanned_to`` only passes events it was sent); the rest
+        of the filter is applied here.
+        """
+        if from_position < 1:
+            raise ValueError(f"from_position: must be >= 1, got {from_position}")
+        cursor = from_position
+        async for batch in read_until_head(self, from_position, filter, page_events):
+            cursor = batch.scanned_to
+            yield batch
+        js = await self._ensure()
+        keep = None if filter == NO_FILTER else filter.matches
+        subscription = await self._ordered_consumer(
+            js, self._subjects.filter_for(filter) or self._subjects.events, cursor
+        )
+        try:
+            while True:
+                try:
+                    msg = await subscription.next_msg(timeout=wait_s)
+                except nats.errors.TimeoutError:
+                    yield FollowBatch((), cursor, max(self._head_seen, cursor - 1), True)
+                    continue
+                except nats.errors.Error as exc:
+                    raise StoreError(f"following from position {cursor}: {exc!r}") from exc
+                events: list[StoredEvent] = []
+                while True:
+                    sequence = _stream_sequence(msg.reply)
+                    if sequence >= cursor:  # below: re-sent after a consumer reset; had it
+                        if keep is None and sequence != cursor:
+                            raise StoreError(
+                                f"following: position {sequence} arrived where {cursor} was "
+                                "due (a message was lost on the way)"
+                            )
+                        event = decode_event(msg.data, sequence)
+                        cursor = sequence + 1
+                        if keep is None or keep(event):
+                            events.append(event)
+                    if len(events) >= page_events or not subscription.pending_msgs:
+                        break
+                    msg = await subscription.next_msg(timeout=None)
+                yield FollowBatch(tuple(events), cursor, max(self._head_seen, cursor - 1), True)
+        finally:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await subscription.unsubscribe()
+
+    async def _ordered_consumer(
+        self, js: JetStreamContext, subject: str, start: int
+    ) -> JetStreamContext.PushSubscription:
+        try:
+            return await js.subscribe(
+                subject,
+                stream=self._settings.stream,
+                ordered_consumer=True,
+                idle_heartbeat=DEFAULT_FOLLOW_HEARTBEAT_S,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+                ),
+            )
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StoreError(
+                f"creating an ordered consumer on {subject} from position {start}: {exc!r}"
+            ) from exc
+
     # --- waiting for appends -------------------------------------------------------------
 
     async def wait_for_append(self, after_position: int, timeout_s: float) -> int:
@@ -1448,6 +1546,19 @@ async def _log_nats_error(exc: Exception) -> None:
 
 async def _log_reconnected() -> None:
     _log.info("event store: reconnected to NATS")
+
+
+def _stream_sequence(reply: str) -> int:
+    """The stream sequence in a JetStream delivery's reply subject:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``,
+    or the form with ``<domain>.<account hash>`` after ``ACK`` and a trailing token (cheaper
+    than ``Msg.metadata``, which builds several objects per message)."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5])
+    if len(tokens) >= 11:
+        return int(tokens[7])
+    raise StoreError(f"JetStream delivered a message with an unexpected reply {reply[:200]!r}")
 
 
 def _json(data: bytes) -> dict[str, Any]:

@@ -20,13 +20,17 @@ connections and never block the loop.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 MAX_READ_LIMIT = 10_000
 """Largest ``limit`` a read accepts; adapters raise ``ValueError`` above it or below 1."""
 
 DEFAULT_READ_LIMIT = 1000
+
+DEFAULT_FOLLOW_WAIT_S = 1.0
+"""How long ``follow`` waits for an append before it yields an empty batch (a sign of life
+carrying the head it knows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,25 @@ class EventFilter:
 
 NO_FILTER = EventFilter()
 """The filter that passes every event (the default of ``read_all``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FollowBatch:
+    """One step of ``EventStore.follow``.
+
+    ``events`` pass the filter and follow each other by position; ``scanned_to`` is the next
+    position to look at: every position below it was delivered (in this or an earlier batch)
+    or did not pass the filter, so a follower that resumes there misses nothing and repeats
+    nothing. ``head`` is the highest log head the store knew when it made the batch.
+    ``live`` turns True once the catch-up reached the head; from then on batches come as
+    events are appended, and an empty one (``events == ()``) means nothing came within the
+    wait.
+    """
+
+    events: tuple[StoredEvent, ...]
+    scanned_to: int
+    head: int
+    live: bool
 
 
 class StoreError(Exception):
@@ -246,6 +269,66 @@ class EventStore(ABC):
     async def wait_for_append(self, after_position: int, timeout_s: float) -> int:
         """The head as soon as it is > ``after_position``, else the head after ``timeout_s``."""
 
+    async def follow(
+        self,
+        from_position: int,
+        filter: EventFilter = NO_FILTER,
+        *,
+        page_events: int = DEFAULT_READ_LIMIT,
+        wait_s: float = DEFAULT_FOLLOW_WAIT_S,
+    ) -> AsyncGenerator[FollowBatch, None]:
+        """Every event from ``from_position`` on that passes ``filter``, catch-up then live,
+        in position order, each exactly once, as batches of at most ``page_events``.
+
+        Never ends by itself (close it: ``contextlib.aclosing``); a store failure raises.
+        Reads ahead by at most one batch: a follower that stops pulling leaves the backlog in
+        the store. Default: ``read_all`` pages up to the head, then ``wait_for_append`` and
+        more pages (one cursor, so the switch to live can neither skip nor repeat an event).
+        Adapters with a native feed override it (JetStream: an ordered consumer).
+        """
+        if from_position < 1:
+            raise ValueError(f"from_position: must be >= 1, got {from_position}")
+        cursor = from_position
+        async for batch in read_until_head(self, from_position, filter, page_events):
+            cursor = batch.scanned_to
+            yield batch
+        while True:
+            head = await self.wait_for_append(cursor - 1, wait_s)
+            if head < cursor:
+                yield FollowBatch((), cursor, head, True)
+                continue
+            while cursor <= head:
+                page = await self.read_all(cursor, page_events, filter)
+                cursor = _next_cursor(cursor, page, page_events, head)
+                yield FollowBatch(tuple(page), cursor, max(head, cursor - 1), True)
+
     @abstractmethod
     async def close(self) -> None:
         """Release threads and connections; idempotent."""
+
+
+def _next_cursor(cursor: int, page: list[StoredEvent], limit: int, head: int) -> int:
+    """Where a scan goes on after reading ``page`` (``limit`` asked) from ``cursor``, with
+    ``head`` read before the page: a short page scanned everything up to ``head``."""
+    after = page[-1].global_position + 1 if page else cursor
+    return max(after, head + 1, cursor) if len(page) < limit else after
+
+
+async def read_until_head(
+    store: EventStore, from_position: int, filter: EventFilter, page_events: int
+) -> AsyncGenerator[FollowBatch, None]:
+    """The catch-up part of ``EventStore.follow``: ``read_all`` pages from ``from_position``
+    until a page comes back short of the head read before it; that last batch has
+    ``live=True`` (also when there was nothing to read)."""
+    cursor = from_position
+    while True:
+        head = await store.head_position()
+        if cursor > head:
+            yield FollowBatch((), cursor, head, True)
+            return
+        page = await store.read_all(cursor, page_events, filter)
+        cursor = _next_cursor(cursor, page, page_events, head)
+        live = cursor > head
+        yield FollowBatch(tuple(page), cursor, max(head, cursor - 1), live)
+        if live:
+            return

@@ -1,17 +1,17 @@
 """One subscriber's view of the log: catch-up from a position, then live, with a bounded buffer.
 
-A reader task walks the log *by global position* and fills a bounded buffer; the gRPC handler
-takes events from it and writes them to the client. There is one cursor (``scan_position``,
-the next position to look at), so the switch from catch-up to live cannot skip or repeat an
-event: catch-up reads pages until a page comes back short (everything up to the head read
-*before* that page has been scanned), then the reader waits on ``EventStore.wait_for_append``
-and goes on reading from the same cursor.
+A reader task follows the log through ``EventStore.follow`` (one cursor by global position, so
+the switch from catch-up to live cannot skip or repeat an event: see ``FollowBatch``) and fills
+a bounded buffer; the gRPC handler takes events from it and writes them to the client. How the
+store feeds it is the adapter's business: ``read_all`` pages and ``wait_for_append`` by default
+(SQLite), ``read_all`` pages then a JetStream ordered consumer on NATS.
 
 Back-pressure and slow subscribers:
 
 - While catching up, the reader keeps at most half the buffer filled and waits for room
-  otherwise: the store holds the backlog, not server memory, and a subscriber that switches
-  to live starts with at least half the buffer free for bursts.
+  otherwise (holding at most one batch of ``page_events`` besides): the store holds the
+  backlog, not server memory, and a subscriber that switches to live starts with at least
+  half the buffer free for bursts.
 - Once live, new events are pushed without waiting. When the buffer is full the subscriber is
   more than ``buffer_events`` behind the live log: the subscription stops with
   :class:`SubscriberTooSlow`, and the handler ends the call with RESOURCE_EXHAUSTED and the
@@ -30,7 +30,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
+from collections.abc import Sequence
 
 from sidecar.eventlog.settings import (
     DEFAULT_LIVE_WAIT_S,
@@ -144,7 +146,7 @@ class Subscription:
         self.ended.set()
         self._wakeup.set()
 
-    def _push(self, batch: list[StoredEvent]) -> None:
+    def _push(self, batch: Sequence[StoredEvent]) -> None:
         if batch:
             self._items.extend(batch)
             self._wakeup.set()
@@ -152,7 +154,6 @@ class Subscription:
     async def run(self) -> None:
         """The reader loop; returns when the subscription ends (cancel it to stop earlier)."""
         try:
-            await self._catch_up()
             await self._follow()
         except SubscriberTooSlow as exc:
             self._stop(exc)
@@ -163,45 +164,36 @@ class Subscription:
             failure.__cause__ = exc
             self._stop(failure)
 
-    async def _catch_up(self) -> None:
-        """Read pages sized to the free half of the buffer until a page comes back short."""
+    async def _follow(self) -> None:
+        feed = self._store.follow(
+            self.scan_position,
+            self._filter,
+            page_events=self._page_events,
+            wait_s=self._live_wait_s,
+        )
+        async with contextlib.aclosing(feed) as batches:
+            async for batch in batches:
+                self.known_head = max(self.known_head, batch.head)
+                if self.live:
+                    if len(self._items) + len(batch.events) > self._buffer_events:
+                        raise SubscriberTooSlow(self._buffer_events)
+                    self._push(batch.events)
+                else:
+                    await self._push_when_room(batch.events)
+                    self.live = batch.live
+                # Only now: until every event of the batch is buffered, resuming must not
+                # skip past the ones still held here.
+                self.scan_position = max(self.scan_position, batch.scanned_to)
+
+    async def _push_when_room(self, events: Sequence[StoredEvent]) -> None:
+        """Catch-up: buffer ``events`` without filling more than half the buffer."""
         catch_up_fill = max(1, self._buffer_events // 2)
-        while True:
+        done = 0
+        while done < len(events):
             room = catch_up_fill - len(self._items)
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            head = await self._store.head_position()
-            self.known_head = max(self.known_head, head)
-            if self.scan_position > head:
-                self.live = True
-                return
-            limit = min(self._page_events, room)
-            batch = await self._store.read_all(self.scan_position, limit, self._filter)
-            self._push(batch)
-            last = batch[-1].global_position + 1 if batch else self.scan_position
-            if len(batch) < limit:
-                # Everything up to `head` (read before the page) has been scanned.
-                self.scan_position = max(last, head + 1, self.scan_position)
-                self.live = True
-                return
-            self.scan_position = last
-
-    async def _follow(self) -> None:
-        """Live: wait for appends and push every matching event, refusing to queue unbounded."""
-        while True:
-            head = await self._store.wait_for_append(self.scan_position - 1, self._live_wait_s)
-            self.known_head = max(self.known_head, head)
-            while self.scan_position <= head:
-                batch = await self._store.read_all(
-                    self.scan_position, self._page_events, self._filter
-                )
-                if len(self._items) + len(batch) > self._buffer_events:
-                    raise SubscriberTooSlow(self._buffer_events)
-                self._push(batch)
-                last = batch[-1].global_position + 1 if batch else self.scan_position
-                if len(batch) < self._page_events:
-                    self.scan_position = max(last, head + 1, self.scan_position)
-                else:
-                    self.scan_position = last
+            self._push(events[done : done + room])
+            done += room

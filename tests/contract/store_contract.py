@@ -21,6 +21,7 @@ from ``tests.support.events.StreamFactory``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 
 import pytest
@@ -32,6 +33,7 @@ from sidecar.eventlog.store import (
     ConflictError,
     EventFilter,
     EventStore,
+    FollowBatch,
     InvalidEventError,
     NewEvent,
     StoredEvent,
@@ -464,3 +466,88 @@ class EventStoreContract:
         await store.append(StreamFactory().transitions(2))
 
         assert await store.wait_for_append(2, timeout_s=0.05) == 2
+
+    # --- following the log ---------------------------------------------------------------
+
+    async def test_follow_catches_up_then_delivers_live_appends_each_once_in_order(
+        self, store: EventStore
+    ) -> None:
+        producers = [StreamFactory("follow", f"pod-{i}") for i in range(2)]
+        for producer in producers:
+            await store.append(producer.transitions(120))  # 240 to catch up on
+
+        async def append_live() -> None:
+            for i in range(20):
+                await store.append(producers[i % 2].transitions(8))
+
+        received: list[StoredEvent] = []
+        batches: list[FollowBatch] = []
+        appender: asyncio.Task[None] | None = None
+        async with asyncio.timeout(WAKE_BOUND_S), contextlib.aclosing(
+            store.follow(1, page_events=50, wait_s=0.05)
+        ) as feed:
+            async for batch in feed:
+                batches.append(batch)
+                received.extend(batch.events)
+                if appender is None:  # appends race the catch-up and the switch to live
+                    appender = asyncio.create_task(append_live())
+                if len(received) >= 400:
+                    break
+        assert appender is not None
+        await appender
+
+        assert [e.global_position for e in received] == list(range(1, 401))
+        for producer in producers:
+            versions = [e.version for e in received if e.stream == producer.stream]
+            assert versions == list(range(1, 201))
+        assert batches[-1].scanned_to == 401 and batches[-1].live
+        assert all(len(b.events) <= 50 for b in batches)
+        assert all(b.head >= b.scanned_to - 1 for b in batches)
+
+    async def test_follow_with_a_filter_delivers_matches_and_a_cursor_that_resumes_exactly(
+        self, store: EventStore
+    ) -> None:
+        checkout, cart = StreamFactory("checkout", "pod-1"), StreamFactory("cart", "pod-1")
+        only_cart = EventFilter(service="cart", types=("BreakerTransitioned",))
+        await store.append([*checkout.transitions(3), *cart.transitions(2)])
+
+        async def take(from_position: int, count: int) -> tuple[list[StoredEvent], int]:
+            events: list[StoredEvent] = []
+            async with asyncio.timeout(WAKE_BOUND_S), contextlib.aclosing(
+                store.follow(from_position, only_cart, page_events=2, wait_s=0.05)
+            ) as feed:
+                async for batch in feed:
+                    events.extend(batch.events)
+                    if len(events) >= count and batch.live:
+                        return events, batch.scanned_to
+            raise AssertionError("follow ended")
+
+        first, cursor = await take(1, 2)
+        await store.append([
+            checkout.transition(), cart.mode_changed(), cart.transition(), checkout.transition(),
+        ])
+        second, _ = await take(cursor, 1)
+
+        assert [(e.service, e.version) for e in first] == [("cart", 1), ("cart", 2)]
+        assert [(e.service, e.type, e.version) for e in second] == [
+            ("cart", "BreakerTransitioned", 4)
+        ]
+
+    async def test_follow_past_the_head_is_live_at_once_and_signals_while_idle(
+        self, store: EventStore
+    ) -> None:
+        batches: list[FollowBatch] = []
+        async with asyncio.timeout(WAKE_BOUND_S), contextlib.aclosing(
+            store.follow(1, wait_s=0.05)
+        ) as feed:
+            async for batch in feed:
+                batches.append(batch)
+                if len(batches) == 2:
+                    await store.append([StreamFactory().transition()])
+                if batch.events:
+                    break
+
+        assert batches[0] == FollowBatch((), 1, 0, True)
+        assert batches[1].events == () and batches[1].live  # nothing within the wait
+        assert [e.global_position for e in batches[-1].events] == [1]
+        assert batches[-1].scanned_to == 2

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import nats.errors
 
 from sidecar.eventlog.store import EventStore
 from sidecar.eventlog.stores import open_store
+from tests.integration.eventlog._server import EventLogProcess
 from tests.support.nats import NatsCluster, unique_stream_name
+
+
+class NatsEventLogProcess(EventLogProcess):
+    """The shared server harness, with a ``nats://`` store instead of a SQLite file."""
+
+    def __init__(self, workdir: Path, store_url: str, *extra_args: str) -> None:
+        self._nats_store_url = store_url
+        super().__init__(workdir, *extra_args)
+
+    def args(self) -> list[str]:
+        args = super().args()
+        args[args.index("--store") + 1] = self._nats_store_url
+        return args
 
 
 async def drop_stream(cluster: NatsCluster, stream: str) -> None:

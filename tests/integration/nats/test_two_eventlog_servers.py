@@ -16,7 +16,7 @@ import pytest
 
 from sidecar.v1 import eventlog_pb2
 from tests.integration.eventlog._server import EventLogProcess
-from tests.integration.nats.helpers import drop_stream
+from tests.integration.nats.helpers import NatsEventLogProcess, drop_stream
 from tests.support.events import StreamFactory
 from tests.support.nats import NatsCluster, unique_stream_name
 
@@ -24,19 +24,6 @@ pytestmark = pytest.mark.integration
 
 FOLD_BOUND_S = 20.0
 """Generous bound for a server's projections to fold the head; only a hang exceeds it."""
-
-
-class NatsEventLogProcess(EventLogProcess):
-    """The shared server harness, with a ``nats://`` store instead of a SQLite file."""
-
-    def __init__(self, workdir: Path, store_url: str) -> None:
-        self._nats_store_url = store_url
-        super().__init__(workdir)
-
-    def args(self) -> list[str]:
-        args = super().args()
-        args[args.index("--store") + 1] = self._nats_store_url
-        return args
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from sidecar.eventlog.nats_store import (
     DEFAULT_REPLICAS,
     DEFAULT_STREAM,
     NatsSettings,
+    _stream_sequence,
     _Subjects,
     decode_event,
     encode_event,
@@ -94,3 +95,21 @@ def test_truncated_or_padded_body_is_refused() -> None:
     for broken in (body[:10], body[:-1], body + b"x"):
         with pytest.raises(StoreError, match="position 5"):
             decode_event(broken, 5)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.EVENTLOG.consumer1.1.42.7.1700000000000000000.0",
+        "$JS.ACK._.ACCOUNTHASH.EVENTLOG.consumer1.1.42.7.1700000000000000000.0.a1b2",
+        "$JS.ACK.hub.ACCOUNTHASH.EVENTLOG.consumer1.1.42.7.1700000000000000000.0",
+    ],
+    ids=["v1", "v2", "v2 without token"],
+)
+def test_the_stream_sequence_is_read_from_either_form_of_a_delivery_reply(reply: str) -> None:
+    assert _stream_sequence(reply) == 42
+
+
+def test_a_delivery_without_a_jetstream_reply_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="unexpected reply"):
+        _stream_sequence("_INBOX.abc")
