@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _results  # benchmarks/_results.py (this folder is on sys.path)
 import circuitbreaker  # type: ignore[import-untyped]
 import pybreaker
 
@@ -177,16 +178,9 @@ def render_table(medians: dict[str, float], calls: int, repeats: int) -> tuple[s
 
 def write_section(path: Path, body: str) -> None:
     """Replace this benchmark's section of RESULTS.md, keeping every other section."""
-    begin, end = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
-    block = f"{begin}\n## Breaker overhead (`benchmarks/breaker_overhead.py`)\n\n{body}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    _results.write_section(
+        path, SECTION, "Breaker overhead (`benchmarks/breaker_overhead.py`)", body
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

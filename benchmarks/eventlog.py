@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import _results  # benchmarks/_results.py (this folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -379,16 +381,10 @@ def _cpus() -> int:
 
 
 def write_results(body: str, path: Path = RESULTS_PATH) -> None:
-    begin, end = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
-    block = f"{begin}\n## Event log (`benchmarks/eventlog.py`)\n\n{body}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    """Replace this benchmark's section of RESULTS.md, keeping every other section."""
+    _results.write_section(
+        path, SECTION, "Event log (`benchmarks/eventlog.py`)", body
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

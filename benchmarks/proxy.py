@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _results  # benchmarks/_results.py (this folder is on sys.path)
 import grpc
 import yaml
 
@@ -506,16 +507,9 @@ def _tracing_report(cells: dict[tuple[str, int], Cell],
 
 def write_section(path: Path, body: str) -> None:
     """Replace this benchmark's section of RESULTS.md, keeping every other section."""
-    begin, end = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
-    block = f"{begin}\n## Proxy overhead (`benchmarks/proxy.py`)\n\n{body}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    _results.write_section(
+        path, SECTION, "Proxy overhead (`benchmarks/proxy.py`)", body
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
