@@ -134,6 +134,8 @@ from sidecar.eventlog.store import (
     NewEvent,
     StoredEvent,
     StoreError,
+    check_read_limit,
+    check_same_content,
     read_until_head,
 )
 
@@ -801,7 +803,7 @@ class NatsEventStore(EventStore):
             if known is None:
                 unique[event.event_id] = event
             else:
-                _check_same_content(known, event)
+                check_same_content(known, event)
         order = list(unique.values())
         if len(order) > MAX_ATOMIC_BATCH_EVENTS:
             raise InvalidEventError(
@@ -898,7 +900,7 @@ class NatsEventStore(EventStore):
                         )
                     if slot.event.event_id != event.event_id:
                         raise _conflict(event, slot.event.event_id, head.version)
-                    _check_same_content(slot.event.as_new_event(), event)
+                    check_same_content(slot.event.as_new_event(), event)
                     plan.outcomes[index] = AppendOutcome(
                         event.event_id,
                         slot.event.global_position,
@@ -1130,7 +1132,7 @@ class NatsEventStore(EventStore):
     async def read_stream(
         self, stream: str, from_version: int = 1, limit: int = DEFAULT_READ_LIMIT
     ) -> list[StoredEvent]:
-        _check_limit(limit)
+        check_read_limit(limit)
         await self._ensure()
         start_version = max(from_version, 1)
         first = await self._leader_get_last(self._subjects.slot(stream, start_version))
@@ -1158,7 +1160,7 @@ class NatsEventStore(EventStore):
         limit: int = DEFAULT_READ_LIMIT,
         filter: EventFilter = NO_FILTER,
     ) -> list[StoredEvent]:
-        _check_limit(limit)
+        check_read_limit(limit)
         await self._ensure()
         if from_position > _MAX_SEQUENCE:  # JetStream would call the request malformed
             return []
@@ -1590,11 +1592,6 @@ def _stored(event: NewEvent, position: int, recorded_at_ns: int) -> StoredEvent:
     )
 
 
-def _check_limit(limit: int) -> None:
-    if not 1 <= limit <= MAX_READ_LIMIT:
-        raise ValueError(f"limit: must be 1..{MAX_READ_LIMIT}, got {limit}")
-
-
 def _check_chain(event: NewEvent, head_version: int, head_hash: bytes) -> None:
     where = f"stream {event.stream!r} version {event.version}"
     if event.version != head_version + 1:
@@ -1628,22 +1625,3 @@ def _conflict(event: NewEvent, holder: str, head_version: int) -> ConflictError:
         expected=f"head at version {event.version - 1}",
         actual=f"head at version {head_version}",
     )
-
-
-def _check_same_content(original: NewEvent, again: NewEvent) -> None:
-    if original != again:
-        differing = [
-            name
-            for name in NewEvent.__dataclass_fields__
-            if getattr(original, name) != getattr(again, name)
-        ]
-        raise ConflictError(
-            f"event {again.event_id} is already stored (stream {original.stream!r} version "
-            f"{original.version}) with different content: {', '.join(differing)} differ",
-            stream=again.stream,
-            version=again.version,
-            event_id=again.event_id,
-            existing_event_id=original.event_id,
-            expected=f"the stored content of event {original.event_id}",
-            actual=f"different {', '.join(differing)}",
-        )

@@ -42,7 +42,6 @@ from sidecar import chain
 from sidecar.eventlog.records import validate_new_event
 from sidecar.eventlog.store import (
     DEFAULT_READ_LIMIT,
-    MAX_READ_LIMIT,
     NO_FILTER,
     AppendOutcome,
     ChainError,
@@ -52,6 +51,8 @@ from sidecar.eventlog.store import (
     NewEvent,
     StoredEvent,
     StoreError,
+    check_read_limit,
+    check_same_content,
 )
 
 DEFAULT_SYNCHRONOUS: Final = "FULL"
@@ -283,7 +284,7 @@ class SqliteEventStore(EventStore):
     async def read_stream(
         self, stream: str, from_version: int = 1, limit: int = DEFAULT_READ_LIMIT
     ) -> list[StoredEvent]:
-        _check_limit(limit)
+        check_read_limit(limit)
         if from_version > _I64_MAX:  # SQLite integers are 64-bit: nothing is stored beyond
             return []
         sql = (
@@ -298,7 +299,7 @@ class SqliteEventStore(EventStore):
         limit: int = DEFAULT_READ_LIMIT,
         filter: EventFilter = NO_FILTER,
     ) -> list[StoredEvent]:
-        _check_limit(limit)
+        check_read_limit(limit)
         # SQLite integers are 64-bit; a bound beyond them is decided here (a time range can
         # reach past 2262 or before 1678, a position past 2**63): match nothing or drop it.
         if (
@@ -530,12 +531,12 @@ class SqliteEventStore(EventStore):
             validate_new_event(event)
             known = in_batch.get(event.event_id)
             if known is not None:
-                _check_same_content(known[0], event)
+                check_same_content(known[0], event)
                 outcomes.append(known[1])
                 continue
             existing = stored.get(event.event_id)
             if existing is not None:
-                _check_same_content(existing.as_new_event(), event)
+                check_same_content(existing.as_new_event(), event)
                 outcomes.append(
                     AppendOutcome(event.event_id, existing.global_position, existing.version, True)
                 )
@@ -621,30 +622,6 @@ def _rollback_job(conn: sqlite3.Connection) -> None:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _check_limit(limit: int) -> None:
-    if not 1 <= limit <= MAX_READ_LIMIT:
-        raise ValueError(f"limit: must be 1..{MAX_READ_LIMIT}, got {limit}")
-
-
-def _check_same_content(original: NewEvent, again: NewEvent) -> None:
-    if original != again:
-        differing = [
-            name
-            for name in NewEvent.__dataclass_fields__
-            if getattr(original, name) != getattr(again, name)
-        ]
-        raise ConflictError(
-            f"event {again.event_id} is already stored (stream {original.stream!r} version "
-            f"{original.version}) with different content: {', '.join(differing)} differ",
-            stream=again.stream,
-            version=again.version,
-            event_id=again.event_id,
-            existing_event_id=original.event_id,
-            expected=f"the stored content of event {original.event_id}",
-            actual=f"different {', '.join(differing)}",
-        )
 
 
 def _load_by_event_id(conn: sqlite3.Connection, event_ids: list[str]) -> dict[str, StoredEvent]:

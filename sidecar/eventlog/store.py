@@ -332,3 +332,29 @@ async def read_until_head(
         yield FollowBatch(tuple(page), cursor, max(head, cursor - 1), live)
         if live:
             return
+
+
+def check_read_limit(limit: int) -> None:
+    """Adapters call this first in every read: limits outside 1..MAX_READ_LIMIT are a bug."""
+    if not 1 <= limit <= MAX_READ_LIMIT:
+        raise ValueError(f"limit: must be 1..{MAX_READ_LIMIT}, got {limit}")
+
+
+def check_same_content(original: NewEvent, again: NewEvent) -> None:
+    """Idempotency forever: an event id seen again must carry the same content, else conflict."""
+    if original != again:
+        differing = [
+            name
+            for name in NewEvent.__dataclass_fields__
+            if getattr(original, name) != getattr(again, name)
+        ]
+        raise ConflictError(
+            f"event {again.event_id} is already stored (stream {original.stream!r} version "
+            f"{original.version}) with different content: {', '.join(differing)} differ",
+            stream=again.stream,
+            version=again.version,
+            event_id=again.event_id,
+            existing_event_id=original.event_id,
+            expected=f"the stored content of event {original.event_id}",
+            actual=f"different {', '.join(differing)}",
+        )

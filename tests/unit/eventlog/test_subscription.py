@@ -6,6 +6,7 @@ Runs against the real SQLite store in a temp dir (the reader relies on its wait_
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -30,13 +31,14 @@ async def _running(sub: Subscription) -> asyncio.Task[None]:
     return asyncio.create_task(sub.run())
 
 
-async def _until(predicate: Callable[[], bool], rounds: int = 10_000) -> None:
-    """Yield to the loop until ``predicate()`` holds (no wall-clock sleeping)."""
-    for _ in range(rounds):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
+async def _until(predicate: Callable[[], bool], timeout_s: float = GET_TIMEOUT_S) -> None:
+    """Yield to the loop until ``predicate()`` holds. Store reads run on threads, so a count
+    of loop turns is not enough on a loaded machine; the wall-clock bound only ends a hang."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
+        await asyncio.sleep(0.001)
 
 
 async def test_catch_up_then_live_delivers_every_event_once_in_order(store: EventStore) -> None:
