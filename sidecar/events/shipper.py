@@ -161,6 +161,9 @@ class GrpcEventExporter:
             ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 200)),
             ("grpc.min_reconnect_backoff_ms", min(backoff_ms, 200)),
             ("grpc.max_reconnect_backoff_ms", backoff_ms),
+            # a channel of its own connection: with grpc's shared subchannel pool, the new
+            # channel opened after repeated timeouts could pick up the old, dead connection
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if server_name is not None:
             self._options.append(("grpc.ssl_target_name_override", server_name))
