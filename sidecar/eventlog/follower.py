@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any, Final
 
 from sidecar.eventlog.projections import (
     BreakerViews,
+    CountEntry,
     Key,
     Projection,
     ProjectionRunner,
@@ -41,23 +41,18 @@ FAILURE_BACKOFF_S: Final = 1.0
 """Pause after a failed fold (store unavailable) before trying again."""
 
 
-@dataclass(slots=True)
-class TypeCount:
-    count: int = 0
-
-
-class EventCountsProjection(Projection[TypeCount]):
+class EventCountsProjection(Projection[CountEntry]):
     """Events in the log per ``type`` (key: ``(type,)``)."""
 
     name = "event_counts"
-    entry_type = TypeCount
+    entry_type = CountEntry
 
     def apply(
-        self, state: dict[Key, TypeCount], event: StoredEvent, payload: Payload | None
+        self, state: dict[Key, CountEntry], event: StoredEvent, payload: Payload | None
     ) -> None:
         entry = state.get((event.type,))
         if entry is None:
-            state[(event.type,)] = entry = TypeCount()
+            state[(event.type,)] = entry = CountEntry()
         entry.count += 1
 
 
