@@ -137,6 +137,7 @@ from sidecar.eventlog.store import (
     check_read_limit,
     check_same_content,
     read_until_head,
+    version_taken,
 )
 
 _log = logging.getLogger(__name__)
@@ -899,7 +900,7 @@ class NatsEventStore(EventStore):
                             f"the head is version {head.version} (leader change?)"
                         )
                     if slot.event.event_id != event.event_id:
-                        raise _conflict(event, slot.event.event_id, head.version)
+                        raise version_taken(event, slot.event.event_id, head.version)
                     check_same_content(slot.event.as_new_event(), event)
                     plan.outcomes[index] = AppendOutcome(
                         event.event_id,
@@ -909,7 +910,7 @@ class NatsEventStore(EventStore):
                     )
                     continue
                 if event.version <= running_version:
-                    raise _conflict(event, in_batch.get(event.version, "?"), running_version)
+                    raise version_taken(event, in_batch.get(event.version, "?"), running_version)
                 _check_chain(event, running_version, running_hash)
                 running_version, running_hash = event.version, event.hash
                 in_batch[event.version] = event.event_id
@@ -1611,17 +1612,3 @@ def _check_chain(event: NewEvent, head_version: int, head_hash: bytes) -> None:
             f"{where}: hash {event.hash.hex()} is not the SHA-256 of the event's canonical bytes",
             stream=event.stream, version=event.version, event_id=event.event_id,
         )
-
-
-def _conflict(event: NewEvent, holder: str, head_version: int) -> ConflictError:
-    return ConflictError(
-        f"stream {event.stream!r}: event {event.event_id} expects the head at version "
-        f"{event.version - 1}, but the head is version {head_version} and version "
-        f"{event.version} holds event {holder}",
-        stream=event.stream,
-        version=event.version,
-        event_id=event.event_id,
-        existing_event_id=holder,
-        expected=f"head at version {event.version - 1}",
-        actual=f"head at version {head_version}",
-    )

@@ -45,7 +45,6 @@ from sidecar.eventlog.store import (
     NO_FILTER,
     AppendOutcome,
     ChainError,
-    ConflictError,
     EventFilter,
     EventStore,
     NewEvent,
@@ -53,6 +52,7 @@ from sidecar.eventlog.store import (
     StoreError,
     check_read_limit,
     check_same_content,
+    version_taken,
 )
 
 DEFAULT_SYNCHRONOUS: Final = "FULL"
@@ -546,17 +546,7 @@ class SqliteEventStore(EventStore):
                 holder = slots.get((event.stream, event.version)) or _event_id_at(
                     conn, event.stream, event.version
                 )
-                raise ConflictError(
-                    f"stream {event.stream!r}: event {event.event_id} expects the head at version "
-                    f"{event.version - 1}, but the head is version {head_version} and version "
-                    f"{event.version} holds event {holder}",
-                    stream=event.stream,
-                    version=event.version,
-                    event_id=event.event_id,
-                    existing_event_id=holder,
-                    expected=f"head at version {event.version - 1}",
-                    actual=f"head at version {head_version}",
-                )
+                raise version_taken(event, holder, head_version)
             if event.version != head_version + 1:
                 raise ChainError(
                     f"stream {event.stream!r}: event {event.event_id} has version "

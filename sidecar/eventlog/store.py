@@ -358,3 +358,18 @@ def check_same_content(original: NewEvent, again: NewEvent) -> None:
             expected=f"the stored content of event {original.event_id}",
             actual=f"different {', '.join(differing)}",
         )
+
+
+def version_taken(event: NewEvent, holder: str, head_version: int) -> ConflictError:
+    """The conflict both adapters raise when another event already holds this version."""
+    return ConflictError(
+        f"stream {event.stream!r}: event {event.event_id} expects the head at version "
+        f"{event.version - 1}, but the head is version {head_version} and version "
+        f"{event.version} holds event {holder}",
+        stream=event.stream,
+        version=event.version,
+        event_id=event.event_id,
+        existing_event_id=holder,
+        expected=f"head at version {event.version - 1}",
+        actual=f"head at version {head_version}",
+    )
