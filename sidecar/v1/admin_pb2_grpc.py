@@ -49,6 +49,11 @@ class SidecarAdminStub:
                 request_serializer=sidecar_dot_v1_dot_admin__pb2.SetBreakerModeRequest.SerializeToString,
                 response_deserializer=sidecar_dot_v1_dot_admin__pb2.BreakerInfo.FromString,
                 _registered_method=True)
+        self.ListEndpoints = channel.unary_unary(
+                '/sidecar.v1.SidecarAdmin/ListEndpoints',
+                request_serializer=sidecar_dot_v1_dot_admin__pb2.ListEndpointsRequest.SerializeToString,
+                response_deserializer=sidecar_dot_v1_dot_admin__pb2.ListEndpointsResponse.FromString,
+                _registered_method=True)
 
 
 class SidecarAdminServicer:
@@ -72,6 +77,12 @@ class SidecarAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEndpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SidecarAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_SidecarAdminServicer_to_server(servicer, server):
                     servicer.SetBreakerMode,
                     request_deserializer=sidecar_dot_v1_dot_admin__pb2.SetBreakerModeRequest.FromString,
                     response_serializer=sidecar_dot_v1_dot_admin__pb2.BreakerInfo.SerializeToString,
+            ),
+            'ListEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEndpoints,
+                    request_deserializer=sidecar_dot_v1_dot_admin__pb2.ListEndpointsRequest.FromString,
+                    response_serializer=sidecar_dot_v1_dot_admin__pb2.ListEndpointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class SidecarAdmin:
             '/sidecar.v1.SidecarAdmin/SetBreakerMode',
             sidecar_dot_v1_dot_admin__pb2.SetBreakerModeRequest.SerializeToString,
             sidecar_dot_v1_dot_admin__pb2.BreakerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.v1.SidecarAdmin/ListEndpoints',
+            sidecar_dot_v1_dot_admin__pb2.ListEndpointsRequest.SerializeToString,
+            sidecar_dot_v1_dot_admin__pb2.ListEndpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,6 +24,12 @@ class BreakerMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BREAKER_MODE_METRICS_ONLY: _ClassVar[BreakerMode]
     BREAKER_MODE_DISABLED: _ClassVar[BreakerMode]
     BREAKER_MODE_FORCED_OPEN: _ClassVar[BreakerMode]
+
+class EjectionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EJECTION_REASON_UNSPECIFIED: _ClassVar[EjectionReason]
+    EJECTION_REASON_CONSECUTIVE_FAILURES: _ClassVar[EjectionReason]
+    EJECTION_REASON_FAILURE_RATE: _ClassVar[EjectionReason]
 BREAKER_STATE_UNSPECIFIED: BreakerState
 BREAKER_STATE_CLOSED: BreakerState
 BREAKER_STATE_OPEN: BreakerState
@@ -33,6 +39,9 @@ BREAKER_MODE_ENFORCE: BreakerMode
 BREAKER_MODE_METRICS_ONLY: BreakerMode
 BREAKER_MODE_DISABLED: BreakerMode
 BREAKER_MODE_FORCED_OPEN: BreakerMode
+EJECTION_REASON_UNSPECIFIED: EjectionReason
+EJECTION_REASON_CONSECUTIVE_FAILURES: EjectionReason
+EJECTION_REASON_FAILURE_RATE: EjectionReason
 
 class WindowSnapshot(_message.Message):
     __slots__ = ("calls", "failures", "slow_calls", "failure_rate", "slow_call_rate", "consecutive_failures")
@@ -108,8 +117,64 @@ class ConfigApplied(_message.Message):
     source: str
     def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., config_sha256: _Optional[str] = ..., upstreams: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
 
+class EndpointsChanged(_message.Message):
+    __slots__ = ("service", "instance", "upstream", "added", "removed", "count", "source")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    instance: str
+    upstream: str
+    added: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    source: str
+    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., upstream: _Optional[str] = ..., added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class EndpointEjected(_message.Message):
+    __slots__ = ("service", "instance", "upstream", "endpoint", "reason", "ejection_ms", "ejections_in_a_row", "consecutive_failures", "failure_rate", "calls")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EJECTION_MS_FIELD_NUMBER: _ClassVar[int]
+    EJECTIONS_IN_A_ROW_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    instance: str
+    upstream: str
+    endpoint: str
+    reason: EjectionReason
+    ejection_ms: int
+    ejections_in_a_row: int
+    consecutive_failures: int
+    failure_rate: float
+    calls: int
+    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., upstream: _Optional[str] = ..., endpoint: _Optional[str] = ..., reason: _Optional[_Union[EjectionReason, str]] = ..., ejection_ms: _Optional[int] = ..., ejections_in_a_row: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., failure_rate: _Optional[float] = ..., calls: _Optional[int] = ...) -> None: ...
+
+class EndpointReturned(_message.Message):
+    __slots__ = ("service", "instance", "upstream", "endpoint", "ejected_for_ms")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    EJECTED_FOR_MS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    instance: str
+    upstream: str
+    endpoint: str
+    ejected_for_ms: int
+    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., upstream: _Optional[str] = ..., endpoint: _Optional[str] = ..., ejected_for_ms: _Optional[int] = ...) -> None: ...
+
 class Event(_message.Message):
-    __slots__ = ("event_id", "stream", "version", "global_position", "type", "occurred_at", "recorded_at", "trace_id", "breaker_transitioned", "breaker_mode_changed", "config_applied", "prev_hash", "hash")
+    __slots__ = ("event_id", "stream", "version", "global_position", "type", "occurred_at", "recorded_at", "trace_id", "breaker_transitioned", "breaker_mode_changed", "config_applied", "endpoints_changed", "endpoint_ejected", "endpoint_returned", "prev_hash", "hash")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +186,9 @@ class Event(_message.Message):
     BREAKER_TRANSITIONED_FIELD_NUMBER: _ClassVar[int]
     BREAKER_MODE_CHANGED_FIELD_NUMBER: _ClassVar[int]
     CONFIG_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_EJECTED_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_RETURNED_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     event_id: str
@@ -134,6 +202,9 @@ class Event(_message.Message):
     breaker_transitioned: BreakerTransitioned
     breaker_mode_changed: BreakerModeChanged
     config_applied: ConfigApplied
+    endpoints_changed: EndpointsChanged
+    endpoint_ejected: EndpointEjected
+    endpoint_returned: EndpointReturned
     prev_hash: bytes
     hash: bytes
-    def __init__(self, event_id: _Optional[str] = ..., stream: _Optional[str] = ..., version: _Optional[int] = ..., global_position: _Optional[int] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., breaker_transitioned: _Optional[_Union[BreakerTransitioned, _Mapping]] = ..., breaker_mode_changed: _Optional[_Union[BreakerModeChanged, _Mapping]] = ..., config_applied: _Optional[_Union[ConfigApplied, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., stream: _Optional[str] = ..., version: _Optional[int] = ..., global_position: _Optional[int] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., breaker_transitioned: _Optional[_Union[BreakerTransitioned, _Mapping]] = ..., breaker_mode_changed: _Optional[_Union[BreakerModeChanged, _Mapping]] = ..., config_applied: _Optional[_Union[ConfigApplied, _Mapping]] = ..., endpoints_changed: _Optional[_Union[EndpointsChanged, _Mapping]] = ..., endpoint_ejected: _Optional[_Union[EndpointEjected, _Mapping]] = ..., endpoint_returned: _Optional[_Union[EndpointReturned, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
