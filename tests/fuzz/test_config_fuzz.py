@@ -168,7 +168,7 @@ def test_a_valid_config_with_one_part_changed_is_either_usable_or_refused_by_key
     _parse(yaml.safe_dump(config))
 
 
-# --- found by this suite, fixed in sidecar/config.py ------------------------------------------
+# --- found by this suite, fixed in sidecar/config/ ------------------------------------------
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "1e400"])
