@@ -1,0 +1,70 @@
+"""The package's public surface is the agreed one: the proxy is wired against these names."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import sys
+from pathlib import Path
+
+import sidecar.balancer as balancer_pkg
+from sidecar.balancer import Balancer, EndpointListener
+
+AGREED = {
+    "Policy", "BalancerSettings", "OutlierSettings", "Ejection", "Return", "EndpointsChange",
+    "EndpointListener", "EndpointView", "Endpoint", "Balancer",
+}
+ADDED = {"PeakEwma"}
+
+
+def test_all_exports_exactly_the_agreed_names_plus_documented_additions() -> None:
+    assert set(balancer_pkg.__all__) == AGREED | ADDED
+    for name in balancer_pkg.__all__:
+        assert getattr(balancer_pkg, name) is not None
+
+
+def test_balancer_methods_keep_their_agreed_signatures() -> None:
+    def params(name: str) -> list[str]:
+        return list(inspect.signature(getattr(Balancer, name)).parameters)
+
+    assert list(inspect.signature(Balancer).parameters) == [
+        "upstream", "settings", "outlier", "clock", "wall_clock", "rng", "listeners",
+    ]
+    assert params("update_endpoints") == ["self", "targets", "source"]
+    assert params("reconfigure") == ["self", "settings", "outlier"]
+    assert params("pick") == ["self", "avoid"]
+    assert params("start") == ["self", "endpoint"]
+    assert params("finish") == ["self", "endpoint", "started", "failed"]
+    assert params("cancel") == ["self", "endpoint"]
+    for name in ("endpoints", "views", "active_count", "ejected_count"):
+        assert params(name) == ["self"]
+    assert params("add_listener") == ["self", "listener"]
+    assert isinstance(Balancer.settings, property)
+    assert isinstance(Balancer.outlier, property)
+
+
+def test_listener_base_class_has_the_three_no_op_methods() -> None:
+    listener = EndpointListener()
+    for name in ("on_ejected", "on_returned", "on_endpoints_changed"):
+        assert getattr(listener, name)(None) is None
+
+
+def test_the_balancer_package_imports_only_the_standard_library_and_itself() -> None:
+    package_dir = Path(balancer_pkg.__file__).parent
+    for source in package_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            modules: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            for module in modules:
+                own = module == "sidecar.balancer" or module.startswith("sidecar.balancer.")
+                stdlib = module.split(".")[0] in sys.stdlib_module_names | {"__future__"}
+                assert own or stdlib, f"{source.name} imports {module}"
+
+
+def test_every_module_stays_small() -> None:
+    package_dir = Path(balancer_pkg.__file__).parent
+    for source in package_dir.glob("*.py"):
+        assert len(source.read_text().splitlines()) <= 420, source.name
