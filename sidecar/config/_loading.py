@@ -23,6 +23,9 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # past this many values ("billion laughs") instead of spending minutes expanding them.
 MAX_CONFIG_VALUES = 100_000
 
+# A config file is a few kilobytes; refuse to read more than this (``--config /dev/zero``).
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+
 
 class _Expander:
     """Replaces ``${VAR}`` / ``${VAR:-default}`` in every string value, recording problems.
@@ -75,11 +78,15 @@ class _SelfReference(Exception):
     pass
 
 
+_TAGS = {("window", "count"), ("window", "time"), ("discovery", "dns"), ("discovery", "file")}
+"""pydantic's discriminator tags in error locations: not keys a user wrote."""
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     previous: int | str | None = None
     for item in loc:
-        if previous == "window" and item in ("count", "time"):
+        if (previous, item) in _TAGS:
             pass  # pydantic's discriminator tag, not a user key
         elif isinstance(item, int):
             parts.append(f"[{item}]")
@@ -136,13 +143,39 @@ def parse_config(
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> SidecarConfig:
-    """Read, expand and validate a YAML config file."""
+    """Read, expand and validate a YAML config file.
+
+    Every way the file itself can be wrong is a :class:`ConfigError` with one ``(file): ...``
+    line naming the path, never another exception: missing, unreadable, a directory, larger
+    than :data:`MAX_CONFIG_BYTES`, empty (or only whitespace), or not UTF-8 (the line gives the
+    offset of the first byte that does not decode).
+    """
     file = Path(path)
+    source = str(file)
+    quoted = repr(source)
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(source, [f"(file): {problem}"])
+
     try:
-        text = file.read_text()
+        with file.open("rb") as stream:
+            data = stream.read(MAX_CONFIG_BYTES + 1)
+    except IsADirectoryError:
+        raise refuse(f"{quoted} is a directory, not a YAML file") from None
     except OSError as exc:
-        raise ConfigError(str(file), [f"(file): cannot read: {exc.strerror}"]) from None
-    return parse_config(text, str(file), env)
+        raise refuse(f"cannot read {quoted}: {exc.strerror or type(exc).__name__}") from None
+    except ValueError as exc:  # a path with a NUL byte
+        raise refuse(f"cannot read {quoted}: {exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise refuse(f"{quoted} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise refuse(f"{quoted} is not UTF-8: byte 0x{data[exc.start]:02x} at offset "
+                     f"{exc.start} ({exc.reason})") from None
+    if not text.strip():
+        raise refuse(f"{quoted} is empty (expected a YAML mapping with service and upstreams)")
+    return parse_config(text, source, env)
 
 
 def config_digest(config: SidecarConfig) -> str:

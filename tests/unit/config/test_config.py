@@ -3,6 +3,7 @@ file is refused with the key path and the problem."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from sidecar.config import (
     load_config,
     parse_config,
 )
+from sidecar.config._loading import MAX_CONFIG_BYTES
 
 FULL_EXAMPLE = """
 service: checkout
@@ -169,10 +171,64 @@ def test_broken_yaml_and_non_mappings_are_refused() -> None:
     assert problems_of("- a list\n") == ["(top level): must be a mapping of keys to values"]
 
 
-def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+def load_problems(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path / "absent.yaml")
-    assert "cannot read" in info.value.problems[0]
+        load_config(path, env={})
+    assert info.value.source == str(path)
+    return info.value.problems
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    assert load_problems(path) == [
+        f"(file): cannot read '{path}': No such file or directory"]
+
+
+def test_a_file_that_is_not_utf8_names_the_path_and_the_byte_offset(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(MINIMAL.encode() + b"instance: caf\xe9\n")
+    offset = len(MINIMAL.encode()) + len(b"instance: caf")
+    assert load_problems(path) == [
+        f"(file): '{path}' is not UTF-8: byte 0xe9 at offset {offset} (invalid continuation byte)"
+    ]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n\t\n"])
+def test_an_empty_file_is_refused_as_empty(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_bytes(content)
+    assert load_problems(path) == [
+        f"(file): '{path}' is empty (expected a YAML mapping with service and upstreams)"]
+
+
+def test_a_directory_is_refused_as_a_directory(tmp_path: Path) -> None:
+    assert load_problems(tmp_path) == [f"(file): '{tmp_path}' is a directory, not a YAML file"]
+
+
+def test_a_path_through_a_file_is_unreadable(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text(MINIMAL)
+    path = tmp_path / "plain" / "sidecar.yaml"
+    assert load_problems(path) == [f"(file): cannot read '{path}': Not a directory"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_a_file_without_read_permission_is_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "secret.yaml"
+    path.write_text(MINIMAL)
+    path.chmod(0)
+    assert load_problems(path) == [f"(file): cannot read '{path}': Permission denied"]
+
+
+def test_a_file_larger_than_the_limit_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_bytes(MINIMAL.encode() + b"#" * MAX_CONFIG_BYTES)
+    assert load_problems(path) == [f"(file): '{path}' is larger than {MAX_CONFIG_BYTES} bytes"]
+
+
+def test_a_utf8_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load_config(path, env={}).service == "checkout"
 
 
 @given(rate=st.floats(allow_nan=False, allow_infinity=False))
