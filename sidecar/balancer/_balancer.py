@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from sidecar.balancer._endpoint import Endpoint
+from sidecar.balancer._endpoint import Endpoint, by_address, by_return, return_time
 from sidecar.balancer._outlier import ejection_limit
-from sidecar.balancer._pick import LeastRequest, P2cEwma, Picker, RoundRobin
+from sidecar.balancer._pick import Picker, make_picker
 from sidecar.balancer._settings import BalancerSettings, OutlierSettings
 from sidecar.balancer._types import (
     Ejection,
@@ -27,25 +27,11 @@ T = TypeVar("T")
 _Event = Ejection | Return | EndpointsChange
 
 
-def _by_address(endpoint: Endpoint[T]) -> str:
-    return endpoint.address
-
-
-def _return_time(endpoint: Endpoint[T]) -> float:
-    until = endpoint.outlier.ejected_until
-    return math.inf if until is None else until
-
-
-def _by_return(endpoint: Endpoint[T]) -> tuple[float, str]:
-    return _return_time(endpoint), endpoint.address
-
-
-def _make_picker(settings: BalancerSettings, rng: random.Random) -> Picker:
-    if settings.policy == "round_robin":
-        return RoundRobin()
-    if settings.policy == "least_request":
-        return LeastRequest(rng)
-    return P2cEwma(rng, settings.ewma_decay_ms)
+_LISTENER_METHOD = {
+    Ejection: "on_ejected",
+    Return: "on_returned",
+    EndpointsChange: "on_endpoints_changed",
+}
 
 
 class Balancer(Generic[T]):
@@ -120,7 +106,7 @@ class Balancer(Generic[T]):
         self._wall_clock = wall_clock
         self._rng = rng if rng is not None else random.Random()
         self._listeners: tuple[EndpointListener, ...] = tuple(listeners)
-        self._picker: Picker = _make_picker(settings, self._rng)
+        self._picker: Picker = make_picker(settings, self._rng)
         self._members: dict[str, Endpoint[T]] = {}
         self._active: list[Endpoint[T]] = []
         self._ejected: set[Endpoint[T]] = set()
@@ -155,7 +141,7 @@ class Balancer(Generic[T]):
         if settings.policy != self._settings.policy or (
             settings.ewma_decay_ms != self._settings.ewma_decay_ms
         ):
-            self._picker = _make_picker(settings, self._rng)
+            self._picker = make_picker(settings, self._rng)
         self._settings = settings
         self._outlier = outlier
         events: list[_Event] = []
@@ -278,8 +264,14 @@ class Balancer(Generic[T]):
         if endpoint.in_flight > 0:
             endpoint.in_flight -= 1
 
-    def finish(self, endpoint: Endpoint[T], started: float, failed: bool) -> None:
+    def finish(
+        self, endpoint: Endpoint[T], started: float, failed: bool, latency_s: float | None = None
+    ) -> None:
         """The call ended with an upstream outcome (``failed`` is the caller's classification).
+
+        ``latency_s`` (default: since ``started``) is the latency the estimate learns from; a
+        stream reports its time to the first response message, so a long-lived healthy stream
+        does not look slow.
 
         Updates the latency estimate and judges the outlier rules, which may eject the endpoint
         (listeners hear it here, in the caller's context). Outcomes of calls to an ejected
@@ -296,8 +288,9 @@ class Balancer(Generic[T]):
         endpoint.calls += 1
         if failed:
             endpoint.failures += 1
+        latency = now - started if latency_s is None else latency_s
         endpoint.load.observe(
-            max(0.0, (now - started) * 1000.0), now, self._settings.ewma_decay_ms / 1000.0
+            max(0.0, latency * 1000.0), now, self._settings.ewma_decay_ms / 1000.0
         )
         state = endpoint.outlier
         outlier = self._outlier
@@ -372,7 +365,7 @@ class Balancer(Generic[T]):
         if now < self._next_return:
             return
         earliest = math.inf
-        for endpoint in sorted(self._ejected, key=_by_address):
+        for endpoint in sorted(self._ejected, key=by_address):
             until = endpoint.outlier.ejected_until
             if until is None or until <= now:  # None cannot happen: ejected means a time
                 events.append(self._come_back(endpoint, now if until is None else until, now))
@@ -393,25 +386,18 @@ class Balancer(Generic[T]):
         excess = len(self._ejected) - limit
         if excess <= 0:
             return
-        soonest = sorted(self._ejected, key=_by_return)
+        soonest = sorted(self._ejected, key=by_return)
         for endpoint in soonest[:excess]:
             events.append(self._come_back(endpoint, now, now))
-        self._next_return = min(map(_return_time, self._ejected), default=math.inf)
+        self._next_return = min(map(return_time, self._ejected), default=math.inf)
 
     def _emit(self, events: list[_Event]) -> None:
         for event in events:
+            method = _LISTENER_METHOD[type(event)]
             for listener in self._listeners:
                 try:
-                    if isinstance(event, Ejection):
-                        listener.on_ejected(event)
-                    elif isinstance(event, Return):
-                        listener.on_returned(event)
-                    else:
-                        listener.on_endpoints_changed(event)
+                    getattr(listener, method)(event)
                 except Exception:
                     _log.exception(
-                        "balancer %s: listener %r failed on %s",
-                        self.upstream,
-                        listener,
-                        type(event).__name__,
+                        "balancer %s: listener %r failed on %s", self.upstream, listener, method
                     )

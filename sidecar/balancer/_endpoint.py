@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+import math
+from typing import Any, Generic, TypeVar
 
 from sidecar.balancer._load import PeakEwma
 from sidecar.balancer._outlier import OutlierState
@@ -59,3 +60,19 @@ class Endpoint(Generic[T]):
     def __repr__(self) -> str:
         state = "ejected" if self.ejected else ("active" if self._in_set else "removed")
         return f"Endpoint({self.address!r}, {state}, in_flight={self.in_flight})"
+
+
+def by_address(endpoint: Endpoint[Any]) -> str:
+    """Sort key: the address."""
+    return endpoint.address
+
+
+def return_time(endpoint: Endpoint[Any]) -> float:
+    """When an ejected endpoint is due back (infinity when it is in service)."""
+    until = endpoint.outlier.ejected_until
+    return math.inf if until is None else until
+
+
+def by_return(endpoint: Endpoint[Any]) -> tuple[float, str]:
+    """Sort key: due back soonest first, then the address (deterministic)."""
+    return return_time(endpoint), endpoint.address

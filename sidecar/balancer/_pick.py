@@ -18,6 +18,7 @@ from random import Random
 from typing import Any
 
 from sidecar.balancer._endpoint import Endpoint
+from sidecar.balancer._settings import BalancerSettings
 
 _DRAWS = 3  # random draws before the bounded scan
 
@@ -131,3 +132,12 @@ class RoundRobin:
 
 
 Picker = P2cEwma | LeastRequest | RoundRobin
+
+
+def make_picker(settings: BalancerSettings, rng: Random) -> Picker:
+    """The picker for ``settings.policy``."""
+    if settings.policy == "round_robin":
+        return RoundRobin()
+    if settings.policy == "least_request":
+        return LeastRequest(rng)
+    return P2cEwma(rng, settings.ewma_decay_ms)

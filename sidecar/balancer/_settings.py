@@ -136,8 +136,7 @@ class OutlierSettings:
         pct = _finite(self.max_ejection_percent)
         if pct is None or not 0 <= pct <= 100:
             problems.append(
-                "max_ejection_percent: must be >= 0 and <= 100, "
-                f"got {self.max_ejection_percent!r}"
+                f"max_ejection_percent: must be >= 0 and <= 100, got {self.max_ejection_percent!r}"
             )
         if problems:
             raise ValueError("; ".join(problems))

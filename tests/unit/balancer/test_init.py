@@ -34,7 +34,7 @@ def test_balancer_methods_keep_their_agreed_signatures() -> None:
     assert params("reconfigure") == ["self", "settings", "outlier"]
     assert params("pick") == ["self", "avoid"]
     assert params("start") == ["self", "endpoint"]
-    assert params("finish") == ["self", "endpoint", "started", "failed"]
+    assert params("finish") == ["self", "endpoint", "started", "failed", "latency_s"]
     assert params("cancel") == ["self", "endpoint"]
     for name in ("endpoints", "views", "active_count", "ejected_count"):
         assert params(name) == ["self"]

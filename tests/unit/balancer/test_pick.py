@@ -110,6 +110,19 @@ def test_an_idle_endpoints_estimate_as_read_by_views_decays_in_time() -> None:
     assert view.ewma_ms == pytest.approx(100.0 * math.exp(-2.0), rel=1e-3)
 
 
+def test_finish_learns_from_the_latency_it_is_given_instead_of_the_call_duration() -> None:
+    balancer, clock, _ = make_balancer(1, settings=BalancerSettings(default_rtt_ms=1.0))
+    a = by_address(balancer, A)
+    started = balancer.start(a)
+    clock.advance(60.0)  # a long-lived stream whose first message came after 5 ms
+    balancer.finish(a, started, failed=False, latency_s=0.005)
+    assert a.load.estimate_ms == pytest.approx(5.0)
+    started = balancer.start(a)
+    clock.advance(0.200)
+    balancer.finish(a, started, failed=False)  # default: the time since started
+    assert a.load.estimate_ms == pytest.approx(200.0)
+
+
 def test_new_endpoints_start_at_the_default_rtt() -> None:
     balancer, _, _ = make_balancer(3, settings=BalancerSettings(default_rtt_ms=42.0))
     assert [v.ewma_ms for v in balancer.views()] == [42.0, 42.0, 42.0]
