@@ -48,7 +48,6 @@ from grpc.aio import _base_call
 
 from sidecar.breaker import BreakerListener
 from sidecar.config import SidecarConfig
-from sidecar.proxy._routing import RouteTable
 from sidecar.proxy.guard import (
     Admission,
     BreakerRegistry,
@@ -58,6 +57,7 @@ from sidecar.proxy.guard import (
     admit,
 )
 from sidecar.proxy.hooks import NOOP_SCOPE
+from sidecar.proxy.upstream import RouteTable
 
 __all__ = ["Protection"]
 

@@ -18,6 +18,11 @@ Example::
 """
 
 from sidecar.config._breaker import BreakerConfig, CountWindow, OpenDuration, TimeWindow
+from sidecar.config._endpoints import (
+    DnsDiscovery,
+    FileDiscovery,
+    OutlierDetectionConfig,
+)
 from sidecar.config._fields import (
     DEFAULT_FAILURE_CODES,
     GRPC_CODES,
@@ -35,6 +40,7 @@ from sidecar.config._sidecar import (
     ClientTlsConfig,
     EventlogConfig,
     LoggingConfig,
+    MetricsConfig,
     ServerTlsConfig,
     ShipperBackoff,
     SidecarConfig,
@@ -60,10 +66,14 @@ __all__ = [
     "ClientTlsConfig",
     "ConfigError",
     "CountWindow",
+    "DnsDiscovery",
     "EventlogConfig",
     "Fallback",
+    "FileDiscovery",
     "LoggingConfig",
+    "MetricsConfig",
     "OpenDuration",
+    "OutlierDetectionConfig",
     "PositiveFloat",
     "PositiveInt",
     "Rate",

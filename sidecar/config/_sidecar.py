@@ -110,6 +110,14 @@ class EventlogConfig(_Model):
         )
 
 
+class MetricsConfig(_Model):
+    """Prometheus metrics options. ``per_endpoint``: also request series per endpoint
+    (``sidecar_endpoint_requests_total{upstream,endpoint,code}``); off by default, since
+    endpoints come and go with discovery and each one would add series."""
+
+    per_endpoint: bool = False
+
+
 class TracingConfig(_Model):
     """OpenTelemetry tracing. No ``otlp_endpoint``: spans stay in-process."""
 
@@ -148,6 +156,7 @@ class SidecarConfig(_Model):
     upstreams: Annotated[dict[str, UpstreamConfig], Field(min_length=1)]
     eventlog: EventlogConfig | None = None
     tracing: TracingConfig = TracingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")

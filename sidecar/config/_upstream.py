@@ -3,11 +3,24 @@ it is protected."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
+from sidecar.balancer import BalancerSettings
 from sidecar.config._breaker import BreakerConfig
+from sidecar.config._endpoints import (
+    DEFAULT_BALANCER,
+    DEFAULT_EWMA_DECAY_MS,
+    BalancerPolicy,
+    DnsDiscovery,
+    EndpointList,
+    FileDiscovery,
+    OutlierDetectionConfig,
+    check_one_source,
+    discovery_kind,
+    unique_endpoints,
+)
 from sidecar.config._fields import (
     Address,
     PositiveFloat,
@@ -48,11 +61,24 @@ MIN_KEEPALIVE_MS = 1_000
 class UpstreamConfig(_Model):
     """An upstream service: where it is, which methods go to it, and how it is protected.
 
+    Its endpoints come from exactly one of ``address`` (one ``HOST:PORT``), ``endpoints`` (a
+    fixed list) or ``discovery`` (DNS or a file, refreshed at run time). Each endpoint gets its
+    own connection; ``balancer`` picks one per call; ``outlier_detection`` ejects a sick one
+    while the others serve, and the breaker still guards the upstream as a whole.
+
     ``keepalive_ms`` (None turns it off) makes the proxy's channel notice a connection that a
     partition or a lost NAT entry silently swallowed, while calls are waiting on it.
     """
 
-    address: Address
+    address: Address | None = None
+    endpoints: Annotated[EndpointList, AfterValidator(unique_endpoints)] | None = None
+    discovery: Annotated[
+        Annotated[DnsDiscovery, Tag("dns")] | Annotated[FileDiscovery, Tag("file")],
+        Discriminator(discovery_kind),
+    ] | None = None
+    balancer: BalancerPolicy = DEFAULT_BALANCER
+    ewma_decay_ms: PositiveFloat = DEFAULT_EWMA_DECAY_MS
+    outlier_detection: OutlierDetectionConfig = OutlierDetectionConfig()
     routes: Annotated[tuple[Route, ...], Field(min_length=1)]
     timeout_ms: PositiveFloat = 2000.0
     per_method: bool = False
@@ -61,3 +87,25 @@ class UpstreamConfig(_Model):
     keepalive_timeout_ms: PositiveInt = DEFAULT_KEEPALIVE_TIMEOUT_MS
     breaker: BreakerConfig = BreakerConfig()
     fallback: Fallback | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_endpoint_source(cls, data: Any) -> Any:
+        return check_one_source(data)
+
+    @property
+    def source(self) -> str:
+        """Where the endpoints come from: ``address``, ``endpoints``, ``dns`` or ``file``."""
+        if self.discovery is not None:
+            return "dns" if isinstance(self.discovery, DnsDiscovery) else "file"
+        return "endpoints" if self.endpoints is not None else "address"
+
+    @property
+    def static_endpoints(self) -> tuple[str, ...]:
+        """The fixed endpoints (``address`` or ``endpoints``); empty with ``discovery``."""
+        if self.address is not None:
+            return (self.address,)
+        return self.endpoints or ()
+
+    def balancer_settings(self) -> BalancerSettings:
+        return BalancerSettings(policy=self.balancer, ewma_decay_ms=self.ewma_decay_ms)

@@ -32,17 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final, TypeAlias
 
 import grpc
 
-from sidecar.proxy._routing import RouteTable
-from sidecar.proxy._shapes import ShapeBook
-from sidecar.proxy.guard import MD_FALLBACK, Admission, Rejection, UpstreamGuard, admit
+from sidecar.balancer import Balancer, Endpoint
+from sidecar.proxy.guard import MD_FALLBACK, MD_UPSTREAM, Admission, Rejection, admit
 from sidecar.proxy.hooks import (
     NOOP_OBSERVER,
     NOOP_SCOPE,
@@ -52,6 +49,7 @@ from sidecar.proxy.hooks import (
     CallScope,
     MetadataItem,
 )
+from sidecar.proxy.upstream import MAX_CACHED_HANDLERS, Connection, EndpointLink, Routing, Upstream
 
 _log = logging.getLogger("sidecar.proxy")
 
@@ -63,199 +61,41 @@ HOP_BY_HOP: Final = frozenset({
 """Request headers that describe one hop, never forwarded."""
 _KEPT_GRPC_KEYS: Final = frozenset({"grpc-trace-bin", "grpc-tags-bin"})
 
-MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
-"""Largest message the proxy accepts and sends either way (grpc's default of 4 MiB would make
-the proxy refuse calls the endpoints accept)."""
-MAX_CACHED_HANDLERS: Final = 4096
-"""Distinct method paths whose handler is remembered (bounded: paths come from callers)."""
-
-CHANNEL_OPTIONS: Final = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-)
-STALE_AFTER_TIMEOUTS: Final = 3
-"""Calls in a row on one upstream connection that ended DEADLINE_EXCEEDED (no answer of any
-kind in between) after which the proxy opens a new connection to that upstream. A timed-out
-HALF_OPEN probe is enough on its own."""
-RECONNECT_MIN_INTERVAL_S: Final = 1.0
-"""At most one new connection per upstream this often (a hung upstream times out every call:
-this bounds the churn to one connect a second, and the breaker's probes make it rarer)."""
-STALE_CHANNEL_GRACE_S: Final = 300.0
-"""Calls still running on a replaced connection may finish (their deadlines end them) for at
-most this long; then they are cancelled and the old connection is closed."""
-
 _EOF: Final = grpc.aio.EOF
 _OK: Final = grpc.StatusCode.OK
 _CANCELLED: Final = grpc.StatusCode.CANCELLED
 _DEADLINE_EXCEEDED: Final = grpc.StatusCode.DEADLINE_EXCEEDED
+_UNAVAILABLE: Final = grpc.StatusCode.UNAVAILABLE
 _FALLBACK_UPSTREAM_MD: Final = ((MD_FALLBACK, "upstream"),)
 
 Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type hints
-ChannelOption: TypeAlias = tuple[str, int]
 
 
-def upstream_channel_options(keepalive_ms: int | None,
-                             keepalive_timeout_ms: int) -> tuple[ChannelOption, ...]:
-    """The options of an upstream's channel.
+class _Attempt:
+    """One call's trip to one endpoint: the breaker admission, the endpoint the balancer chose,
+    and the connection it went on. :meth:`settle` reports the outcome to all three once."""
 
-    - A local subchannel pool: every channel (and so every replacement after
-      :data:`STALE_AFTER_TIMEOUTS`) has its own TCP connection. With grpc's global pool a new
-      channel to the same address would reuse the old, possibly dead, connection.
-    - ``keepalive_ms`` (None: off): HTTP/2 pings after that long without reading anything,
-      only while calls are in flight (``keepalive_permit_without_calls`` 0), the connection
-      dropped when one goes unanswered for ``keepalive_timeout_ms``. This is what ends calls
-      (long streams especially) waiting on a connection a partition swallowed.
-      ``grpc.http2.ping_timeout_ms`` is set to the same timeout: measured with grpc 1.85, an
-      unanswered ping (keepalive or flow-control) drops the connection only after that
-      setting (default 60 s), whatever ``grpc.keepalive_timeout_ms`` says.
-    """
-    options: list[ChannelOption] = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-    if keepalive_ms is not None:
-        options += [
-            ("grpc.keepalive_time_ms", keepalive_ms),
-            ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
-            ("grpc.http2.ping_timeout_ms", keepalive_timeout_ms),
-            ("grpc.keepalive_permit_without_calls", 0),
-        ]
-    return tuple(options)
+    __slots__ = ("admission", "balancer", "connection", "endpoint")
 
+    def __init__(self, admission: Admission, balancer: Balancer[EndpointLink],
+                 endpoint: Endpoint[EndpointLink]) -> None:
+        self.admission = admission
+        self.balancer = balancer
+        self.endpoint = endpoint
+        self.connection: Connection = endpoint.target.connection
+        balancer.start(endpoint)
 
-class Connection:
-    """One channel (one TCP connection) of an :class:`Upstream`, and what its calls showed.
-
-    The data path reports each upstream outcome: any answer sets ``timeouts_in_a_row`` to 0
-    (an attribute store), a timeout calls :meth:`timed_out`. Runs on the proxy's loop only.
-    """
-
-    __slots__ = ("_callables", "channel", "owner", "timeouts_in_a_row")
-
-    def __init__(self, owner: Upstream, channel: grpc.aio.Channel) -> None:
-        self.owner = owner
-        self.channel = channel
-        self.timeouts_in_a_row = 0
-        self._callables: dict[tuple[str, str], Any] = {}
-
-    def multicallable(self, kind: CallKind, method: str) -> Any:
-        """The channel's raw-bytes multicallable for ``method`` forwarded as ``kind``."""
-        key = (kind, method)
-        found = self._callables.get(key)
-        if found is None:
-            if len(self._callables) >= MAX_CACHED_HANDLERS:
-                self._callables.clear()
-            factory = getattr(self.channel, kind)
-            found = factory(method)
-            self._callables[key] = found
-        return found
-
-    def timed_out(self, probe: bool) -> None:
-        """A call on this connection got no answer in time; ``probe``: it was a HALF_OPEN
-        probe. Enough of them in a row, or one probe, and the upstream opens a new one."""
-        self.timeouts_in_a_row += 1
-        if probe or self.timeouts_in_a_row >= STALE_AFTER_TIMEOUTS:
-            self.owner.replace_stale(self)
-
-
-class Upstream:
-    """One upstream at runtime: its connection, guard, known method shapes and call settings.
-
-    A reload that keeps the upstream's address and breaker layout keeps this object (and so the
-    breaker state and in-flight count) and only calls :meth:`reconfigure`.
-
-    Dead connections: a partition, or a NAT entry dropped while idle, can swallow a connection
-    without a FIN or RST; grpc keeps sending calls into it until the kernel gives up (~15 min).
-    Two things end that: keepalive pings (see :func:`upstream_channel_options`), and
-    :meth:`replace_stale`, which opens a new connection after :data:`STALE_AFTER_TIMEOUTS`
-    timeouts in a row (or a timed-out probe), whatever the upstream's ping policy. Calls already
-    on the old connection keep it until they end (at most :data:`STALE_CHANNEL_GRACE_S`).
-
-    Threading: the proxy's event loop only (channels are created and closed on it).
-    """
-
-    __slots__ = ("_clock", "_draining", "_options", "_replaced_at", "address", "connection",
-                 "guard", "name", "reconnects", "shapes", "timeout_s")
-
-    def __init__(self, name: str, address: str, timeout_s: float, guard: UpstreamGuard,
-                 on_shapes_learned: Callable[[], None],
-                 options: tuple[ChannelOption, ...] | None = None,
-                 *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.name = name
-        self.address = address
-        self.timeout_s = timeout_s
-        self.guard = guard
-        self._options = upstream_channel_options(None, 0) if options is None else options
-        self._clock = clock
-        self._replaced_at = -math.inf
-        self._draining: dict[asyncio.Task[None], grpc.aio.Channel] = {}
-        self.reconnects = 0
-        """Connections replaced because they looked dead (since start)."""
-        self.connection = Connection(self, self._open())
-        self.shapes = ShapeBook(name, self.connection.channel, on_shapes_learned)
-
-    @property
-    def channel(self) -> grpc.aio.Channel:
-        """The channel new calls use."""
-        return self.connection.channel
-
-    def multicallable(self, kind: CallKind, method: str) -> Any:
-        """The current connection's raw-bytes multicallable for ``method`` as ``kind``."""
-        return self.connection.multicallable(kind, method)
-
-    def _open(self) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(self.address, options=self._options)
-
-    def reconfigure(self, timeout_s: float, options: tuple[ChannelOption, ...]) -> None:
-        """Apply reloaded settings; changed channel options take a new connection."""
-        self.timeout_s = timeout_s
-        if options != self._options:
-            self._options = options
-            self._replace("channel settings changed")
-
-    def replace_stale(self, connection: Connection) -> None:
-        """Open a new connection if ``connection`` is still the current one and the last
-        replacement is at least :data:`RECONNECT_MIN_INTERVAL_S` ago."""
-        if connection is not self.connection:
-            return  # a call on an already replaced connection
-        now = self._clock()
-        if now - self._replaced_at < RECONNECT_MIN_INTERVAL_S:
-            return
-        self._replaced_at = now
-        self.reconnects += 1
-        self._replace(f"{connection.timeouts_in_a_row} calls in a row got no answer in time")
-
-    def _replace(self, why: str) -> None:
-        stale = self.connection
-        self.connection = Connection(self, self._open())
-        self.shapes.use_channel(self.connection.channel)
-        _log.info("upstream %s: %s; opening a new connection to %s", self.name, why,
-                  self.address, extra={"event": "reconnect", "upstream": self.name,
-                                       "address": self.address})
-        task = asyncio.get_running_loop().create_task(
-            stale.channel.close(STALE_CHANNEL_GRACE_S))
-        self._draining[task] = stale.channel
-        task.add_done_callback(self._drained)
-
-    def _drained(self, task: asyncio.Task[None]) -> None:
-        self._draining.pop(task, None)
-
-    async def close(self, grace_s: float | None) -> None:
-        """Close the connection (and replaced ones still draining): calls in flight get
-        ``grace_s`` (None: cancelled at once)."""
-        self.shapes.close()
-        channels = [self.connection.channel]
-        for task, channel in list(self._draining.items()):
-            task.cancel()
-            channels.append(channel)
-        await asyncio.gather(*(channel.close(grace_s) for channel in channels))
-
-
-class Routing:
-    """An immutable routing generation: upstreams by name and the route table over them."""
-
-    __slots__ = ("table", "upstreams")
-
-    def __init__(self, upstreams: dict[str, Upstream], routes: dict[str, Upstream]) -> None:
-        self.upstreams = upstreams
-        self.table: RouteTable[Upstream] = RouteTable(routes)
+    def settle(self, code: grpc.StatusCode | None, started: float, answered: float) -> None:
+        """``code`` None: the caller cancelled (nothing counted). ``answered``: the first
+        response message, or the end of the call (the duration the breaker and the latency
+        estimate judge)."""
+        duration_s = answered - started
+        self.admission.settle(code, duration_s)
+        if code is None:
+            self.balancer.cancel(self.endpoint)
+        else:
+            self.balancer.finish(self.endpoint, started, code in self.admission.guard.failure_codes,
+                                 latency_s=duration_s)
 
 
 def _outgoing_metadata(incoming: Sequence[MetadataItem]) -> list[MetadataItem]:
@@ -382,6 +222,16 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             await context.abort(decision.code, decision.details, decision.trailing_metadata)
             return None  # not reached: abort raises
         upstream, admission = decision
+        endpoint = upstream.pick()
+        if endpoint is None:
+            admission.settle(None, 0.0)  # nothing was sent: the breaker counts nothing
+            scope.finish(_UNAVAILABLE, perf_counter() - started)
+            await context.abort(_UNAVAILABLE, _no_endpoints(upstream),
+                                ((MD_UPSTREAM, upstream.name),))
+            return None  # not reached: abort raises
+        if scope is not NOOP_SCOPE:
+            scope.endpoint(endpoint.address)
+        attempt = _Attempt(admission, upstream.balancer, endpoint)
         timeout = context.time_remaining()
         if timeout is None:
             timeout = upstream.timeout_s
@@ -389,21 +239,20 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if scope is not NOOP_SCOPE:
             scope.outgoing_metadata(metadata)
         extra_trailers = () if upstream is first else _FALLBACK_UPSTREAM_MD
-        connection = upstream.connection
-        multicallable = connection.multicallable(kind, method)
+        multicallable = attempt.connection.multicallable(kind, method)
         if kind == "unary_unary" or kind == "stream_unary":
             return await self._unary_response(
-                connection, multicallable, kind, request, timeout, metadata, context, admission,
+                attempt, multicallable, kind, request, timeout, metadata, context,
                 scope, started, extra_trailers)
         await self._stream_response(
-            connection, multicallable, kind, request, timeout, metadata, context, admission,
+            attempt, multicallable, kind, request, timeout, metadata, context,
             scope, started, extra_trailers)
         return None
 
-    async def _unary_response(self, connection: Connection, multicallable: Any, kind: CallKind,
+    async def _unary_response(self, attempt: _Attempt, multicallable: Any, kind: CallKind,
                               request: bytes | None,
                               timeout_s: float, metadata: list[MetadataItem], context: Context,
-                              admission: Admission, scope: CallScope, started: float,
+                              scope: CallScope, started: float,
                               extra_trailers: tuple[tuple[str, str], ...]) -> bytes | None:
         pump: asyncio.Task[None] | None = None
         if kind == "unary_unary":
@@ -414,23 +263,23 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         try:
             response: bytes = await call
         except grpc.aio.AioRpcError as error:
-            await self._fail(connection, call, error, context, admission, scope, started,
-                             extra_trailers)
+            await self._fail(attempt, call, error, context, scope, started, extra_trailers)
             return None  # not reached
         except asyncio.CancelledError:
             call.cancel()
-            self._caller_left(connection, context, admission, scope, started)
+            self._caller_left(attempt, context, scope, started)
             raise
         except BaseException:
             call.cancel()
-            admission.settle(grpc.StatusCode.UNKNOWN, perf_counter() - started)
+            attempt.settle(grpc.StatusCode.UNKNOWN, started, perf_counter())
             raise
         finally:
             if pump is not None and not pump.done():
                 pump.cancel()
-        elapsed = perf_counter() - started
-        admission.settle(_OK, elapsed)
-        connection.timeouts_in_a_row = 0
+        answered = perf_counter()
+        elapsed = answered - started
+        attempt.settle(_OK, started, answered)
+        attempt.connection.timeouts_in_a_row = 0
         initial = await call.initial_metadata()
         if initial:
             await context.send_initial_metadata(tuple(initial))
@@ -440,10 +289,10 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         scope.finish(_OK, elapsed)
         return response
 
-    async def _stream_response(self, connection: Connection, multicallable: Any,
+    async def _stream_response(self, attempt: _Attempt, multicallable: Any,
                                kind: CallKind, request: bytes | None,
                                timeout_s: float, metadata: list[MetadataItem], context: Context,
-                               admission: Admission, scope: CallScope, started: float,
+                               scope: CallScope, started: float,
                                extra_trailers: tuple[tuple[str, str], ...]) -> None:
         pump: asyncio.Task[None] | None = None
         if kind == "unary_stream":
@@ -466,43 +315,40 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                     first_message_at = perf_counter()
                 await context.write(message)
         except grpc.aio.AioRpcError as error:
-            await self._fail(connection, call, error, context, admission, scope, started,
+            await self._fail(attempt, call, error, context, scope, started,
                              extra_trailers, first_message_at, headers_sent)
             return  # not reached
         except asyncio.CancelledError:
             call.cancel()
-            self._caller_left(connection, context, admission, scope, started, first_message_at)
+            self._caller_left(attempt, context, scope, started, first_message_at)
             raise
         except BaseException:
             call.cancel()
-            admission.settle(grpc.StatusCode.UNKNOWN,
-                             (first_message_at or perf_counter()) - started)
+            attempt.settle(grpc.StatusCode.UNKNOWN, started, first_message_at or perf_counter())
             raise
         finally:
             if pump is not None and not pump.done():
                 pump.cancel()
         ended = perf_counter()
-        admission.settle(_OK, (first_message_at or ended) - started)
-        connection.timeouts_in_a_row = 0
+        attempt.settle(_OK, started, first_message_at or ended)
+        attempt.connection.timeouts_in_a_row = 0
         trailing = await call.trailing_metadata()
         if trailing or extra_trailers:
             context.set_trailing_metadata((*trailing, *extra_trailers))
         scope.finish(_OK, ended - started)
 
-    async def _fail(self, connection: Connection, call: Any, error: grpc.aio.AioRpcError,
-                    context: Context,
-                    admission: Admission,
-                    scope: CallScope, started: float,
+    async def _fail(self, attempt: _Attempt, call: Any, error: grpc.aio.AioRpcError,
+                    context: Context, scope: CallScope, started: float,
                     extra_trailers: tuple[tuple[str, str], ...],
                     first_message_at: float | None = None, headers_sent: bool = False) -> None:
         """The upstream call ended with a non-OK status: count it and answer it verbatim."""
         ended = perf_counter()
         code = error.code()
-        admission.settle(code, (first_message_at or ended) - started)
+        attempt.settle(code, started, first_message_at or ended)
         if code is _DEADLINE_EXCEEDED and first_message_at is None:
-            connection.timed_out(admission.permit.probe)
+            attempt.connection.timed_out(attempt.admission.permit.probe)
         else:  # an answer (or a stream's messages): the connection is alive
-            connection.timeouts_in_a_row = 0
+            attempt.connection.timeouts_in_a_row = 0
         scope.finish(code, ended - started)
         if not headers_sent:
             # From the call, not the error: the error may be made before the headers op
@@ -514,15 +360,23 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         await context.abort(code, error.details() or "",
                             (*(trailing or ()), *extra_trailers))
 
-    def _caller_left(self, connection: Connection, context: Context, admission: Admission,
-                     scope: CallScope, started: float,
-                     first_message_at: float | None = None) -> None:
+    def _caller_left(self, attempt: _Attempt, context: Context, scope: CallScope,
+                     started: float, first_message_at: float | None = None) -> None:
         ended = perf_counter()
         code = _ended_by_caller(context)
-        admission.settle(code, (first_message_at or ended) - started)
+        attempt.settle(code, started, first_message_at or ended)
         if code is _DEADLINE_EXCEEDED and first_message_at is None:
-            connection.timed_out(admission.permit.probe)
+            attempt.connection.timed_out(attempt.admission.permit.probe)
         scope.finish(code or _CANCELLED, ended - started)
+
+
+def _no_endpoints(upstream: Upstream) -> str:
+    discovery = upstream.discovery
+    why = ""
+    if discovery is not None:
+        why = f" ({discovery.source.describe}"
+        why += f": {discovery.last_error})" if discovery.last_error else " returned none)"
+    return f"upstream {upstream.name!r} has no endpoints{why}"
 
 
 async def _pump_requests(context: Context, call: Any) -> None:

@@ -58,10 +58,13 @@ class ShapeBook:
     drop handlers they built while the shape was unknown.
     """
 
-    def __init__(self, name: str, channel: grpc.aio.Channel, on_learned: Callable[[], None],
+    def __init__(self, name: str, channel_of: Callable[[], grpc.aio.Channel | None],
+                 on_learned: Callable[[], None],
                  *, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
-        self._channel = channel
+        self._channel_of = channel_of
+        """The channel to ask over now (an endpoint's current connection); None while the
+        upstream has no endpoints (nothing is asked then)."""
         self._on_learned = on_learned
         self._clock = clock
         self._kinds: dict[str, CallKind] = {}
@@ -76,7 +79,7 @@ class ShapeBook:
         if found is not None:
             return found
         service = service_of(method)
-        if service and not self._closed:
+        if service and not self._closed and self._channel_of() is not None:
             asked = self._asked_at.get(service)
             now = self._clock()
             if (asked is None or now - asked >= SHAPE_RETRY_S) and (
@@ -85,10 +88,6 @@ class ShapeBook:
                 self._asked_at[service] = now
                 self._spawn(self._learn([service]))
         return None
-
-    def use_channel(self, channel: grpc.aio.Channel) -> None:
-        """Ask over ``channel`` from now on (the upstream opened a new connection)."""
-        self._channel = channel
 
     def learn_all(self) -> None:
         """Ask the upstream for every service it offers (in the background)."""
@@ -162,6 +161,9 @@ class ShapeBook:
 
     async def _ask(self, requests: list[reflection_pb2.ServerReflectionRequest]
                    ) -> list[reflection_pb2.ServerReflectionResponse]:
-        stub = reflection_pb2_grpc.ServerReflectionStub(self._channel)
+        channel = self._channel_of()
+        if channel is None:
+            raise TimeoutError("the upstream has no endpoints to ask")
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         call = stub.ServerReflectionInfo(iter(requests), timeout=SHAPE_LOOKUP_TIMEOUT_S)
         return [response async for response in call]

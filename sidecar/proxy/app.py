@@ -43,18 +43,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from sidecar.balancer import EndpointListener
 from sidecar.breaker import BreakerListener
-from sidecar.config import ConfigError, ServerTlsConfig, SidecarConfig, load_config
-from sidecar.proxy._forward import (
-    CHANNEL_OPTIONS,
-    ProxyHandler,
-    Routing,
-    Upstream,
-    upstream_channel_options,
+from sidecar.config import (
+    ConfigError,
+    DnsDiscovery,
+    ServerTlsConfig,
+    SidecarConfig,
+    UpstreamConfig,
+    load_config,
 )
+from sidecar.proxy._forward import ProxyHandler
 from sidecar.proxy.admin import SidecarAdminServicer, upstream_of
+from sidecar.proxy.discovery import DnsSource, EndpointSource, FileSource
 from sidecar.proxy.guard import BreakerRegistry, Bulkhead, GuardSettings, UpstreamGuard
 from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin, combine_observers
+from sidecar.proxy.upstream import CHANNEL_OPTIONS, Routing, Upstream, upstream_channel_options
 from sidecar.rpc_guard import DecodeGuardInterceptor
 from sidecar.tls import TlsFileError, server_credentials
 from sidecar.v1 import admin_pb2, admin_pb2_grpc
@@ -104,6 +108,7 @@ class ProxyApp:
         self._observers = list(observers)
         self.breakers = BreakerRegistry(breaker_listeners)
         """Every breaker of this proxy, by name (the admin API and telemetry read it)."""
+        self._endpoint_listeners: list[EndpointListener] = []
         self._handler = ProxyHandler(Routing({}, {}), combine_observers(self._observers))
         self._server: Any = None
         self._admin_server: Any = None
@@ -126,6 +131,7 @@ class ProxyApp:
         self._handler.set_observer(combine_observers(self._observers))
         for listener in plugin.breaker_listeners:
             self.breakers.add_listener(listener)
+        self._endpoint_listeners.extend(plugin.endpoint_listeners)
 
     @property
     def upstreams(self) -> dict[str, Upstream]:
@@ -140,8 +146,8 @@ class ProxyApp:
                 await plugin.start()
         routing, _ = self._build_routing(self.config, {})
         self._handler.set_routing(routing)
-        for upstream in routing.upstreams.values():
-            upstream.shapes.learn_all()
+        await asyncio.gather(*(upstream.start_discovery()
+                               for upstream in routing.upstreams.values()))
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((self._handler,))
@@ -218,15 +224,32 @@ class ProxyApp:
     # --- reload ------------------------------------------------------------------------------
 
     def reload_file(self, path: str | Path) -> bool:
-        """Read ``path`` and apply it; a bad file is refused and logged, nothing changes."""
+        """Read ``path`` and apply it; True when applied.
+
+        The SIGHUP callback: it never raises. A bad file (:class:`ConfigError`) or any other
+        failure while loading is refused with one log line and nothing changes; a failure while
+        applying is one log line too, and ``self.config`` stays the running config.
+        """
         try:
             config = load_config(path)
         except ConfigError as exc:
-            _log.error("config reload refused, keeping the running config: %s",
-                       "; ".join(exc.problems),
+            _log.error("config reload refused, keeping the running config: %s: %s",
+                       exc.source, "; ".join(exc.problems),
                        extra={"event": "reload", "accepted": False, "problems": exc.problems})
             return False
-        self.reload(config)
+        except Exception as exc:  # a bug in loading: still keep running
+            _log.error("config reload refused, keeping the running config: %s: %s: %s",
+                       path, type(exc).__name__, exc, exc_info=True,
+                       extra={"event": "reload", "accepted": False})
+            return False
+        try:
+            self.reload(config)
+        except Exception as exc:
+            _log.error("config reload of %s failed part way (%s: %s): the previous config "
+                       "stays the running one; upstreams reconfigured before the failure keep "
+                       "their new settings", path, type(exc).__name__, exc, exc_info=True,
+                       extra={"event": "reload", "accepted": False})
+            return False
         return True
 
     def reload(self, config: SidecarConfig) -> None:
@@ -240,8 +263,8 @@ class ProxyApp:
         routing, retired = self._build_routing(config, before)
         self._handler.set_routing(routing)
         for upstream in routing.upstreams.values():
-            if before.get(upstream.name) is not upstream:
-                upstream.shapes.learn_all()
+            if upstream.discovery is not None and not upstream.discovery.running:
+                self._spawn(upstream.start_discovery())
         old_names = set(before)
         for upstream in retired:
             self._spawn(upstream.close(config.shutdown_grace_s))
@@ -260,8 +283,7 @@ class ProxyApp:
         retired: list[Upstream] = []
         for name, prev in current.items():
             cfg = config.upstreams.get(name)
-            if cfg is None or cfg.address != prev.address or (
-                    cfg.per_method != prev.guard.settings.per_method):
+            if cfg is None or cfg.per_method != prev.guard.settings.per_method:
                 self.breakers.discard(prev.guard.breaker_names())
                 retired.append(prev)
         for name, cfg in config.upstreams.items():
@@ -270,12 +292,22 @@ class ProxyApp:
             kept = current.get(name)
             if kept is not None and kept not in retired:
                 kept.guard.reconfigure(settings)
-                kept.reconfigure(cfg.timeout_ms / 1000.0, options)
+                kept.reconfigure(cfg.timeout_ms / 1000.0, options, cfg.balancer_settings(),
+                                 cfg.outlier_detection.to_settings())
+                old = self.config.upstreams.get(name)
+                if old is None or (old.address, old.endpoints, old.discovery) != (
+                        cfg.address, cfg.endpoints, cfg.discovery):
+                    _apply_endpoints(kept, name, cfg)
                 upstreams[name] = kept
             else:
                 guard = UpstreamGuard(name, settings, self.breakers)
-                upstreams[name] = Upstream(name, cfg.address, cfg.timeout_ms / 1000.0, guard,
-                                           self._handler.forget_handlers, options)
+                upstream = Upstream(name, cfg.timeout_ms / 1000.0, guard,
+                                    self._handler.forget_handlers, options,
+                                    balancer=cfg.balancer_settings(),
+                                    outlier=cfg.outlier_detection.to_settings(),
+                                    listeners=self._endpoint_listeners)
+                _apply_endpoints(upstream, name, cfg)
+                upstreams[name] = upstream
         routes = {route: upstreams[name]
                   for name, cfg in config.upstreams.items() for route in cfg.routes}
         return Routing(upstreams, routes), retired
@@ -301,6 +333,30 @@ class ProxyApp:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def discovery_source(cfg: UpstreamConfig) -> EndpointSource | None:
+    """The discovery source an upstream's config asks for (None: static endpoints)."""
+    discovery = cfg.discovery
+    if discovery is None:
+        return None
+    if isinstance(discovery, DnsDiscovery):
+        host, _, port = discovery.dns.rpartition(":")
+        resolver = None
+        if discovery.resolver is not None:
+            r_host, _, r_port = discovery.resolver.rpartition(":")
+            resolver = (r_host.strip("[]"), int(r_port))
+        return DnsSource(host.strip("[]"), int(port), discovery.refresh_ms / 1000.0, resolver)
+    return FileSource(discovery.file, discovery.poll_ms / 1000.0)
+
+
+def _apply_endpoints(upstream: Upstream, name: str, cfg: UpstreamConfig) -> None:
+    """Point ``upstream`` at the endpoints ``cfg`` names: a static set at once, or a discovery
+    source (the caller starts it)."""
+    source = discovery_source(cfg)
+    upstream.use_discovery(source)
+    if source is None:
+        upstream.set_endpoints(cfg.static_endpoints, cfg.source)
 
 
 _TLS_KEYS: Final = {"listen": "listen_tls", "admin_listen": "admin_tls"}

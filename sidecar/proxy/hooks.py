@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import grpc
 
+from sidecar.balancer import EndpointListener
 from sidecar.breaker import BreakerListener
 
 if TYPE_CHECKING:
@@ -104,6 +105,10 @@ class CallScope(Protocol):
     def overflow(self) -> None:
         """The upstream's concurrency limit was reached; the call gets RESOURCE_EXHAUSTED."""
 
+    def endpoint(self, address: str) -> None:
+        """The balancer chose the endpoint ``address`` (``HOST:PORT``) for this call (once per
+        attempt; not called when the call never reached an endpoint)."""
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         """The final status the host app got, and how long the call took in the proxy."""
 
@@ -138,6 +143,9 @@ class _NoopScope:
         pass
 
     def overflow(self) -> None:
+        pass
+
+    def endpoint(self, address: str) -> None:
         pass
 
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
@@ -208,6 +216,13 @@ class _CompositeScope:
             except Exception:
                 _log.exception("call observer failed in overflow")
 
+    def endpoint(self, address: str) -> None:
+        for scope in self._scopes:
+            try:
+                scope.endpoint(address)
+            except Exception:
+                _log.exception("call observer failed in endpoint")
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         for scope in self._scopes:
             try:
@@ -253,6 +268,7 @@ class ProxyPlugin:
     name: str
     observers: Sequence[CallObserver] = ()
     breaker_listeners: Sequence[BreakerListener] = ()
+    endpoint_listeners: Sequence[EndpointListener] = ()
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
     config_applied: Callable[[SidecarConfig, ConfigSource], None] | None = field(default=None)

@@ -197,6 +197,9 @@ class _MetricsScope:
     def overflow(self) -> None:
         self._call.overflows.inc()
 
+    def endpoint(self, address: str) -> None:
+        pass  # per-endpoint series only with metrics.per_endpoint (bounded cardinality)
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         self._finished = True
         call = self._call

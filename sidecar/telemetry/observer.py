@@ -88,6 +88,11 @@ class _TelemetryScope:
             self._tracing.overflow()
         self._metrics.overflow()
 
+    def endpoint(self, address: str) -> None:
+        if self._tracing_entered:
+            self._tracing.endpoint(address)
+        self._metrics.endpoint(address)
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         if self._tracing_entered:
             self._tracing.finish(code, duration_s)

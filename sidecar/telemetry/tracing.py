@@ -287,6 +287,15 @@ class _TracingScope:
         if self._span.is_recording():
             self._span.add_event("sidecar.overflow")
 
+    def endpoint(self, address: str) -> None:
+        """The chosen endpoint becomes the span's ``server.address`` / ``server.port``."""
+        span = self._span
+        if span.is_recording():
+            host, port = _split_host_port(address)
+            span.set_attribute("server.address", host)
+            if port is not None:
+                span.set_attribute("server.port", port)
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         self._code = code
         span = self._span

@@ -56,6 +56,9 @@ class Recorder:
     def overflow(self) -> None:
         self.events.append("overflow")
 
+    def endpoint(self, address: str) -> None:
+        pass
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         self.events.append(f"finish:{code.name}")
 

@@ -55,6 +55,9 @@ class Scope:
     def overflow(self) -> None:
         self.events.append("overflow")
 
+    def endpoint(self, address: str) -> None:
+        pass
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         pass
 

@@ -46,6 +46,9 @@ class Recording:
     def overflow(self) -> None:
         self.log.append(f"{self.name}.overflow")
 
+    def endpoint(self, address: str) -> None:
+        pass
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         if self.fail:
             raise RuntimeError("observer bug")
