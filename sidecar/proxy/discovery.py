@@ -106,17 +106,24 @@ class DnsSource:
         return DiscoveryError(f"{self.describe}: {problem}")
 
     async def resolve(self) -> tuple[str, ...]:
+        with contextlib.suppress(ValueError):  # an IP literal is its own only record
+            return (endpoint(str(ipaddress.ip_address(self.host)), self.port),)
         if self.resolver is None:
             return await self._system()
+        queries: list[asyncio.Task[list[str]]] = []
         try:
             async with asyncio.timeout(self.timeout_s):
                 where = await self._resolver_ip()
-                answers = await asyncio.gather(
-                    self._query(where, dns.rdatatype.A), self._query(where, dns.rdatatype.AAAA))
+                queries = [asyncio.create_task(self._query(where, rdtype))
+                           for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)]
+                answers = await asyncio.gather(*queries)
         except TimeoutError:
             raise self._error(f"no answer within {self.timeout_s:g}s") from None
         except OSError as exc:  # e.g. ICMP port unreachable: nothing listens there
             raise self._error(f"resolver unreachable ({exc.strerror or exc})") from None
+        finally:
+            for query in queries:  # one failed: the other's answer cannot change the outcome
+                query.cancel()
         return _normalized(endpoint(addr, self.port) for addrs in answers for addr in addrs)
 
     async def _query(self, where: str, rdtype: dns.rdatatype.RdataType) -> list[str]:

@@ -432,3 +432,9 @@ async def test_a_failing_apply_is_retried_on_the_next_good_set(
     assert await discovery.first(1.0)
     assert calls == [("10.0.0.7:50051",)] * 2
     assert "applying 1 endpoints failed" in caplog.text
+
+
+async def test_dns_name_that_is_an_ip_literal_is_its_own_endpoint(dns_server: DnsServer) -> None:
+    source = DnsSource("[2001:db8::1]", 50051, POLL_S, resolver=dns_server.address)
+    assert await source.resolve() == ("[2001:db8::1]:50051",)
+    assert dns_server.queries == 0
