@@ -7,9 +7,11 @@ import logging
 
 import pytest
 
-from sidecar.balancer import BalancerSettings, Ejection, EndpointListener
+from sidecar.balancer import Balancer, BalancerSettings, Ejection, EndpointListener
 from tests.unit.balancer._support import (
     WALL_OFFSET,
+    FakeClock,
+    Recorder,
     by_address,
     call,
     fail,
@@ -138,18 +140,15 @@ def test_failure_rate_below_the_threshold_never_ejects() -> None:
 # --- ejection time: growth, cap, decay in time ------------------------------------------------
 
 
-def eject_and_return(balancer, clock, address):  # type: ignore[no-untyped-def]
-    """Eject ``address`` by consecutive failures, then let its ejection time pass exactly."""
+def eject_and_return(
+    balancer: Balancer[str], clock: FakeClock, recorder: Recorder, address: str
+) -> Ejection:
+    """Eject ``address`` by consecutive failures, then let exactly its ejection time pass."""
     fail(balancer, by_address(balancer, address), 5)
-    ejection = balancer_last_ejection(balancer)
+    ejection = recorder.ejections[-1]
     clock.advance(ejection.ejection_s)
-    balancer.pick()
+    balancer.pick()  # notices the return
     return ejection
-
-
-def balancer_last_ejection(balancer):  # type: ignore[no-untyped-def]
-    (recorder,) = [lst for lst in balancer._listeners if hasattr(lst, "ejections")]
-    return recorder.ejections[-1]
 
 
 def test_ejection_time_grows_with_ejections_in_a_row_up_to_the_cap() -> None:
@@ -157,7 +156,7 @@ def test_ejection_time_grows_with_ejections_in_a_row_up_to_the_cap() -> None:
         3, base_ejection_ms=30_000.0, max_ejection_ms=100_000.0
     )
     for _ in range(5):
-        eject_and_return(balancer, clock, A)
+        eject_and_return(balancer, clock, recorder, A)
     assert [e.ejection_s for e in recorder.ejections] == [30.0, 60.0, 90.0, 100.0, 100.0]
     assert [e.ejections_in_a_row for e in recorder.ejections] == [1, 2, 3, 4, 5]
 
@@ -165,7 +164,7 @@ def test_ejection_time_grows_with_ejections_in_a_row_up_to_the_cap() -> None:
 def test_ejections_in_a_row_fall_by_one_per_interval_back_in_service() -> None:
     balancer, clock, recorder = make_balancer(3, interval_ms=10_000.0)
     for _ in range(3):
-        eject_and_return(balancer, clock, A)
+        eject_and_return(balancer, clock, recorder, A)
 
     def in_a_row() -> int:
         (view,) = [v for v in balancer.views() if v.address == A]
@@ -186,7 +185,7 @@ def test_ejections_in_a_row_fall_by_one_per_interval_back_in_service() -> None:
 def test_a_healed_endpoint_is_trusted_fully_again_after_enough_intervals() -> None:
     balancer, clock, recorder = make_balancer(3, interval_ms=10_000.0)
     for _ in range(4):
-        eject_and_return(balancer, clock, A)
+        eject_and_return(balancer, clock, recorder, A)
     clock.advance(1000.0)
     fail(balancer, by_address(balancer, A), 5)
     assert recorder.ejections[-1].ejections_in_a_row == 1
@@ -194,7 +193,7 @@ def test_a_healed_endpoint_is_trusted_fully_again_after_enough_intervals() -> No
 
 def test_time_spent_ejected_does_not_decay_the_count() -> None:
     balancer, clock, recorder = make_balancer(3, interval_ms=1000.0)
-    eject_and_return(balancer, clock, A)  # 30 s out = 30 intervals, but all of them ejected
+    eject_and_return(balancer, clock, recorder, A)  # 30 s out = 30 intervals, all ejected
     fail(balancer, by_address(balancer, A), 5)
     assert recorder.ejections[-1].ejections_in_a_row == 2
 

@@ -29,9 +29,9 @@ def simulate(
     for i in range(calls):
         arrival = start + i * every_s
         while pending and pending[0][0] <= arrival:
-            done, _, endpoint, started = heapq.heappop(pending)
+            done, _, finished, began = heapq.heappop(pending)
             clock.now = done
-            balancer.finish(endpoint, started, failed=False)
+            balancer.finish(finished, began, failed=False)
         clock.now = arrival
         endpoint = balancer.pick()
         assert endpoint is not None
