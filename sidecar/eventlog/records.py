@@ -49,7 +49,14 @@ def occurred_at_out_of_range(seconds: int, nanos: int) -> str:
         got += f" ({moment.replace(tzinfo=None).isoformat()}Z)"
     return f"{OCCURRED_AT_RANGE}, got {got}"
 
-Payload = events_pb2.BreakerTransitioned | events_pb2.BreakerModeChanged | events_pb2.ConfigApplied
+Payload = (
+    events_pb2.BreakerTransitioned
+    | events_pb2.BreakerModeChanged
+    | events_pb2.ConfigApplied
+    | events_pb2.EndpointsChanged
+    | events_pb2.EndpointEjected
+    | events_pb2.EndpointReturned
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +68,21 @@ class PayloadKind:
     message_class: type[Payload]
 
 
-PAYLOAD_KINDS: dict[str, PayloadKind] = {
-    kind.event_type: kind
-    for kind in (
-        PayloadKind("BreakerTransitioned", "breaker_transitioned", events_pb2.BreakerTransitioned),
-        PayloadKind("BreakerModeChanged", "breaker_mode_changed", events_pb2.BreakerModeChanged),
-        PayloadKind("ConfigApplied", "config_applied", events_pb2.ConfigApplied),
-    )
-}
+def _payload_kinds() -> dict[str, PayloadKind]:
+    """One kind per field of the envelope's ``payload`` oneof, from its descriptor: the
+    ``type`` is the payload message's name (``BreakerTransitioned``)."""
+    kinds = {}
+    for field in events_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields:
+        message_class = getattr(events_pb2, field.message_type.name)
+        kinds[field.message_type.name] = PayloadKind(
+            field.message_type.name, field.name, message_class
+        )
+    return kinds
+
+
+PAYLOAD_KINDS: Final[dict[str, PayloadKind]] = _payload_kinds()
+"""Event ``type`` → its payload kind: BreakerTransitioned, BreakerModeChanged, ConfigApplied,
+EndpointsChanged, EndpointEjected, EndpointReturned."""
 _KIND_BY_FIELD = {kind.oneof_field: kind for kind in PAYLOAD_KINDS.values()}
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")

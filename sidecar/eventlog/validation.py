@@ -16,9 +16,15 @@ import functools
 import re
 from typing import Final
 
+from sidecar.eventlog.payload_checks import MAX_NAME_CHARS as MAX_NAME_CHARS
+from sidecar.eventlog.payload_checks import InvalidField as InvalidField
+from sidecar.eventlog.payload_checks import check_name as _check_name
+from sidecar.eventlog.payload_checks import check_payload
+from sidecar.eventlog.payload_checks import short as _short
 from sidecar.eventlog.records import (
     OCCURRED_AT_MAX_NS,
     OCCURRED_AT_MIN_NS,
+    PAYLOAD_KINDS,
     occurred_at_out_of_range,
 )
 from sidecar.eventlog.store import NewEvent
@@ -29,8 +35,6 @@ MAX_STREAM_PART_CHARS: Final = 128
 """Longest service or instance name in a stream id."""
 STREAM_CACHE_SIZE: Final = 4096
 """Stream ids whose validation result is remembered (a bounded LRU cache)."""
-MAX_NAME_CHARS: Final = 256
-"""Longest upstream / breaker / type filter value."""
 MAX_FILTER_TYPES: Final = 16
 """Most event types one filter may list."""
 MAX_TIMESTAMP_SECONDS: Final = 253_402_300_799
@@ -39,30 +43,16 @@ MIN_TIMESTAMP_SECONDS: Final = -62_135_596_800
 """0001-01-01T00:00:00Z, the protobuf Timestamp lower bound."""
 
 PAYLOAD_TYPES: Final[dict[str, str]] = {
-    "breaker_transitioned": "BreakerTransitioned",
-    "breaker_mode_changed": "BreakerModeChanged",
-    "config_applied": "ConfigApplied",
+    kind.oneof_field: kind.event_type for kind in PAYLOAD_KINDS.values()
 }
-"""Oneof field of ``Event.payload`` → the ``type`` an event carrying it must have."""
+"""Oneof field of ``Event.payload`` → the ``type`` an event carrying it must have (every
+payload the proto defines: ``breaker_transitioned`` → ``BreakerTransitioned``, ...)."""
 EVENT_TYPES: Final = frozenset(PAYLOAD_TYPES.values())
 
 _UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TRACE_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 _NAME_PART_RE: Final = re.compile(r"[A-Za-z0-9._:-]+")
 _ZERO_TRACE_ID: Final = "0" * 32
-
-
-class InvalidField(ValueError):
-    """A request field is malformed. ``str()`` is ``"<field>: <problem>"``."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-def _short(value: str, limit: int = 60) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def split_stream(stream: str, field: str = "stream") -> tuple[str, str]:
@@ -101,22 +91,15 @@ def _check_timestamp(ts: object, field: str) -> None:
         raise InvalidField(field, f"nanos {nanos} must be in [0, 999999999]")
 
 
-def _check_name(value: str, field: str, *, required: bool) -> None:
-    if not value:
-        if required:
-            raise InvalidField(field, "must not be empty")
-        return
-    if len(value) > MAX_NAME_CHARS:
-        raise InvalidField(field, f"is {len(value)} characters long (max {MAX_NAME_CHARS})")
-
-
 def validate_event(event: events_pb2.Event, field: str = "event") -> None:
     """Check one producer-made event (``global_position`` and ``recorded_at`` are ignored).
 
     Raises :class:`InvalidField` for: ``event_id`` not a lowercase canonical UUID; ``stream`` not
     ``service/instance``; ``version`` < 1; no payload, or ``type`` not the payload's type; the
-    payload's ``service``/``instance`` not those of the stream; a ``BreakerTransitioned`` or
-    ``BreakerModeChanged`` without ``upstream``; ``occurred_at`` unset, or set but outside
+    payload's ``service``/``instance`` not those of the stream; a payload that fails its own
+    checks (:func:`~sidecar.eventlog.payload_checks.check_payload`: any enum value the proto
+    does not define, a missing ``upstream``, an endpoint not ``HOST:PORT``, ...);
+    ``occurred_at`` unset, or set but outside
     (1970-01-01T00:00:00Z, 2262-04-11T23:47:16.854775807Z] (signed 64-bit nanoseconds since
     the Unix epoch; why not before 1970: ``records.OCCURRED_AT_MIN_NS``), each with its own
     reason; ``trace_id`` neither empty nor 32 lowercase hex (all zeros is invalid, as in W3C
@@ -166,11 +149,7 @@ def event_record(event: events_pb2.Event, field: str = "event") -> NewEvent:
             f"{field}.{which}.instance",
             f"{_short(payload.instance)} differs from the stream's instance {instance!r}",
         )
-    upstream = ""
-    if which != "config_applied":
-        upstream = payload.upstream
-        _check_name(upstream, f"{field}.{which}.upstream", required=True)
-        _check_name(payload.breaker, f"{field}.{which}.breaker", required=False)
+    upstream = check_payload(which, payload, field)
     if not event.HasField("occurred_at"):
         raise InvalidField(f"{field}.occurred_at", "must be set (the producer's clock)")
     occurred_at = event.occurred_at
