@@ -26,6 +26,11 @@ UNAVAILABLE and trailing metadata ``x-sidecar-breaker: open``, ``x-sidecar-upstr
 limit; a fixed-status fallback answers with its status. A fallback to another *upstream* needs
 the proxy (an interceptor has no channel to it): in library mode such a call is rejected.
 
+Endpoints: library mode guards the calls of a channel the app dialled itself, so everything
+about endpoints (several addresses, discovery, per-call balancing, outlier ejection) needs the
+proxy; the ``endpoints``, ``discovery``, ``balancer`` and ``outlier_detection`` keys are ignored
+here (gRPC's own ``round_robin`` policy over a ``dns:///`` target spreads calls over replicas).
+
 Streams: duration is the time to the first response message the caller reads (or to the end
 when none), failure is the final status, as documented in :mod:`sidecar.proxy.guard`. A call
 the caller cancels counts nothing.

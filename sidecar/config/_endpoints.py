@@ -20,6 +20,8 @@ _BALANCER = BalancerSettings()
 
 DEFAULT_DNS_REFRESH_MS = 5_000.0
 """How often DNS discovery re-resolves (``discovery.refresh_ms``)."""
+DEFAULT_DNS_TIMEOUT_MS = 2_000.0
+"""How long one DNS lookup may take before it counts as a failed refresh."""
 DEFAULT_FILE_POLL_MS = 1_000.0
 """How often file discovery checks whether its file changed (``discovery.poll_ms``)."""
 MIN_REFRESH_MS = 100.0
@@ -31,11 +33,12 @@ BalancerPolicy = Literal["p2c_ewma", "round_robin", "least_request"]
 class DnsDiscovery(_Model):
     """Every A/AAAA record of ``dns``'s host is an endpoint on ``dns``'s port (a Kubernetes
     headless service), re-resolved every ``refresh_ms``. ``resolver``: ask this DNS server
-    (``HOST:PORT``, UDP) instead of the system's resolver."""
+    (``HOST:PORT``, UDP) instead of the system's resolver; ``timeout_ms`` bounds one lookup."""
 
     dns: Address
     refresh_ms: Annotated[float, Field(ge=MIN_REFRESH_MS)] = DEFAULT_DNS_REFRESH_MS
     resolver: Address | None = None
+    timeout_ms: PositiveFloat = DEFAULT_DNS_TIMEOUT_MS
 
 
 class FileDiscovery(_Model):

@@ -1,10 +1,11 @@
 """The sidecar's admin API (``sidecar.v1.SidecarAdmin`` on ``admin_listen``).
 
 Operators list breakers, read one breaker's full view (state, mode, window, open-until, trip
-streak, last transition, and its upstream's concurrency limit: in flight, limit, overflows) and
-change a breaker's mode at runtime (e.g. ``forced_open`` during an
-incident, ``metrics_only`` while adopting). Errors name the field: NOT_FOUND for an unknown
-breaker (listing the known ones), INVALID_ARGUMENT for a missing name or mode.
+streak and the time until it next decays, last transition, and its upstream's concurrency
+limit: in flight, limit, overflows) and change a breaker's mode at runtime (e.g.
+``forced_open`` during an incident, ``metrics_only`` while adopting). Errors name the field:
+NOT_FOUND for an unknown breaker (listing the known ones), INVALID_ARGUMENT for a missing name
+or mode.
 
 Threading: handlers run on the proxy's event loop; reading a breaker view takes its lock for an
 O(1) copy and never blocks the data path for longer.
@@ -12,6 +13,7 @@ O(1) copy and never blocks the data path for longer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Final, NoReturn, TypeAlias
 
@@ -19,6 +21,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar.breaker import BreakerView, CircuitBreaker, Mode, State
+from sidecar.proxy.admin_endpoints import UpstreamLookup, list_endpoints
 from sidecar.proxy.guard import BreakerRegistry, Bulkhead
 from sidecar.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 
@@ -77,6 +80,8 @@ def breaker_info(view: BreakerView, limit: Bulkhead | None = None) -> admin_pb2.
         trip_streak=view.trip_streak,
         half_open_in_flight=view.half_open_in_flight,
         open_duration_ms=round(view.open_duration_s * 1000.0),
+        # Rounded up: a countdown that reads 0 while the streak has not yet fallen would lie.
+        streak_decay_in_ms=math.ceil(view.streak_decay_in_s * 1000.0),
     )
     if view.open_until_wall is not None:
         info.open_until.CopyFrom(_timestamp(view.open_until_wall))
@@ -101,9 +106,18 @@ class SidecarAdminServicer(admin_pb2_grpc.SidecarAdminServicer):
     """``sidecar.v1.SidecarAdmin`` over a :class:`BreakerRegistry`; ``limit_of`` finds the
     concurrency limit behind a breaker (None: answers carry no ``concurrency``)."""
 
-    def __init__(self, registry: BreakerRegistry, limit_of: LimitLookup | None = None) -> None:
+    def __init__(self, registry: BreakerRegistry, limit_of: LimitLookup | None = None,
+                 upstreams: UpstreamLookup | None = None) -> None:
         self._registry = registry
         self._limit_of = limit_of
+        self._upstreams = upstreams
+
+    async def ListEndpoints(self, request: admin_pb2.ListEndpointsRequest,
+                            context: Context) -> admin_pb2.ListEndpointsResponse:
+        answer = list_endpoints(self._upstreams() if self._upstreams else {}, request.upstream)
+        if isinstance(answer, str):
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"upstream: {answer}")
+        return answer
 
     def _info(self, breaker: CircuitBreaker) -> admin_pb2.BreakerInfo:
         limit = self._limit_of(breaker.name) if self._limit_of is not None else None

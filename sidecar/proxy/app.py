@@ -155,7 +155,7 @@ class ProxyApp:
         admin = grpc.aio.server(options=(("grpc.so_reuseport", 0),),
                                 interceptors=[DecodeGuardInterceptor()])
         admin_pb2_grpc.add_SidecarAdminServicer_to_server(  # type: ignore[no-untyped-call]
-            SidecarAdminServicer(self.breakers, self._limit_of), admin)
+            SidecarAdminServicer(self.breakers, self._limit_of, lambda: self.upstreams), admin)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, admin)
         reflection.enable_server_reflection((
             admin_pb2.DESCRIPTOR.services_by_name["SidecarAdmin"].full_name,
@@ -346,7 +346,8 @@ def discovery_source(cfg: UpstreamConfig) -> EndpointSource | None:
         if discovery.resolver is not None:
             r_host, _, r_port = discovery.resolver.rpartition(":")
             resolver = (r_host.strip("[]"), int(r_port))
-        return DnsSource(host.strip("[]"), int(port), discovery.refresh_ms / 1000.0, resolver)
+        return DnsSource(host.strip("[]"), int(port), discovery.refresh_ms / 1000.0, resolver,
+                         discovery.timeout_ms / 1000.0)
     return FileSource(discovery.file, discovery.poll_ms / 1000.0)
 
 

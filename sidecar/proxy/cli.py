@@ -1,4 +1,4 @@
-"""``sidecar proxy`` and ``sidecar breakers`` (registered by sidecar.cli).
+"""``sidecar proxy``, ``sidecar breakers`` and ``sidecar endpoints`` (registered by sidecar.cli).
 
 ``sidecar proxy --config FILE`` runs the proxy until SIGTERM (exit 0 after draining). A bad or
 missing config file prints one ``key.path: problem`` line each to stderr and exits 2; a port
@@ -6,6 +6,7 @@ that cannot be bound exits 1.
 
 ``sidecar breakers --admin HOST:PORT [--output table|json]`` lists the breakers of a running
 sidecar; ``json`` prints one JSON array (states and modes in lower case, as in metrics labels).
+``sidecar endpoints`` (same options, plus ``--upstream NAME``) lists each upstream's endpoints.
 An admin API served with ``admin_tls`` takes ``--tls-ca`` (and ``--tls-cert``/``--tls-key``
 when it requires client certificates); ``--config FILE`` instead of ``--admin`` takes the
 address from the file's ``admin_listen`` and turns TLS on when it sets ``admin_tls`` (see
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Final
 
+from sidecar.cli_types import positive_finite_float
 from sidecar.dial import add_tls_arguments
 
 if TYPE_CHECKING:
@@ -60,10 +63,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the sidecar's config file: dial its admin_listen, with TLS when it "
                              "sets admin_tls")
     breakers.add_argument("--output", choices=("table", "json"), default="table")
-    breakers.add_argument("--timeout", type=float, default=DEFAULT_ADMIN_TIMEOUT_S,
+    breakers.add_argument("--timeout", type=positive_finite_float, default=DEFAULT_ADMIN_TIMEOUT_S,
                           metavar="SECONDS", help="deadline of the admin call")
     add_tls_arguments(breakers)
     breakers.set_defaults(func=_list_breakers)
+
+    endpoints = subparsers.add_parser(
+        "endpoints", help="list the endpoints of a running sidecar's upstreams",
+        description="List each upstream's endpoints (state, latency estimate, calls in flight, "
+                    "ejections) through the sidecar's admin API.")
+    target = endpoints.add_mutually_exclusive_group(required=True)
+    target.add_argument("--admin", metavar="HOST:PORT", help="the sidecar's admin_listen address")
+    target.add_argument("--config", metavar="FILE",
+                        help="the sidecar's config file: dial its admin_listen, with TLS when it "
+                             "sets admin_tls")
+    endpoints.add_argument("--upstream", metavar="NAME", help="only this upstream")
+    endpoints.add_argument("--output", choices=("table", "json"), default="table")
+    endpoints.add_argument("--timeout", type=positive_finite_float,
+                           default=DEFAULT_ADMIN_TIMEOUT_S,
+                           metavar="SECONDS", help="deadline of the admin call")
+    add_tls_arguments(endpoints)
+    endpoints.set_defaults(func=_list_endpoints)
 
 
 def _plugins(config: SidecarConfig, breakers: BreakerRegistry) -> list[ProxyPlugin]:
@@ -111,15 +131,17 @@ def _run_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list_breakers(args: argparse.Namespace) -> int:
-    import json
-
+def _admin_call(args: argparse.Namespace, command: str,
+                rpc: Callable[[Any, float], Any]) -> Any:
+    """Dial the admin API the options name (``--admin`` or ``--config``, TLS options) and make
+    one call; an ``int`` is the exit status after printing why (2: bad options or files,
+    1: unreachable or refused)."""
     import grpc
 
     from sidecar.config import ConfigError, load_config
     from sidecar.dial import ClientTls, open_channel, resolve_admin
     from sidecar.tls import TlsFileError
-    from sidecar.v1 import admin_pb2, admin_pb2_grpc
+    from sidecar.v1 import admin_pb2_grpc
 
     try:
         tls = ClientTls.from_args(args)
@@ -131,24 +153,53 @@ def _list_breakers(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     except TlsFileError as exc:
-        print(f"sidecar breakers: {exc}", file=sys.stderr)
+        print(f"sidecar {command}: {exc}", file=sys.stderr)
         return 2
     try:
         with channel:
             stub = admin_pb2_grpc.SidecarAdminStub(channel)  # type: ignore[no-untyped-call]
-            response = stub.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=args.timeout)
+            return rpc(stub, args.timeout)
     except grpc.RpcError as exc:
         hint = (" (if it serves admin_tls: pass --tls-ca and, for mTLS, --tls-cert/--tls-key,"
                 " or --config)"
                 if tls is None and exc.code() is grpc.StatusCode.UNAVAILABLE else "")
-        print(f"sidecar breakers: {address}: {exc.code().name}: {exc.details()}{hint}",
+        print(f"sidecar {command}: {address}: {exc.code().name}: {exc.details()}{hint}",
               file=sys.stderr)
         return 1
+
+
+def _list_breakers(args: argparse.Namespace) -> int:
+    import json
+
+    from sidecar.v1 import admin_pb2
+
+    response = _admin_call(args, "breakers", lambda stub, timeout: stub.ListBreakers(
+        admin_pb2.ListBreakersRequest(), timeout=timeout))
+    if isinstance(response, int):
+        return response
     rows = [breaker_dict(info) for info in response.breakers]
     if args.output == "json":
         print(json.dumps(rows, indent=2))
     else:
         print(format_table(rows))
+    return 0
+
+
+def _list_endpoints(args: argparse.Namespace) -> int:
+    import json
+
+    from sidecar.proxy.admin_endpoints import endpoint_rows, format_endpoints_table
+    from sidecar.v1 import admin_pb2
+
+    response = _admin_call(args, "endpoints", lambda stub, timeout: stub.ListEndpoints(
+        admin_pb2.ListEndpointsRequest(upstream=args.upstream or ""), timeout=timeout))
+    if isinstance(response, int):
+        return response
+    rows = endpoint_rows(response)
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_endpoints_table(rows))
     return 0
 
 
@@ -180,6 +231,7 @@ def breaker_dict(info: Any) -> dict[str, Any]:
         },
         "open_until": when(info.open_until) if info.HasField("open_until") else None,
         "trip_streak": info.trip_streak,
+        "streak_decay_in_ms": info.streak_decay_in_ms,
         "half_open_in_flight": info.half_open_in_flight,
         "open_duration_ms": info.open_duration_ms,
         "concurrency": None if limit is None else {
@@ -196,12 +248,19 @@ def breaker_dict(info: Any) -> dict[str, Any]:
     }
 
 
+def _duration(ms: int) -> str:
+    """``12.3s`` for a positive number of milliseconds, ``-`` for 0."""
+    return f"{ms / 1000:.1f}s" if ms > 0 else "-"
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width text table of :func:`breaker_dict` rows. ``IN_FLIGHT`` is the upstream's
     calls in flight over its ``max_concurrent_requests``, ``OVERFLOWS`` the calls that limit
-    refused since start (both upstream-wide; ``-`` when unknown)."""
+    refused since start (both upstream-wide; ``-`` when unknown). ``STREAK_DECAY_IN`` is the
+    time until the trip streak falls by one if the breaker stays CLOSED (``-`` when it cannot
+    fall: streak 0, not CLOSED, or disabled)."""
     header = ("BREAKER", "STATE", "MODE", "CALLS", "FAIL%", "SLOW%", "STREAK", "IN_FLIGHT",
-              "OVERFLOWS", "OPEN_UNTIL", "LAST TRANSITION")
+              "OVERFLOWS", "STREAK_DECAY_IN", "OPEN_UNTIL", "LAST TRANSITION")
     lines = [header]
     for row in rows:
         window = row["window"]
@@ -213,6 +272,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             str(row["trip_streak"]),
             "-" if limit is None else f"{limit['in_flight']}/{limit['max_concurrent_requests']}",
             "-" if limit is None else str(limit["overflows"]),
+            _duration(row.get("streak_decay_in_ms", 0)),
             row["open_until"] or "-",
             "-" if last is None else
             f"{last['from_state']}->{last['to_state']} ({last['reason']}) {last['at']}",
