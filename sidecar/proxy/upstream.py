@@ -268,7 +268,7 @@ class Upstream:
             clock=clock, wall_clock=wall_clock, listeners=listeners)
         self.discovery: Discovery | None = None
         self.shapes = ShapeBook(name, self._shape_channel, on_shapes_learned)
-        if endpoints or source in ("address", "endpoints"):
+        if endpoints:
             self.set_endpoints(endpoints, source)
 
     # --- endpoints ------------------------------------------------------------------------
