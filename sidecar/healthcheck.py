@@ -26,6 +26,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Final
 
+from sidecar.cli_types import positive_finite_float
 from sidecar.dial import add_tls_arguments
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="a sidecar config: dial its admin_listen, with TLS when it sets "
                              "admin_tls")
     parser.add_argument("--service", default="", help='health service name (default: "")')
-    parser.add_argument("--timeout-s", type=float, default=DEFAULT_HEALTH_TIMEOUT_S,
+    parser.add_argument("--timeout-s", type=positive_finite_float,
+                        default=DEFAULT_HEALTH_TIMEOUT_S,
                         help=f"give up after this many seconds (default: "
                              f"{DEFAULT_HEALTH_TIMEOUT_S})")
     add_tls_arguments(parser)

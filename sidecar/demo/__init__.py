@@ -15,19 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from sidecar.cli_types import positive_finite_float
 from sidecar.demo._scripted import PHASES, Phase, run_scripted_demo
 
 __all__ = ["PHASES", "Phase", "register", "run_scripted_demo"]
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo", help="run the whole system on this machine through an outage and a recovery",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--duration", type=_positive_seconds, default=None, metavar="SECONDS",
+    parser.add_argument("--duration", type=positive_finite_float, default=None, metavar="SECONDS",
                         help="stop after this long (default: run until Ctrl-C)")
     parser.add_argument("--data", type=Path, default=None, metavar="DIR",
                         help="keep the event log, outbox, configs and logs in DIR "
@@ -71,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         metavar="NAME=SECONDS,...",
                         help="the sample upstream's schedule, repeating "
                              "(default: %(default)s)")
-    parser.add_argument("--rate", type=_positive_seconds, default=DEFAULT_PAYMENTS_CALLS_PER_S,
+    parser.add_argument("--rate", type=positive_finite_float, default=DEFAULT_PAYMENTS_CALLS_PER_S,
                         metavar="CALLS_PER_S",
                         help="calls per second to payments (default: %(default)s)")
     parser.add_argument("--plain", action="store_true",

@@ -9,6 +9,7 @@ Pure code, no I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -58,8 +59,8 @@ def parse_schedule(text: str) -> tuple[tuple[str, float], ...]:
             value = float(seconds)
         except ValueError:
             raise ValueError(f"--phases: {part.strip()!r}: SECONDS must be a number") from None
-        if not value > 0:
-            raise ValueError(f"--phases: {part.strip()!r}: SECONDS must be > 0")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"--phases: {part.strip()!r}: SECONDS must be > 0 and finite")
         schedule.append((name, value))
     return tuple(schedule)
 

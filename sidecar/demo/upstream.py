@@ -31,6 +31,7 @@ from typing import Final
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from sidecar.cli_types import finite_float
 from sidecar.demo._phases import STEADY, Behaviour, parse_schedule, phase_at
 
 PAYMENTS_SERVICE: Final = "demo.shop.Payments"
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, metavar="HOST:PORT")
     parser.add_argument("--phases", required=True, help="NAME=SECONDS,... (repeating)")
-    parser.add_argument("--started-at", type=float, default=None,
+    parser.add_argument("--started-at", type=finite_float, default=None,
                         help="UNIX time the schedule starts at (default: at SIGUSR1)")
     args = parser.parse_args(argv)
     try:

@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from sidecar.cli_types import non_negative_finite_float, positive_finite_float
 from sidecar.eventlog import settings as defaults
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -153,9 +154,9 @@ def _add_serve(eventlog_sub: SubParsers) -> None:
                        help="live events queued per subscriber before it is dropped as slow")
     serve.add_argument("--max-subscribers", type=_positive,
                        default=defaults.DEFAULT_MAX_SUBSCRIBERS, metavar="N")
-    serve.add_argument("--heartbeat-interval-s", type=float,
+    serve.add_argument("--heartbeat-interval-s", type=positive_finite_float,
                        default=defaults.DEFAULT_HEARTBEAT_INTERVAL_S, metavar="S")
-    serve.add_argument("--shutdown-grace-s", type=float,
+    serve.add_argument("--shutdown-grace-s", type=non_negative_finite_float,
                        default=defaults.DEFAULT_SHUTDOWN_GRACE_S, metavar="S")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -183,7 +184,7 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", type=Path, default=None, help="CA of the server (PEM)")
     parser.add_argument("--tls-cert", type=Path, default=None, help="client certificate (mTLS)")
     parser.add_argument("--tls-key", type=Path, default=None, help="client key (mTLS)")
-    parser.add_argument("--timeout-s", type=float, default=10.0, metavar="S",
+    parser.add_argument("--timeout-s", type=positive_finite_float, default=10.0, metavar="S",
                         help="deadline of each call (default 10)")
 
 

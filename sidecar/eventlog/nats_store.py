@@ -91,6 +91,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 import struct
 import time
@@ -270,6 +271,10 @@ class NatsSettings:
             )
         if not 1 <= self.replicas <= 5:
             raise ValueError(f"replicas: must be 1..5, got {self.replicas}")
+        for name in ("duplicate_window_s", "request_timeout_s", "connect_timeout_s",
+                     "append_retry_s", "head_poll_interval_s"):
+            if not math.isfinite(getattr(self, name)):  # NaN passes every comparison below
+                raise ValueError(f"{name}: must be a finite number, got {getattr(self, name)}")
         for name in ("request_timeout_s", "connect_timeout_s", "head_poll_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,11 @@ class ServerSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in _FLOAT_SETTINGS:  # NaN passes every comparison below: refuse it first
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not math.isfinite(value)):
+                raise ValueError(f"{name}: must be a finite number, got {value!r}")
         if self.default_read_limit > self.max_read_limit:
             raise ValueError(
                 f"default_read_limit: {self.default_read_limit} exceeds max_read_limit "
@@ -148,6 +154,16 @@ class ServerSettings:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown_grace_s: must be >= 0, got {self.shutdown_grace_s}")
+
+
+_FLOAT_SETTINGS: Final = (
+    "default_heartbeat_interval_s",
+    "live_wait_s",
+    "projection_wait_s",
+    "shutdown_grace_s",
+    "shutdown_step_timeout_s",
+)
+"""The float fields of :class:`ServerSettings` (each refused when NaN or infinite)."""
 
 
 def parse_host_port(value: str, name: str) -> tuple[str, int]:

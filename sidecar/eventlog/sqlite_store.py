@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import queue
 import sqlite3
 import threading
@@ -137,8 +138,9 @@ class SqliteSettings:
             raise ValueError(f"read_threads: must be >= 1, got {self.read_threads}")
         if self.max_group_events < 1:
             raise ValueError(f"max_group_events: must be >= 1, got {self.max_group_events}")
-        if self.busy_timeout_s < 0:
-            raise ValueError(f"busy_timeout_s: must be >= 0, got {self.busy_timeout_s}")
+        if not math.isfinite(self.busy_timeout_s) or self.busy_timeout_s < 0:
+            raise ValueError(f"busy_timeout_s: must be a finite number >= 0, "
+                             f"got {self.busy_timeout_s}")
 
 
 # --- writer jobs ------------------------------------------------------------------------------
