@@ -21,9 +21,11 @@ from types import TracebackType
 from typing import Any, Final
 
 import grpc
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 
 from sidecar.eventlog.auth import bearer_metadata
+from sidecar.eventlog.enums import enum_label, unknown_label
 from sidecar.eventlog.settings import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_READ_LIMIT,
@@ -34,12 +36,8 @@ from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
 DEFAULT_TIMEOUT_S: Final = 10.0
 """Deadline of one unary call from the CLI (and of connecting before it)."""
 
-_STATE_SHORT: Final = {
-    events_pb2.BREAKER_STATE_UNSPECIFIED: "?",
-    events_pb2.BREAKER_STATE_CLOSED: "CLOSED",
-    events_pb2.BREAKER_STATE_OPEN: "OPEN",
-    events_pb2.BREAKER_STATE_HALF_OPEN: "HALF_OPEN",
-}
+TABLE_LIST_ITEMS: Final = 3
+"""Endpoints of an EndpointsChanged a table row names before "(+N more)"."""
 
 
 class EventLogUnreachable(Exception):
@@ -218,12 +216,44 @@ def _rfc3339(ts: Any) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{ns % 1_000_000_000:09d}Z"
 
 
+def _label_unknown_enums(descriptor: Descriptor, data: dict[str, Any]) -> None:
+    """Replace, in ``MessageToDict`` output, each enum value the proto does not define (which
+    it leaves a bare number) by ``"UNKNOWN(n)"``: every enum in the output is then a string."""
+
+    def label(value: Any) -> Any:
+        return unknown_label(value) if isinstance(value, int) else value
+
+    for fd in descriptor.fields:
+        if fd.name not in data:
+            continue
+        value = data[fd.name]
+        if fd.type == FieldDescriptor.TYPE_ENUM:
+            data[fd.name] = [label(v) for v in value] if fd.is_repeated else label(value)
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            target = fd.message_type
+            if target.GetOptions().map_entry:
+                value_fd = target.fields_by_name["value"]
+                for key, item in value.items():
+                    if value_fd.type == FieldDescriptor.TYPE_ENUM:
+                        value[key] = label(item)
+                    elif value_fd.type == FieldDescriptor.TYPE_MESSAGE:
+                        _label_unknown_enums(value_fd.message_type, item)
+            elif fd.is_repeated:
+                for item in value:
+                    _label_unknown_enums(target, item)
+            else:
+                _label_unknown_enums(target, value)
+
+
 def event_to_json(event: events_pb2.Event) -> dict[str, Any]:
-    """One event as a JSON-ready dict (hashes as hex, times as RFC 3339 UTC)."""
+    """One event as a JSON-ready dict (hashes as hex, times as RFC 3339 UTC, enums by name,
+    ``"UNKNOWN(n)"`` for a value the proto does not define)."""
     which = event.WhichOneof("payload")
-    payload = (
-        MessageToDict(getattr(event, which), preserving_proto_field_name=True) if which else {}
-    )
+    payload: dict[str, Any] = {}
+    if which:
+        message = getattr(event, which)
+        payload = MessageToDict(message, preserving_proto_field_name=True)
+        _label_unknown_enums(message.DESCRIPTOR, payload)
     return {
         "global_position": event.global_position,
         "event_id": event.event_id,
@@ -248,22 +278,63 @@ TABLE_HEADER: Final = (
 )
 
 
+def _state(value: int) -> str:
+    if value == events_pb2.BREAKER_STATE_UNSPECIFIED:
+        return "?"
+    return enum_label(events_pb2.BreakerState.DESCRIPTOR, value, "BREAKER_STATE_")
+
+
+def _mode(value: int) -> str:
+    return enum_label(events_pb2.BreakerMode.DESCRIPTOR, value, "BREAKER_MODE_")
+
+
+def _reason(value: int) -> str:
+    """``consecutive_failures``, ``failure_rate`` (as the config names them), ``UNKNOWN(n)``."""
+    label = enum_label(events_pb2.EjectionReason.DESCRIPTOR, value, "EJECTION_REASON_")
+    return label if label.startswith("UNKNOWN(") else label.lower()
+
+
+def _endpoint_list(sign: str, endpoints: Any) -> list[str]:
+    shown = [f"{sign}{e}" for e in endpoints[:TABLE_LIST_ITEMS]]
+    if len(endpoints) > TABLE_LIST_ITEMS:
+        shown.append(f"{sign}{len(endpoints) - TABLE_LIST_ITEMS} more")
+    return shown
+
+
+def _ejection(p: events_pb2.EndpointEjected) -> str:
+    reason = _reason(p.reason)
+    if p.reason == events_pb2.EJECTION_REASON_CONSECUTIVE_FAILURES:
+        why = f"{reason}: {p.consecutive_failures}"
+    elif p.reason == events_pb2.EJECTION_REASON_FAILURE_RATE:
+        why = f"{reason}: {p.failure_rate:.0%} of {p.calls} calls"
+    else:
+        why = (f"{reason}: {p.consecutive_failures} failures in a row, {p.failure_rate:.0%} "
+               f"of {p.calls} calls")
+    return (f"{p.upstream}: {p.endpoint} ejected for {p.ejection_ms} ms ({why}; "
+            f"{p.ejections_in_a_row} in a row)")
+
+
 def _detail(event: events_pb2.Event) -> str:
     which = event.WhichOneof("payload")
     if which == "breaker_transitioned":
         p = event.breaker_transitioned
-        return (
-            f"{p.upstream}: {_STATE_SHORT.get(p.from_state, '?')} -> "
-            f"{_STATE_SHORT.get(p.to_state, '?')} ({p.reason})"
-        )
+        return f"{p.upstream}: {_state(p.from_state)} -> {_state(p.to_state)} ({p.reason})"
     if which == "breaker_mode_changed":
         m = event.breaker_mode_changed
-        from_mode = events_pb2.BreakerMode.Name(m.from_mode).removeprefix("BREAKER_MODE_")
-        to_mode = events_pb2.BreakerMode.Name(m.to_mode).removeprefix("BREAKER_MODE_")
-        return f"{m.upstream}: mode {from_mode} -> {to_mode} ({m.source})"
+        return f"{m.upstream}: mode {_mode(m.from_mode)} -> {_mode(m.to_mode)} ({m.source})"
     if which == "config_applied":
         c = event.config_applied
         return f"config {c.config_sha256[:12]} ({c.source}): {', '.join(c.upstreams)}"
+    if which == "endpoints_changed":
+        e = event.endpoints_changed
+        changes = [*_endpoint_list("+", e.added), *_endpoint_list("-", e.removed)]
+        listed = ", ".join(changes) or "no change"
+        return f"{e.upstream}: {e.count} endpoints ({listed}; {e.source})"
+    if which == "endpoint_ejected":
+        return _ejection(event.endpoint_ejected)
+    if which == "endpoint_returned":
+        r = event.endpoint_returned
+        return f"{r.upstream}: {r.endpoint} returned after {r.ejected_for_ms} ms"
     return ""
 
 

@@ -2,9 +2,11 @@
 
 One background task resumes the projections from their checkpoints, folds the log up to the
 head, then waits on ``EventStore.wait_for_append`` and folds again. The projections are the
-breaker ones of :mod:`sidecar.eventlog.projections` plus :class:`EventCountsProjection` (events
-per type, for ``eventlog_events_appended_total``), so every number the server reports comes
-from folded log state and a rebuild can never double-count.
+breaker ones of :mod:`sidecar.eventlog.projections`, the endpoint one of
+:mod:`sidecar.eventlog.endpoint_projections`, :class:`EventCountsProjection` (events per type,
+for ``eventlog_events_appended_total``) and :class:`UnknownValuesProjection` (stored enum values
+the proto does not define, per field, for ``eventlog_unknown_values_total``), so every number
+the server reports comes from folded log state and a rebuild can never double-count.
 
 Threading: one event loop. Queries (``views``, ``event_counts``) read the live state between
 two folded pages, which the loop never interleaves with a fold.
@@ -23,15 +25,17 @@ import asyncio
 import logging
 from typing import Any, Final
 
+from sidecar.eventlog.breaker_views import BreakerViews
+from sidecar.eventlog.endpoint_projections import EndpointEjectionsProjection, EndpointViews
+from sidecar.eventlog.enums import event_enum_fields, unknown_enum_values
 from sidecar.eventlog.projections import (
-    BreakerViews,
     CountEntry,
     Key,
     Projection,
     ProjectionRunner,
     default_projections,
 )
-from sidecar.eventlog.records import Payload
+from sidecar.eventlog.records import PAYLOAD_KINDS, Payload
 from sidecar.eventlog.settings import DEFAULT_PROJECTION_BATCH_EVENTS, DEFAULT_PROJECTION_WAIT_S
 from sidecar.eventlog.store import EventStore, StoredEvent, StoreError
 
@@ -56,9 +60,36 @@ class EventCountsProjection(Projection[CountEntry]):
         entry.count += 1
 
 
+class UnknownValuesProjection(Projection[CountEntry]):
+    """Stored enum values the proto does not define, per field (key:
+    ``("breaker_transitioned.to_state",)``): events stored before Append checked enums, or by
+    a producer built from a newer proto. Readers show such a value as ``UNKNOWN(n)``."""
+
+    name = "unknown_values"
+    entry_type = CountEntry
+
+    def apply(
+        self, state: dict[Key, CountEntry], event: StoredEvent, payload: Payload | None
+    ) -> None:
+        if payload is None:
+            return
+        oneof_field = PAYLOAD_KINDS[event.type].oneof_field
+        for unknown in unknown_enum_values(payload):
+            key = (f"{oneof_field}.{unknown.field}",)
+            entry = state.get(key)
+            if entry is None:
+                state[key] = entry = CountEntry()
+            entry.count += 1
+
+
 def server_projections() -> list[Projection[Any]]:
     """Every projection the server keeps (``sidecar eventlog rebuild`` rebuilds these)."""
-    return [*default_projections(), EventCountsProjection()]
+    return [
+        *default_projections(),
+        EventCountsProjection(),
+        EndpointEjectionsProjection(),
+        UnknownValuesProjection(),
+    ]
 
 
 class ProjectionFollower:
@@ -96,6 +127,17 @@ class ProjectionFollower:
         """Events in the log per type, as folded so far."""
         state = self._runner.state(EventCountsProjection.name)
         return {key[0]: entry.count for key, entry in sorted(state.items())}
+
+    def endpoint_views(self) -> EndpointViews:
+        return EndpointViews(self._runner.state(EndpointEjectionsProjection.name))
+
+    def unknown_values(self) -> dict[str, int]:
+        """Stored enum values without a name, per field: every enum field of every payload,
+        at 0 until one turns up."""
+        counts = dict.fromkeys(event_enum_fields(), 0)
+        for key, entry in self._runner.state(UnknownValuesProjection.name).items():
+            counts[key[0]] = counts.get(key[0], 0) + entry.count
+        return dict(sorted(counts.items()))
 
     async def load(self) -> None:
         """Resume from the saved checkpoints (blocking only on the store's own threads)."""

@@ -16,6 +16,9 @@ name                                               labels                       
 ``eventlog_breaker_recoveries_total``              service, upstream                        counter
 ``eventlog_breaker_recovery_seconds_total``        service, upstream                        counter
 ``eventlog_breaker_mean_time_to_recover_seconds``  service, upstream                        gauge
+``eventlog_endpoint_ejections_total``              service, upstream                        counter
+``eventlog_endpoints_ejected``                     service, upstream                        gauge
+``eventlog_unknown_values_total``                  field (a payload's enum field path)      counter
 ``eventlog_head_position``                                                                  gauge
 ``eventlog_projection_position``                                                            gauge
 ``eventlog_projection_lag_events``                 (head - projection position)             gauge
@@ -35,6 +38,15 @@ increase(..._recoveries_total[w])``.
 
 State label values are lowercase (``closed``, ``open``, ``half_open``), as in the sidecar's
 ``sidecar_breaker_state``.
+
+Endpoints (the ``endpoint_ejections`` projection): ejections and the endpoints ejected now,
+summed over the instances of the service; every upstream the log knows for the service (from
+ConfigApplied or an endpoint event) is reported, at 0 before its first ejection.
+
+Unknown values: a stored enum value the proto does not define (stored before Append checked
+enums, or by a newer producer) is shown by the readers as ``UNKNOWN(n)`` (a transition to it
+is labelled ``to_state="unknown(99)"``) and counted per field here; every enum field of every
+payload is reported, at 0 while all is well.
 
 Threading: the HTTP endpoint runs on prometheus_client's thread, the projections on the
 server's event loop. The collector never touches projection state itself: it calls a
@@ -126,6 +138,10 @@ class MetricsSnapshot:
     transitions: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     recoveries: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     """(completed recoveries, their summed seconds) per (service, upstream)."""
+    endpoint_ejections: dict[tuple[str, str], int] = field(default_factory=dict)
+    endpoints_ejected: dict[tuple[str, str], int] = field(default_factory=dict)
+    unknown_values: dict[str, int] = field(default_factory=dict)
+    """Stored enum values without a name, per field path."""
     head_position: int = 0
     projection_position: int = 0
     counters: CountersSnapshot = field(default_factory=CountersSnapshot)
@@ -193,6 +209,7 @@ def _families(s: MetricsSnapshot) -> Iterator[Metric]:
     yield transitions
 
     yield from _recovery_families(s.recoveries)
+    yield from _endpoint_families(s)
 
     yield GaugeMetricFamily(
         "eventlog_head_position", "Global position of the last stored event.", s.head_position
@@ -262,12 +279,43 @@ def _recovery_families(
     yield mean
 
 
+def _endpoint_families(s: MetricsSnapshot) -> Iterator[Metric]:
+    labels = ["service", "upstream"]
+    ejections = CounterMetricFamily(
+        "eventlog_endpoint_ejections",
+        "Endpoints outlier detection took out of their upstream's balancer, summed over "
+        "instances (from the log).",
+        labels=labels,
+    )
+    for (service, upstream), count in sorted(s.endpoint_ejections.items()):
+        ejections.add_metric([service, upstream], count)
+    yield ejections
+    ejected = GaugeMetricFamily(
+        "eventlog_endpoints_ejected",
+        "Endpoints ejected now, summed over instances (ejected and not yet returned or "
+        "removed).",
+        labels=labels,
+    )
+    for (service, upstream), count in sorted(s.endpoints_ejected.items()):
+        ejected.add_metric([service, upstream], count)
+    yield ejected
+    unknown = CounterMetricFamily(
+        "eventlog_unknown_values",
+        "Stored enum values the proto does not define (shown as UNKNOWN(n)), per field.",
+        labels=["field"],
+    )
+    for path, count in sorted(s.unknown_values.items()):
+        unknown.add_metric([path], count)
+    yield unknown
+
+
 def take_snapshot(follower: Any, counters: AppendCounters, head_position: int) -> MetricsSnapshot:
     """Read the follower's projections into a snapshot (call on the event loop).
 
     ``follower`` is a :class:`~sidecar.eventlog.follower.ProjectionFollower`.
     """
     views = follower.views()
+    endpoints = follower.endpoint_views()
     now_ns = time.time_ns()
     return MetricsSnapshot(
         events_by_type=follower.event_counts(),
@@ -284,6 +332,9 @@ def take_snapshot(follower: Any, counters: AppendCounters, head_position: int) -
             key: (recovered, total_ns / 1e9)
             for key, (recovered, total_ns) in views.recovery_totals().items()
         },
+        endpoint_ejections=endpoints.ejection_totals(),
+        endpoints_ejected=endpoints.ejected_now(),
+        unknown_values=follower.unknown_values(),
         head_position=max(head_position, follower.position),
         projection_position=follower.position,
         counters=counters.copy(),

@@ -17,7 +17,13 @@ The projections, all keyed per breaker ``(service, instance, upstream)``:
   (through any HALF_OPEN/OPEN cycles); sum and count give the mean time to recover.
 
 Per (service, upstream) answers (instances open out of known, totals, MTTR) are aggregated at
-query time by ``BreakerViews`` from the per-instance states, so they can never drift apart.
+query time by :class:`~sidecar.eventlog.breaker_views.BreakerViews` from the per-instance
+states, so they can never drift apart.
+
+A state or mode the proto does not define (stored before Append checked enums, or by a newer
+producer) is folded as ``UNKNOWN(99)``: shown, never an error; such a state is neither OPEN nor
+HALF_OPEN for the per-upstream answers. The endpoint projection lives in
+:mod:`sidecar.eventlog.endpoint_projections`.
 
 ``ProjectionRunner`` folds the log from each projection's checkpoint, saves a checkpoint
 (position and state together, atomically, via ``EventStore.save_checkpoint``) every
@@ -43,11 +49,15 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
+from sidecar.eventlog.enums import unknown_label
 from sidecar.eventlog.records import Payload, decode_payload
 from sidecar.eventlog.store import MAX_READ_LIMIT, EventStore, StoredEvent, StoreError
 from sidecar.v1 import events_pb2
+
+if TYPE_CHECKING:
+    from sidecar.eventlog.breaker_views import BreakerViews
 
 DEFAULT_SNAPSHOT_EVERY_EVENTS: Final = 1000
 """Events folded between two checkpoints of a projection."""
@@ -67,6 +77,17 @@ _MODE_NAMES: Final = {
     value: name.removeprefix("BREAKER_MODE_").lower()
     for name, value in events_pb2.BreakerMode.items()
 }
+
+
+def state_name(value: int) -> str:
+    """``CLOSED``, ``OPEN``, ... or ``UNKNOWN(99)`` for a value this build has no name for."""
+    return _STATE_NAMES.get(value) or unknown_label(value)
+
+
+def mode_name(value: int) -> str:
+    """``enforce``, ``metrics_only``, ... or ``UNKNOWN(99)``."""
+    return _MODE_NAMES.get(value) or unknown_label(value)
+
 
 Key = tuple[str, ...]
 E = TypeVar("E")
@@ -142,14 +163,14 @@ class BreakerStatusProjection(Projection[StatusEntry]):
         at_ns, position = event.occurred_at_ns, event.global_position
         if isinstance(payload, events_pb2.BreakerTransitioned):
             entry = state.setdefault(_breaker_key(payload), StatusEntry(since_ns=at_ns))
-            entry.state = _STATE_NAMES.get(payload.to_state, "UNSPECIFIED")
+            entry.state = state_name(payload.to_state)
             entry.since_ns = entry.last_transition_at_ns = at_ns
             if payload.mode:
-                entry.mode = _MODE_NAMES.get(payload.mode, "")
+                entry.mode = mode_name(payload.mode)
             entry.last_position = position
         elif isinstance(payload, events_pb2.BreakerModeChanged):
             entry = state.setdefault(_breaker_key(payload), StatusEntry(since_ns=at_ns))
-            entry.mode = _MODE_NAMES.get(payload.to_mode, "")
+            entry.mode = mode_name(payload.to_mode)
             entry.last_position = position
         elif isinstance(payload, events_pb2.ConfigApplied):
             listed = set(payload.upstreams)
@@ -184,8 +205,8 @@ class TransitionCountsProjection(Projection[CountEntry]):
         if isinstance(payload, events_pb2.BreakerTransitioned):
             key = (
                 *_breaker_key(payload),
-                _STATE_NAMES.get(payload.from_state, "UNSPECIFIED"),
-                _STATE_NAMES.get(payload.to_state, "UNSPECIFIED"),
+                state_name(payload.from_state),
+                state_name(payload.to_state),
             )
             entry = state.get(key)
             if entry is None:
@@ -284,173 +305,6 @@ def default_projections() -> list[Projection[Any]]:
     ]
 
 
-# --- queries ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceStatus:
-    """One breaker of one sidecar instance, as of ``now_ns`` (mirrors InstanceBreakerStatus)."""
-
-    service: str
-    instance: str
-    upstream: str
-    state: str
-    since_ns: int
-    open_since_ns: int  # 0 unless OPEN
-    mode: str
-    transitions: int
-    seconds_open: float
-    recoveries: int
-    mean_time_to_recover_s: float
-    last_transition_at_ns: int
-    transition_counts: tuple[tuple[str, str, int], ...]  # (from, to, count), sorted
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamStatus:
-    """One upstream of one service over all its instances (mirrors UpstreamBreakerStatus).
-
-    ``state`` is OPEN when any instance is OPEN, else HALF_OPEN when any is, else CLOSED.
-    """
-
-    service: str
-    upstream: str
-    state: str
-    open_since_ns: int  # earliest open_since of the instances now OPEN, 0 when none
-    instances_open: int
-    instances_known: int
-    transitions: int
-    seconds_open: float
-    recoveries: int
-    mean_time_to_recover_s: float
-    transition_counts: tuple[tuple[str, str, int], ...]
-    instances: tuple[InstanceStatus, ...]
-
-
-class BreakerViews:
-    """Read-only answers from the four breaker projections' states (no I/O)."""
-
-    def __init__(
-        self,
-        status: dict[Key, StatusEntry],
-        transitions: dict[Key, CountEntry],
-        open_time: dict[Key, OpenTimeEntry],
-        recovery: dict[Key, RecoveryEntry],
-    ) -> None:
-        self._status = status
-        self._transitions = transitions
-        self._open_time = open_time
-        self._recovery = recovery
-
-    def instances(
-        self, now_ns: int, *, service: str = "", upstream: str = ""
-    ) -> list[InstanceStatus]:
-        """Every known breaker matching the filters, sorted by (service, instance, upstream)."""
-        counts: dict[Key, list[tuple[str, str, int]]] = {}
-        for (svc, inst, up, from_state, to_state), count in self._transitions.items():
-            counts.setdefault((svc, inst, up), []).append((from_state, to_state, count.count))
-        result = []
-        for key, entry in sorted(self._status.items()):
-            svc, inst, up = key
-            if (service and svc != service) or (upstream and up != upstream):
-                continue
-            open_time = self._open_time.get(key, OpenTimeEntry())
-            recovery = self._recovery.get(key, RecoveryEntry())
-            key_counts = tuple(sorted(counts.get(key, [])))
-            result.append(
-                InstanceStatus(
-                    service=svc,
-                    instance=inst,
-                    upstream=up,
-                    state=entry.state,
-                    since_ns=entry.since_ns,
-                    open_since_ns=entry.since_ns if entry.state == OPEN else 0,
-                    mode=entry.mode,
-                    transitions=sum(c for _, _, c in key_counts),
-                    seconds_open=open_time.open_ns_at(now_ns) / 1e9,
-                    recoveries=recovery.recoveries,
-                    mean_time_to_recover_s=_mean_s(recovery.recovery_ns_total, recovery.recoveries),
-                    last_transition_at_ns=entry.last_transition_at_ns,
-                    transition_counts=key_counts,
-                )
-            )
-        return result
-
-    def upstreams(
-        self, now_ns: int, *, service: str = "", upstream: str = ""
-    ) -> list[UpstreamStatus]:
-        """Per (service, upstream) aggregates, sorted; filters as in ``instances``."""
-        groups: dict[tuple[str, str], list[InstanceStatus]] = {}
-        for status in self.instances(now_ns, service=service, upstream=upstream):
-            groups.setdefault((status.service, status.upstream), []).append(status)
-        result = []
-        for (svc, up), members in sorted(groups.items()):
-            states = {m.state for m in members}
-            state = OPEN if OPEN in states else HALF_OPEN if HALF_OPEN in states else CLOSED
-            open_since = [m.open_since_ns for m in members if m.state == OPEN]
-            totals: dict[tuple[str, str], int] = {}
-            for member in members:
-                for from_state, to_state, count in member.transition_counts:
-                    totals[(from_state, to_state)] = totals.get((from_state, to_state), 0) + count
-            recovery_ns = sum(
-                self._recovery.get((svc, m.instance, up), RecoveryEntry()).recovery_ns_total
-                for m in members
-            )
-            recoveries = sum(m.recoveries for m in members)
-            result.append(
-                UpstreamStatus(
-                    service=svc,
-                    upstream=up,
-                    state=state,
-                    open_since_ns=min(open_since, default=0),
-                    instances_open=len(open_since),
-                    instances_known=len(members),
-                    transitions=sum(m.transitions for m in members),
-                    seconds_open=sum(m.seconds_open for m in members),
-                    recoveries=recoveries,
-                    mean_time_to_recover_s=_mean_s(recovery_ns, recoveries),
-                    transition_counts=tuple(sorted((f, t, c) for (f, t), c in totals.items())),
-                    instances=tuple(members),
-                )
-            )
-        return result
-
-    def open_seconds_total(self, now_ns: int) -> dict[tuple[str, str], float]:
-        """Seconds OPEN per (service, upstream), summed over instances, current open periods up
-        to ``now_ns`` included; known breakers that never opened count 0, removed breakers keep
-        their history (a counter never goes down)."""
-        totals: dict[tuple[str, str], int] = {(svc, up): 0 for svc, _inst, up in self._status}
-        for (svc, _inst, up), entry in self._open_time.items():
-            totals[(svc, up)] = totals.get((svc, up), 0) + entry.open_ns_at(now_ns)
-        return {key: ns / 1e9 for key, ns in sorted(totals.items())}
-
-    def recovery_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """(completed recoveries, their summed duration in ns) per (service, upstream), summed
-        over instances. A recovery runs from a breaker's trip (OPEN while not already in an
-        incident) to its next CLOSED, HALF_OPEN probes and re-trips included. Like
-        ``open_seconds_total``: known breakers without a recovery count (0, 0), removed
-        breakers keep their history (the totals never go down)."""
-        totals: dict[tuple[str, str], tuple[int, int]] = {
-            (svc, up): (0, 0) for svc, _inst, up in self._status
-        }
-        for (svc, _inst, up), entry in self._recovery.items():
-            count, ns = totals.get((svc, up), (0, 0))
-            totals[(svc, up)] = (count + entry.recoveries, ns + entry.recovery_ns_total)
-        return dict(sorted(totals.items()))
-
-    def transition_totals(self) -> dict[tuple[str, str, str, str], int]:
-        """Transition counts per (service, upstream, from_state, to_state) over all instances."""
-        totals: dict[tuple[str, str, str, str], int] = {}
-        for (svc, _inst, up, from_state, to_state), entry in self._transitions.items():
-            key = (svc, up, from_state, to_state)
-            totals[key] = totals.get(key, 0) + entry.count
-        return dict(sorted(totals.items()))
-
-
-def _mean_s(total_ns: int, count: int) -> float:
-    return total_ns / count / 1e9 if count else 0.0
-
-
 # --- the runner ---------------------------------------------------------------------------
 
 
@@ -515,6 +369,8 @@ class ProjectionRunner:
 
     def views(self) -> BreakerViews:
         """Query the breaker projections (needs the four default ones)."""
+        from sidecar.eventlog.breaker_views import BreakerViews
+
         return BreakerViews(
             self.state(BreakerStatusProjection.name),
             self.state(TransitionCountsProjection.name),

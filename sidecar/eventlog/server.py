@@ -43,9 +43,9 @@ from grpc_reflection.v1alpha import reflection
 from sidecar.eventlog import validation
 from sidecar.eventlog.audit import verify
 from sidecar.eventlog.auth import BearerTokenInterceptor
+from sidecar.eventlog.breaker_views import InstanceStatus, UpstreamStatus
 from sidecar.eventlog.follower import ProjectionFollower
 from sidecar.eventlog.metrics import AppendCounters, loop_snapshot, start_metrics_server
-from sidecar.eventlog.projections import InstanceStatus, UpstreamStatus
 from sidecar.eventlog.records import to_proto
 from sidecar.eventlog.settings import (
     MIN_HEARTBEAT_INTERVAL_S,

@@ -186,3 +186,61 @@ async def test_recovery_metrics_keep_a_removed_breakers_history_and_survive_a_re
     assert before.recoveries == after.recoveries
     assert after.recoveries[("checkout", "payments")] == (1, 4.0)
     assert after.recoveries[("checkout", "stock")] == (0, 0.0)
+
+
+def test_collector_reports_endpoint_and_unknown_value_families() -> None:
+    registry = registry_for(MetricsSnapshot(
+        endpoint_ejections={("checkout", "payments"): 3, ("checkout", "stock"): 0},
+        endpoints_ejected={("checkout", "payments"): 1, ("checkout", "stock"): 0},
+        unknown_values={"breaker_transitioned.to_state": 2, "endpoint_ejected.reason": 0},
+    ))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    pair = {"service": "checkout", "upstream": "payments"}
+    idle = {"service": "checkout", "upstream": "stock"}
+    assert value("eventlog_endpoint_ejections_total", **pair) == 3
+    assert value("eventlog_endpoint_ejections_total", **idle) == 0
+    assert value("eventlog_endpoints_ejected", **pair) == 1
+    assert value("eventlog_endpoints_ejected", **idle) == 0
+    assert value("eventlog_unknown_values_total", field="breaker_transitioned.to_state") == 2
+    assert value("eventlog_unknown_values_total", field="endpoint_ejected.reason") == 0
+
+
+async def test_endpoint_and_unknown_value_metrics_come_from_the_log_across_a_rebuild(
+    store: EventStore,
+) -> None:
+    from tests.contract.endpoint_events import (
+        ENDPOINT_A,
+        ENDPOINT_B,
+        endpoint_ejected,
+        endpoint_returned,
+        endpoints_changed,
+    )
+
+    pod = StreamFactory("checkout", "pod-1")
+    await store.append([
+        pod.config_applied(["payments", "stock"]),
+        endpoints_changed(pod, "payments", added=[ENDPOINT_A, ENDPOINT_B]),
+        endpoint_ejected(pod, "payments", ENDPOINT_A),
+        endpoint_returned(pod, "payments", ENDPOINT_A),
+        endpoint_ejected(pod, "payments", ENDPOINT_B),
+    ])
+    follower = ProjectionFollower(store)
+    await follower.load()
+    await follower.step()
+    before = take_snapshot(follower, AppendCounters(), head_position=5)
+    await rebuild(store, server_projections())
+    restarted = ProjectionFollower(store)
+    await restarted.load()
+    await restarted.step()
+    after = take_snapshot(restarted, AppendCounters(), head_position=5)
+
+    assert before.endpoint_ejections == after.endpoint_ejections == {
+        ("checkout", "payments"): 2, ("checkout", "stock"): 0}
+    assert before.endpoints_ejected == after.endpoints_ejected == {
+        ("checkout", "payments"): 1, ("checkout", "stock"): 0}
+    assert after.unknown_values == dict.fromkeys(after.unknown_values, 0)
+    assert "breaker_transitioned.to_state" in after.unknown_values
+    assert after.events_by_type["EndpointEjected"] == 2

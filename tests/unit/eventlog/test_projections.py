@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.eventlog.breaker_views import BreakerViews
 from sidecar.eventlog.projections import (
     BreakerStatusProjection,
-    BreakerViews,
     ProjectionRunner,
     default_projections,
     rebuild,
