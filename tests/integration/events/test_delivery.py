@@ -145,7 +145,9 @@ def test_a_sidecar_whose_outbox_was_deleted_continues_the_logs_chain(
             with CallLoop(sidecar):
                 wait_until(lambda: transitions(sidecar) >= 10, "transitions")
             wait_until(lambda: drained(sidecar), "everything shipped")
-        for path in tmp_path.glob("outbox.db*"):
+        lost = list(tmp_path.glob("outbox.db*"))
+        assert outbox in lost, f"no outbox to delete in {sorted(tmp_path.iterdir())}"
+        for path in lost:
             path.unlink()  # the pod lost its volume
 
         with SidecarProcess(tmp_path, config, name="second") as sidecar:

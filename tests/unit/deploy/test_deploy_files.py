@@ -57,6 +57,7 @@ def _pod(objects: dict[tuple[str, str], dict[str, Any]], name: str) -> dict[str,
 def test_kustomization_lists_every_manifest_in_the_folder() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert manifests, f"no manifest in {K8S}"
     assert set(kustomization["resources"]) == manifests
 
 
