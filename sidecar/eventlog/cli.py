@@ -170,7 +170,8 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance", default="")
     parser.add_argument("--upstream", default="")
     parser.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
-                        help="BreakerTransitioned, BreakerModeChanged or ConfigApplied "
+                        help="BreakerTransitioned, BreakerModeChanged, ConfigApplied, "
+                        "EndpointsChanged, EndpointEjected or EndpointReturned "
                         "(repeat for several)")
     parser.add_argument("--from-time", type=_timestamp_ns, default=0, metavar="ISO8601",
                         help="occurred at or after (e.g. 2025-01-31T12:00:00Z)")

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sidecar.eventlog.records import PAYLOAD_KINDS
 from sidecar.eventlog.store import NewEvent
 from sidecar.v1 import events_pb2
-from tests.support.events import StreamFactory
+from tests.support.events import StreamFactory, rehash
 
 ENDPOINT_A = "10.0.0.1:50051"
 ENDPOINT_B = "10.0.0.2:50051"
@@ -113,3 +114,40 @@ def endpoint_events(producer: StreamFactory, upstream: str = "payments") -> list
         endpoint_ejected(producer, upstream, ENDPOINT_B,
                          reason=events_pb2.EJECTION_REASON_FAILURE_RATE),
     ]
+
+
+# --- events Append refuses, as a store may still hold them -------------------------------------
+
+
+def with_enum_values(event: NewEvent, **fields: int) -> NewEvent:
+    """``event`` with enum fields of its payload set to any number (``to_state=99``) and its
+    hash recomputed: what a store holds when such an event got in before Append checked enums,
+    or came from a newer producer (the stores themselves do not look into payloads)."""
+    payload = PAYLOAD_KINDS[event.type].message_class.FromString(event.payload)
+    for name, value in fields.items():
+        setattr(payload, name, value)
+    return rehash(event, payload=payload.SerializeToString(deterministic=True))
+
+
+def relinked(events: Sequence[NewEvent]) -> list[NewEvent]:
+    """The events of one stream chained again (``prev_hash``, ``hash``) after some changed."""
+    linked: list[NewEvent] = []
+    for event in events:
+        if linked:
+            event = rehash(event, prev_hash=linked[-1].hash)
+        linked.append(event)
+    return linked
+
+
+def unknown_enum_log(producer: StreamFactory) -> list[NewEvent]:
+    """A chained stream with an unknown value in each kind of enum field: a configured
+    upstream, a transition to state 99, one from 99 in mode 42, a mode change to -7 and an
+    ejection for reason 12 (5 unknown values in 4 events after the ConfigApplied)."""
+    return relinked([
+        producer.config_applied(["payments"]),
+        with_enum_values(producer.transition("payments", "CLOSED", "OPEN"), to_state=99),
+        with_enum_values(producer.transition("payments", "OPEN", "HALF_OPEN"),
+                         from_state=99, mode=42),
+        with_enum_values(producer.mode_changed("payments"), to_mode=-7),
+        with_enum_values(endpoint_ejected(producer), reason=12),
+    ])

@@ -23,7 +23,6 @@ from sidecar.eventlog.follower import (
 from sidecar.eventlog.projections import ProjectionRunner, rebuild
 from sidecar.eventlog.sqlite_store import SqliteEventStore
 from sidecar.eventlog.store import EventStore, NewEvent
-from sidecar.v1 import events_pb2
 from tests.contract.endpoint_events import (
     ENDPOINT_A,
     ENDPOINT_B,
@@ -32,8 +31,10 @@ from tests.contract.endpoint_events import (
     endpoint_events,
     endpoint_returned,
     endpoints_changed,
+    unknown_enum_log,
+    with_enum_values,
 )
-from tests.support.events import StreamFactory, rehash
+from tests.support.events import StreamFactory
 
 PAIR = ("checkout", "payments")
 
@@ -172,42 +173,11 @@ async def test_a_log_from_before_the_endpoint_projection_is_folded_for_it_from_t
 # --- stored enum values the proto does not define ---------------------------------------------
 
 
-def _with_enum(event: NewEvent, payload_class: type, **fields: int) -> NewEvent:
-    """``event`` with enum fields of its payload set to any number, rehashed: what a store
-    holds when an event got in before Append checked enums (the store does not check them)."""
-    payload = payload_class.FromString(event.payload)
-    for name, value in fields.items():
-        setattr(payload, name, value)
-    return rehash(event, payload=payload.SerializeToString(deterministic=True))
-
-
-def _relinked(events: list[NewEvent]) -> list[NewEvent]:
-    """The events of one stream chained again after some were changed."""
-    linked: list[NewEvent] = []
-    for event in events:
-        if linked:
-            event = rehash(event, prev_hash=linked[-1].hash)
-        linked.append(event)
-    return linked
-
-
-def _unknown_log(pod: StreamFactory) -> list[NewEvent]:
-    transitioned = events_pb2.BreakerTransitioned
-    return _relinked([
-        pod.config_applied(["payments"]),
-        _with_enum(pod.transition("payments", "CLOSED", "OPEN"), transitioned, to_state=99),
-        _with_enum(pod.transition("payments", "OPEN", "HALF_OPEN"), transitioned,
-                   from_state=99, mode=42),
-        _with_enum(pod.mode_changed("payments"), events_pb2.BreakerModeChanged, to_mode=-7),
-        _with_enum(endpoint_ejected(pod), events_pb2.EndpointEjected, reason=12),
-    ])
-
-
 async def test_unknown_enum_values_fold_as_unknown_and_are_counted_per_field(
     store: EventStore,
 ) -> None:
     pod = StreamFactory("checkout", "pod-1")
-    await store.append(_unknown_log(pod))
+    await store.append(unknown_enum_log(pod))
     follower = ProjectionFollower(store)
     await follower.load()
     await follower.step()
@@ -229,8 +199,7 @@ async def test_unknown_enum_values_fold_as_unknown_and_are_counted_per_field(
 
 async def test_a_breaker_in_an_unknown_state_shows_it(store: EventStore) -> None:
     pod = StreamFactory("checkout", "pod-1")
-    event = _with_enum(pod.transition("payments", "CLOSED", "OPEN"),
-                       events_pb2.BreakerTransitioned, to_state=99, mode=42)
+    event = with_enum_values(pod.transition("payments", "CLOSED", "OPEN"), to_state=99, mode=42)
     await store.append([event])
     runner = ProjectionRunner(store)
     await runner.catch_up()
@@ -244,7 +213,7 @@ async def test_a_breaker_in_an_unknown_state_shows_it(store: EventStore) -> None
 
 async def test_unknown_value_counts_survive_restart_and_rebuild(store: EventStore) -> None:
     pod = StreamFactory("checkout", "pod-1")
-    await store.append(_unknown_log(pod))
+    await store.append(unknown_enum_log(pod))
     first = ProjectionFollower(store)
     await first.load()
     await first.step()

@@ -92,3 +92,17 @@ def test_unknown_enum_values_print_as_unknown_in_table_and_json(
     assert _detail(event) == detail
     for name, value in fields.items():
         assert payload[name] == f"UNKNOWN({value})"
+
+
+@pytest.mark.parametrize("command", ["query", "tail"])
+def test_the_type_option_names_every_event_type_in_its_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sidecar.cli import main
+    from sidecar.eventlog.validation import EVENT_TYPES
+
+    with pytest.raises(SystemExit):
+        main(["events", command, "--help"])
+
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(event_type in text for event_type in EVENT_TYPES), text
