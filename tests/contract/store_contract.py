@@ -38,6 +38,7 @@ from sidecar.eventlog.store import (
     NewEvent,
     StoredEvent,
 )
+from tests.contract.endpoint_contract import EndpointEventsContract
 from tests.support.events import StreamFactory, rehash
 
 WAKE_BOUND_S = 30.0
@@ -52,8 +53,11 @@ async def read_everything(store: EventStore, page: int = 7) -> list[StoredEvent]
     return events
 
 
-class EventStoreContract:
-    """Behaviour every ``EventStore`` adapter must show. Subclasses provide ``store``."""
+class EventStoreContract(EndpointEventsContract):
+    """Behaviour every ``EventStore`` adapter must show. Subclasses provide ``store``.
+
+    The endpoint events and unknown enum values are in :mod:`tests.contract.endpoint_contract`.
+    """
 
     # --- appending -----------------------------------------------------------------------
 
