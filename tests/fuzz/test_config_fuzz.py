@@ -1,11 +1,13 @@
 """Random YAML at the config loader: it either returns a usable config or raises ConfigError
 naming what is wrong. Never another exception, never a traceback from ``sidecar proxy``.
 
-Three sources of input: random text (most of it not YAML, or YAML that is not a mapping);
-random YAML documents built from nested lists, mappings and scalars; and a complete valid
-config with one part replaced, removed or added at a random key path. A config that parses
-must be usable as it is: every breaker and the event pipeline convert to their runtime
-settings, and every number is finite.
+Sources of input: random text (most of it not YAML, or YAML that is not a mapping);
+random YAML documents built from nested lists, mappings and scalars; a complete valid
+config with one part replaced, removed or added at a random key path; random bytes and the
+valid config with bytes that are not UTF-8 spliced in, written to a file for ``load_config``.
+A config that parses must be usable as it is: every breaker and the event pipeline convert to
+their runtime settings, and every number is finite. Last, random number spellings (NaN and
+infinities among them) for every float flag of every CLI.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sidecar.config import ConfigError, SidecarConfig, parse_config
+from sidecar.config import ConfigError, SidecarConfig, load_config, parse_config
+from tests.support.cli_flags import FloatFlag, float_flags
 from tests.support.procs import SIDECAR_BIN, free_port, require_binary
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -138,8 +141,32 @@ def _parse(text: str) -> None:
     _assert_usable(config)
 
 
-def test_the_valid_reference_config_parses() -> None:
-    parse_config(yaml.safe_dump(VALID), env={})
+def test_the_valid_reference_config_parses_to_what_it_says() -> None:
+    config = parse_config(yaml.safe_dump(VALID), env={})
+    assert (config.service, config.instance) == ("checkout", "checkout-7d9f")
+    assert (config.listen, config.admin_listen, config.metrics_listen) == (
+        "127.0.0.1:15001", "127.0.0.1:15000", "127.0.0.1:9464")
+    assert sorted(config.upstreams) == ["payments", "payments-backup"]
+    payments = config.upstreams["payments"]
+    assert payments.address == "127.0.0.1:50051"
+    assert list(payments.routes) == ["/payments.v1.Payments/"]
+    assert (payments.timeout_ms, payments.max_concurrent_requests) == (2000, 100)
+    settings = payments.breaker.to_settings()
+    assert (settings.window_type, settings.window_size, settings.minimum_calls) == (
+        "count", 20, 10)
+    assert (settings.failure_rate, settings.slow_call_ms, settings.slow_call_rate) == (
+        0.5, 500, 0.8)
+    assert (settings.consecutive_failures, settings.half_open_probes) == (5, 3)
+    assert (settings.open_base_ms, settings.open_multiplier, settings.open_max_ms,
+            settings.open_jitter) == (1000, 2.0, 60000, 0.2)
+    assert settings.mode.name == "ENFORCE"
+    assert payments.fallback is not None and payments.fallback.upstream == "payments-backup"
+    backup = config.upstreams["payments-backup"].fallback
+    assert backup is not None and (backup.status, backup.message) == ("UNAVAILABLE", "try later")
+    assert config.eventlog is not None
+    assert (config.eventlog.address, config.eventlog.batch_size) == ("127.0.0.1:7070", 100)
+    assert config.tracing.sample_ratio == 1.0
+    _assert_usable(config)
 
 
 @FUZZ
@@ -166,6 +193,111 @@ def test_random_yaml_documents_are_either_a_config_or_a_config_error(
 def test_a_valid_config_with_one_part_changed_is_either_usable_or_refused_by_key(
         config: dict[str, Any]) -> None:
     _parse(yaml.safe_dump(config))
+
+
+# --- bytes in a file: load_config -------------------------------------------------------------
+
+_VALID_BYTES = yaml.safe_dump(VALID).encode()
+
+
+def _load_bytes(tmp_path: Path, data: bytes) -> None:
+    """load_config on a file holding ``data``: a usable config or a ConfigError whose lines all
+    have a key path; a file that is not UTF-8 gets exactly one line, naming the path and the
+    offset of the first byte that does not decode."""
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(data)
+    bad: UnicodeDecodeError | None = None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc
+    try:
+        config = load_config(path, env={"HOME": "/root"})
+    except ConfigError as error:
+        assert error.problems and all(": " in p for p in error.problems), error.problems
+        if bad is not None:
+            assert error.problems == [
+                f"(file): '{path}' is not UTF-8: byte 0x{data[bad.start]:02x} at offset "
+                f"{bad.start} ({bad.reason})"]
+        return
+    assert bad is None, "a file that is not UTF-8 was accepted"
+    _assert_usable(config)
+
+
+@st.composite
+def _valid_with_bad_bytes(draw: st.DrawFn) -> bytes:
+    """The valid config with 1-3 bytes spliced in that no UTF-8 text contains at that place
+    (a lone continuation byte, a lead byte without its continuation, 0xc0/0xc1/0xf5-0xff)."""
+    data = bytearray(_VALID_BYTES)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data)))
+        bad = draw(st.sampled_from([0x80, 0xbf, 0xc0, 0xc1, 0xe9, 0xf5, 0xfe, 0xff])
+                   | st.integers(0x80, 0xff))
+        data[at:at] = bytes([bad])
+    return bytes(data)
+
+
+@FUZZ
+@given(data=st.binary(max_size=400) | _valid_with_bad_bytes())
+@example(data=b"")
+@example(data=b"\xff\xfe" + "service: x".encode("utf-16-le"))  # UTF-16 with its BOM
+@example(data=b"\xef\xbb\xbf" + _VALID_BYTES)                  # UTF-8 with a BOM: fine
+@example(data=_VALID_BYTES[:-1] + b"\xc3")                       # truncated at the end
+def test_random_bytes_in_a_file_are_either_a_config_or_a_config_error(
+        tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    _load_bytes(tmp_path_factory.mktemp("bytes"), data)
+
+
+def test_a_latin1_byte_in_the_reference_config_is_refused_naming_its_offset(
+        tmp_path: Path) -> None:
+    bad = b"\xe9"
+    data = _VALID_BYTES.replace(b"checkout-7d9f", b"checkout-" + bad + b"7d9f")
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    offset = data.index(bad)
+    assert info.value.problems == [
+        f"(file): '{path}' is not UTF-8: byte 0xe9 at offset {offset} (invalid continuation byte)"]
+
+
+# --- number spellings for every float flag of every CLI ---------------------------------------
+
+FLAGS = float_flags()
+_NUMBER_TEXT = st.one_of(
+    st.sampled_from(["nan", "NaN", "-nan", "+nan", "NAN", "inf", "-inf", "+inf", "Infinity",
+                     "-Infinity", "iNfInItY", "1e309", "-1e309", "1e999", " nan", "nan\n",
+                     "0", "-0", "0.0", "-1", "1", "1e-320", "5", "1_000", "0x10", "", " "]),
+    st.floats().map(repr),
+    st.floats().map(lambda x: f"{x:g}"),
+    st.text(alphabet="0123456789.eE+-naifINF_ ", max_size=12),
+)
+
+
+def test_every_cli_has_float_flags_to_fuzz() -> None:
+    assert len(FLAGS) >= 9, [f.id for f in FLAGS]
+
+
+@FUZZ
+@given(flag=st.sampled_from(FLAGS), value=_NUMBER_TEXT)
+@example(flag=next(f for f in FLAGS if f.flag == "--heartbeat-interval-s"), value="nan")
+def test_a_float_flag_takes_a_finite_number_or_exits_2_naming_the_flag(
+        flag: FloatFlag, value: str) -> None:
+    code, err, parsed = flag.parse(value)
+    try:
+        number: float | None = float(value)
+    except ValueError:
+        number = None
+    if code == 0:
+        assert parsed is not None and math.isfinite(parsed), (flag.id, value, parsed)
+        assert number is not None and parsed == number
+        return
+    assert code == 2, (flag.id, value, code, err)
+    assert "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if "error:" in line]
+    assert f"error: argument {flag.flag}: must be a " in error, error
+    if number is not None and not math.isfinite(number):
+        assert error.endswith(f"must be a finite number, got {value!r}"), error
 
 
 # --- found by this suite, fixed in sidecar/config/ ------------------------------------------
@@ -201,6 +333,35 @@ def test_aliases_that_multiply_into_millions_of_values_are_refused_quickly() -> 
 
 
 # --- through the CLI -----------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["not-utf8", "directory", "empty", "missing", "through-a-file"])
+def test_sidecar_proxy_refuses_a_bad_config_file_with_exit_2_and_one_line(
+        tmp_path: Path, kind: str) -> None:
+    require_binary("sidecar")
+    path = tmp_path / "sidecar.yaml"
+    if kind == "not-utf8":
+        path.write_bytes(_VALID_BYTES.replace(b"checkout-7d9f", b"checkout-\xff"))
+        problem = (f"'{path}' is not UTF-8: byte 0xff at offset "
+                   f"{_VALID_BYTES.index(b'checkout-7d9f') + len(b'checkout-')} "
+                   "(invalid start byte)")
+    elif kind == "directory":
+        path.mkdir()
+        problem = f"'{path}' is a directory, not a YAML file"
+    elif kind == "empty":
+        path.write_bytes(b"\n")
+        problem = f"'{path}' is empty (expected a YAML mapping with service and upstreams)"
+    elif kind == "missing":
+        problem = f"cannot read '{path}': No such file or directory"
+    else:
+        (tmp_path / "plain").write_text("x")
+        path = tmp_path / "plain" / "sidecar.yaml"
+        problem = f"cannot read '{path}': Not a directory"
+    done = subprocess.run([SIDECAR_BIN, "proxy", "--config", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"invalid config {path}:", f"  (file): {problem}"]
 
 
 @pytest.mark.integration
