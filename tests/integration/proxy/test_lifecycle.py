@@ -130,6 +130,35 @@ async def test_sighup_with_a_bad_file_keeps_the_running_config(
             assert (await unary(channel, "/kept.Fine/Unary")).code == grpc.StatusCode.OK
 
 
+async def test_sighup_with_a_non_utf8_file_or_a_directory_keeps_serving(
+        tmp_path: Path, upstream: UpstreamProcess) -> None:
+    with SidecarProcess(tmp_path, _config(upstream)) as sidecar:
+        path = sidecar.config_path
+        async with grpc.aio.insecure_channel(sidecar.address) as channel:
+            path.write_bytes(yaml.safe_dump(sidecar.config).encode() + b"# caf\xe9\n")
+            sidecar.process.signal(signal.SIGHUP)
+            sidecar.wait_for_log("is not UTF-8: byte 0xe9 at offset")
+            assert (await unary(channel, "/kept.Fine/Unary")).code == grpc.StatusCode.OK
+
+            path.unlink()
+            path.mkdir()
+            sidecar.process.signal(signal.SIGHUP)
+            sidecar.wait_for_log("is a directory, not a YAML file")
+            assert sidecar.process.proc.poll() is None
+            assert (await unary(channel, "/kept.Fine/Unary")).code == grpc.StatusCode.OK
+
+            path.rmdir()  # the handler still works after the failures: a good file applies
+            sidecar.reload({**sidecar.config, **_config(upstream, extra={
+                "added": {"address": upstream.address, "routes": ["/added."]}})})
+            sidecar.wait_for_log("config reloaded")
+            assert (await unary(channel, "/added.Echo/Unary")).code == grpc.StatusCode.OK
+        output = sidecar.process.output()
+    refusals = [line for line in output.splitlines() if "config reload refused" in line]
+    assert len(refusals) == 2, refusals
+    assert str(path) in refusals[0] and str(path) in refusals[1]
+    assert "Traceback" not in output
+
+
 async def test_sigterm_drains_in_flight_calls_then_exits_0(
         tmp_path: Path, upstream: UpstreamProcess) -> None:
     upstream.configure("drain.Echo", delay_ms=1500)
