@@ -52,9 +52,12 @@ SIDECAR_SHIPPING_FAILURES: Final = "sidecar_events_ship_failures_total"
 SIDECAR_EVENTS_DROPPED: Final = "sidecar_events_dropped_total"
 EVENTLOG_PROJECTION_LAG: Final = "eventlog_projection_lag_events"
 EVENTLOG_MEAN_TIME_TO_RECOVER: Final = "eventlog_breaker_mean_time_to_recover_seconds"
+EVENTLOG_ENDPOINT_EJECTIONS: Final = "eventlog_endpoint_ejections_total"
+EVENTLOG_ENDPOINTS_EJECTED: Final = "eventlog_endpoints_ejected"
 EXTRA_METRICS: Final = (
     SIDECAR_OVERFLOWS, SIDECAR_OUTBOX_OLDEST_AGE, SIDECAR_SHIPPING_FAILURES,
     SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG, EVENTLOG_MEAN_TIME_TO_RECOVER,
+    EVENTLOG_ENDPOINT_EJECTIONS, EVENTLOG_ENDPOINTS_EJECTED,
 )
 
 # Breaker states as numbers on the state timelines (0 is healthy, higher is worse).
@@ -413,8 +416,8 @@ def breaker_event_log() -> dash.Dashboard:
         _base(
             "breaker-event-log", "Evergreen Sidecar / Breaker event log",
             "Every breaker transition of every sidecar, from the append-only event log's "
-            "projections: state per service and upstream, time spent open, recovery, and the "
-            "health of the log itself.",
+            "projections: state per service and upstream, time spent open, recovery, endpoint "
+            "ejections, and the health of the log itself.",
         )
         .with_variable(_datasource_variable())
         .with_variable(_query_variable("service", "Service",
@@ -483,6 +486,26 @@ def breaker_event_log() -> dash.Dashboard:
                     f"({EVENTLOG_MEAN_TIME_TO_RECOVER}{{{EVENTLOG_SU_SEL}}})",
                     "{{service}}/{{upstream}}", "A")],
             width=8, thresholds=[(None, "green"), (30, "yellow"), (300, "red")]))
+        .with_row(dash.Row("Endpoints (outlier detection)"))
+        .with_panel(_graph(
+            "Endpoint ejections by service and upstream",
+            "Endpoints outlier detection took out of an upstream's balancer (consecutive "
+            "failures or failure rate), summed over the instances of each service, as recorded "
+            "in the log.",
+            "short",
+            [_query(f"sum by (service, upstream) (increase({EVENTLOG_ENDPOINT_EJECTIONS}"
+                    f"{{{EVENTLOG_SU_SEL}}}{rate}))", "{{service}}/{{upstream}}", "A")],
+            width=12, bars=True))
+        .with_panel(_graph(
+            "Endpoints ejected now",
+            "Endpoints ejected and not yet returned (or removed from the set), summed over the "
+            "instances of each service: each instance ejects on its own, so one bad endpoint "
+            "ejected by three instances counts 3.",
+            "short",
+            # max: every event log replica reports the same value, from the same log
+            [_query(f"max by (service, upstream) ({EVENTLOG_ENDPOINTS_EJECTED}"
+                    f"{{{EVENTLOG_SU_SEL}}})", "{{service}}/{{upstream}}", "A")],
+            width=12))
         .with_row(dash.Row("The event log"))
         .with_panel(_graph(
             "Append rate by event type",

@@ -14,7 +14,10 @@ that runs). A scripted scenario drives traffic through the sidecar:
    sidecar's outbox and shipping fails;
 5. the event log restarts on the same store and the outbox drains into it;
 6. ``payments`` heals: the breaker recovers through HALF_OPEN;
-7. a shipper-style retry appends an already stored event again (a duplicate).
+7. a shipper-style retry appends an already stored event again (a duplicate);
+8. outlier detection on a second ``checkout`` pod: its endpoint events (endpoints joined, two
+   ejected, one back) are appended straight to the event log, as that pod's sidecar would ship
+   them.
 
 Then each dashboard's variables, annotations and panel targets are expanded the way Grafana
 would (concrete variable values, ``$__rate_interval`` for a 1 s scrape) and run through the
@@ -38,7 +41,16 @@ import yaml
 from dashboards import build
 from dashboards.queries import LABEL_VALUES, DashboardQuery, dashboard_queries, expand
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
+from tests.contract.endpoint_events import (
+    ENDPOINT_A,
+    ENDPOINT_B,
+    ENDPOINT_C,
+    endpoint_ejected,
+    endpoint_returned,
+    endpoints_changed,
+)
 from tests.integration.dashboards.k8s_pods import ROOT, fake_pod
+from tests.support.events import StreamFactory, to_proto
 from tests.support.procs import SIDECAR_BIN, ManagedProcess, free_port, wait_for_port
 from tests.support.prometheus import PrometheusServer, static_from_kubernetes
 from tests.support.sidecar import SidecarProcess
@@ -63,6 +75,7 @@ MUST_BE_POSITIVE = {
     ("Seconds spent open", "A"), ("Mean time to recover", "A"),
     ("Append rate by event type", "A"), ("Duplicate appends", "A"), ("Head position", "A"),
     ("Breaker state", "A"), ("Breaker state per instance", "A"),
+    ("Endpoint ejections by service and upstream", "A"), ("Endpoints ejected now", "A"),
 }
 
 
@@ -250,7 +263,37 @@ def _run_scenario(system: dict[str, Any], prometheus: PrometheusServer) -> None:
                                  timeout=5).events
         reply = stub.Append(eventlog_pb2.AppendRequest(events=[stored]), timeout=5)
         assert reply.results[0].duplicate
+    _endpoint_events(eventlog, prometheus)  # 8.
     time.sleep(3 * SCRAPE_S)
+
+
+def _endpoint_events(eventlog: EventLogProcess, prometheus: PrometheusServer) -> None:
+    """Endpoint events of a second checkout pod, appended to the log directly (the scenario's
+    sidecar has one endpoint per upstream: nothing to eject)."""
+    pod = StreamFactory(SERVICE, "checkout-7d9f-x2")
+    selector = f'service="{SERVICE}", upstream="payments"'
+    with grpc.insecure_channel(eventlog.address) as channel:
+        stub = eventlog_pb2_grpc.EventLogStub(channel)
+
+        def append(*events: Any) -> None:
+            stub.Append(eventlog_pb2.AppendRequest(events=[to_proto(e) for e in events]),
+                        timeout=5)
+
+        append(pod.config_applied(["payments", "inventory"], at_ns=time.time_ns()),
+               endpoints_changed(pod, "payments", added=[ENDPOINT_A, ENDPOINT_B, ENDPOINT_C],
+                                 at_ns=time.time_ns()))
+        # increase() needs the counter scraped before the ejection (at 0, from ConfigApplied)
+        _wait_until(_seen(prometheus, f"count_over_time(eventlog_endpoint_ejections_total"
+                                      f"{{{selector}}}[1m]) >= 2"),
+                    15, "the endpoint ejections counter at 0")
+        append(endpoint_ejected(pod, "payments", ENDPOINT_A, at_ns=time.time_ns()),
+               endpoint_ejected(pod, "payments", ENDPOINT_B, at_ns=time.time_ns()))
+        _wait_until(_seen(prometheus, f"eventlog_endpoints_ejected{{{selector}}}"),
+                    15, "the ejected endpoints to reach Prometheus")
+        append(endpoint_returned(pod, "payments", ENDPOINT_A, at_ns=time.time_ns()))
+    _wait_until(_seen(prometheus, f"max_over_time(increase(eventlog_endpoint_ejections_total"
+                                  f"{{{selector}}}[4s])[1m:1s])"),
+                15, "the ejections to show as an increase")
 
 
 def _has_data(result: list[dict[str, Any]]) -> bool:

@@ -217,3 +217,25 @@ def test_mean_time_to_recover_reads_the_metric_the_event_log_exports(
 
     assert build.EVENTLOG_MEAN_TIME_TO_RECOVER in target["expr"]
     assert registry.get_sample_value(build.EVENTLOG_MEAN_TIME_TO_RECOVER, labels) == 20.0
+
+
+def test_endpoint_panels_read_the_endpoint_metrics_the_event_log_exports(
+        event_log: dict[str, Any]) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.eventlog.metrics import EventLogCollector, MetricsSnapshot
+
+    by_title = {p["title"]: p for p in panels(event_log)}
+    (ejections,) = by_title["Endpoint ejections by service and upstream"]["targets"]
+    (ejected,) = by_title["Endpoints ejected now"]["targets"]
+    registry = CollectorRegistry()
+    registry.register(EventLogCollector(lambda: MetricsSnapshot(
+        endpoint_ejections={("checkout", "payments"): 3},
+        endpoints_ejected={("checkout", "payments"): 1})))
+    labels = {"service": "checkout", "upstream": "payments"}
+
+    assert f"increase({build.EVENTLOG_ENDPOINT_EJECTIONS}" in ejections["expr"]
+    assert build.EVENTLOG_ENDPOINTS_EJECTED in ejected["expr"]
+    assert 'upstream=~"$upstream"' in ejections["expr"] and 'service=~"$service"' in ejected["expr"]
+    assert registry.get_sample_value(build.EVENTLOG_ENDPOINT_EJECTIONS, labels) == 3
+    assert registry.get_sample_value(build.EVENTLOG_ENDPOINTS_EJECTED, labels) == 1
