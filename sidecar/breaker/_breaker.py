@@ -83,7 +83,8 @@ class CircuitBreaker:
         "_clock",
         "_consecutive",
         "_counting",
-        "_decay_base",
+        "_decay_from",
+        "_decay_s",
         "_failure_rate",
         "_fast_admit",
         "_last_transition",
@@ -131,7 +132,9 @@ class CircuitBreaker:
         self._mode = settings.mode
         self._window: SlidingWindow = make_window(settings, clock)
         self._streak = 0
-        self._decay_base = 0  # windows_completed() already turned into streak decay
+        # The trip streak falls by one per _decay_s spent CLOSED (not disabled) without a trip,
+        # counted from _decay_from: when CLOSED was entered, decay resumed, or the last step.
+        self._decay_from = clock()
         self._open_until = 0.0
         self._open_duration_s = 0.0
         # HALF_OPEN bookkeeping: outstanding probe permits (insertion-ordered, oldest first).
@@ -259,10 +262,10 @@ class CircuitBreaker:
             if mode is old:
                 return
             now = self._clock()
-            self._commit_decay_locked()
+            self._commit_decay_locked(now)
             if old is Mode.DISABLED:
                 self._window.reset()
-                self._decay_base = 0
+                self._decay_from = now  # time spent disabled does not count
             self._mode = mode
             if mode is Mode.FORCED_OPEN:
                 if self._state is not _OPEN:
@@ -274,7 +277,6 @@ class CircuitBreaker:
                     transition = self._move_locked(_CLOSED, MODE_CHANGED, now)
                 else:
                     self._window.reset()
-                    self._decay_base = 0
             self._refresh_flags_locked()
             change = ModeChange(self.name, old, mode, source, self._wall_clock())
             listeners = self._listeners
@@ -288,7 +290,8 @@ class CircuitBreaker:
 
     def update_settings(self, settings: BreakerSettings) -> None:
         """Apply reloaded settings, keeping state, trip streak and (if its shape is unchanged)
-        the window's counts. A window of a different type or size starts empty.
+        the window's counts. A window of a different type or size starts empty. Time already
+        spent towards the next streak decay step carries over to a new ``streak_decay_ms``.
 
         The mode is applied (as ``source="config"``) only when the new settings change it
         from the previous settings, so a reload that does not touch ``mode`` keeps an
@@ -296,10 +299,9 @@ class CircuitBreaker:
         """
         with self._lock:
             old = self._settings
-            self._commit_decay_locked()  # judged under the old window and decay rule
+            self._commit_decay_locked(self._clock())  # judged under the old decay rule
             if not old.same_window_shape(settings):
                 self._window = make_window(settings, self._clock)
-                self._decay_base = 0
             self._settings = settings
             self._apply_settings_locked()
             mode_changed = settings.mode != old.mode
@@ -324,7 +326,7 @@ class CircuitBreaker:
             state = self._state
             if state is _HALF_OPEN:
                 self._reclaim_expired_probes_locked(now)
-            streak = self._effective_streak_locked()
+            streak, decay_in_s = self._decay_view_locked(now)
             if state is _OPEN:
                 open_duration_s = self._open_duration_s
                 forced = self._mode is Mode.FORCED_OPEN
@@ -342,6 +344,7 @@ class CircuitBreaker:
                 last_transition=self._last_transition,
                 half_open_in_flight=len(self._probes),
                 open_duration_s=open_duration_s,
+                streak_decay_in_s=decay_in_s,
             )
 
     def __repr__(self) -> str:
@@ -368,6 +371,7 @@ class CircuitBreaker:
             )
         self._max_probes = s.half_open_probes
         self._probe_timeout_s = s.probe_timeout_ms / 1000.0
+        self._decay_s = s.streak_decay_ms / 1000.0
 
     def _refresh_flags_locked(self) -> None:
         """Recompute the two flags the hot path reads instead of comparing state and mode."""
@@ -440,7 +444,8 @@ class CircuitBreaker:
 
     def _trip_locked(self, reason: str, now: float) -> Transition:
         """CLOSED or HALF_OPEN -> OPEN for a health reason: the streak grows, so does the wait."""
-        self._commit_decay_locked()
+        self._commit_decay_locked(now)  # decay earned until now is kept...
+        self._decay_from = now  # ...and the decay clock starts again (on entering CLOSED, too)
         self._streak += 1
         duration_s = jittered_open_duration_ms(self._settings, self._streak, self._rng) / 1000.0
         self._open_duration_s = duration_s
@@ -472,7 +477,7 @@ class CircuitBreaker:
             self._probe_successes = 0
         elif to is _CLOSED:
             self._window.reset()
-            self._decay_base = 0
+            self._decay_from = now  # the decay clock starts (again) on entering CLOSED
         self._refresh_flags_locked()
         self._last_transition = transition
         return transition
@@ -484,22 +489,38 @@ class CircuitBreaker:
             )
         return self._window.snapshot()
 
-    def _pending_decay_locked(self) -> int:
-        """Clean windows earned since the last commit, in units of one streak step."""
-        if self._state is not _CLOSED or self._mode is Mode.DISABLED:
+    def _decaying_locked(self) -> bool:
+        """Whether time counts towards streak decay now: CLOSED, not disabled, a streak to decay."""
+        return self._state is _CLOSED and self._mode is not Mode.DISABLED and self._streak > 0
+
+    def _pending_decay_locked(self, now: float) -> int:
+        """Whole ``streak_decay_ms`` periods spent CLOSED since ``_decay_from``. O(1)."""
+        if not self._decaying_locked():
             return 0
-        done = self._window.windows_completed() - self._decay_base
-        return done // self._settings.streak_decay_windows
+        return max(0, int((now - self._decay_from) // self._decay_s))
 
-    def _effective_streak_locked(self) -> int:
-        return max(0, self._streak - self._pending_decay_locked())
+    def _decay_view_locked(self, now: float) -> tuple[int, float]:
+        """The streak with decay earned by ``now`` and the seconds until it next falls by one
+        (0.0 when it cannot: streak 0, not CLOSED, or disabled). Reads only, commits nothing."""
+        steps = self._pending_decay_locked(now)
+        streak = max(0, self._streak - steps)
+        if streak == 0 or not self._decaying_locked():
+            return streak, 0.0
+        next_step = self._decay_from + (steps + 1) * self._decay_s
+        return streak, max(0.0, next_step - now)
 
-    def _commit_decay_locked(self) -> None:
-        """Turn clean windows seen in CLOSED into streak decay (lazily: no per-call work)."""
-        steps = self._pending_decay_locked()
-        if steps > 0:
-            self._streak = max(0, self._streak - steps)
-            self._decay_base += steps * self._settings.streak_decay_windows
+    def _commit_decay_locked(self, now: float) -> None:
+        """Turn time spent CLOSED into streak decay (lazily: no per-call work, whatever the
+        call volume). Keeps the part of a period already spent, so reads never lose time."""
+        steps = self._pending_decay_locked(now)
+        if steps <= 0:
+            return
+        if steps >= self._streak:
+            self._streak = 0
+            self._decay_from = now
+        else:
+            self._streak -= steps
+            self._decay_from += steps * self._decay_s
 
     def _notify(self, transition: Transition) -> None:
         """Tell listeners, outside the lock, in the causing thread. Never raises."""

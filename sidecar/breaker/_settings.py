@@ -75,8 +75,11 @@ class BreakerSettings:
     """Cap of the open duration, jitter included."""
     open_jitter: float = 0.2
     """Open durations are spread by +/- this fraction (0 <= x < 1) so peers do not probe in step."""
-    streak_decay_windows: int = 1
-    """Clean windows in CLOSED that take one off the trip streak."""
+    streak_decay_ms: float = 30000.0
+    """Time spent CLOSED (and not disabled) without a trip that takes one off the trip streak.
+
+    Measured on the breaker's clock, never in calls: at real traffic a count window passes in
+    milliseconds, and a flapping upstream would never be backed off."""
     mode: Mode = Mode.ENFORCE
 
     def __post_init__(self) -> None:
@@ -124,7 +127,7 @@ class BreakerSettings:
             )
         if not _is_finite_above(self.open_jitter, 0.0, inclusive=True) or self.open_jitter >= 1:
             problems.append(f"open_jitter: must be >= 0 and < 1, got {self.open_jitter!r}")
-        positive_int("streak_decay_windows", self.streak_decay_windows)
+        positive_number("streak_decay_ms", self.streak_decay_ms)
         try:
             mode = Mode(self.mode)
         except ValueError:

@@ -166,9 +166,12 @@ class BreakerView:
     ``snapshot`` is the sliding window in CLOSED and OPEN (in OPEN: still the calls that
     tripped it, as nothing new is counted), the probes' outcomes in HALF_OPEN.
     ``open_until_wall`` is the unix time the open period ends (None when not OPEN, or when
-    forced open: no scheduled end). ``trip_streak`` already includes any decay earned by clean
-    windows. ``open_duration_s`` is the current open period (when OPEN) or the base of the next
-    one, before jitter.
+    forced open: no scheduled end). ``trip_streak`` already includes any decay earned by time
+    spent CLOSED (one step per ``streak_decay_ms``). ``open_duration_s`` is the current open
+    period (when OPEN) or the base of the next one, before jitter. ``streak_decay_in_s`` is the
+    time until the trip streak next falls by one if the breaker stays CLOSED; 0.0 when it
+    cannot fall: the streak is 0, the breaker is not CLOSED, or it is ``disabled`` (decay is
+    paused while the breaker is out of the path).
     """
 
     name: str
@@ -180,3 +183,4 @@ class BreakerView:
     last_transition: Transition | None
     half_open_in_flight: int
     open_duration_s: float
+    streak_decay_in_s: float = 0.0

@@ -66,7 +66,8 @@ class SlidingWindow(Protocol):
     def windows_completed(self) -> int:
         """Whole windows' worth of calls (count) or of time (time) since the last reset.
 
-        The breaker uses it to decay the trip streak after clean windows.
+        The breaker itself does not use it: its trip streak decays with time spent CLOSED
+        (``BreakerSettings.streak_decay_ms``), never with call counts.
         """
         ...
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from sidecar.breaker import BreakerSettings, Mode
 from sidecar.config._fields import (
@@ -18,6 +19,11 @@ from sidecar.config._fields import (
 )
 
 _BREAKER = BreakerSettings()  # the single source of breaker defaults
+
+STREAK_DECAY_WINDOWS_REPLACED = (
+    "replaced by streak_decay_ms (the trip streak now decays with time spent CLOSED, "
+    "not with call counts)"
+)
 
 
 class CountWindow(_Model):
@@ -62,9 +68,18 @@ class BreakerConfig(_Model):
     failure_codes: tuple[StatusCodeName, ...] = DEFAULT_FAILURE_CODES
     half_open_probes: PositiveInt = _BREAKER.half_open_probes
     probe_timeout_ms: PositiveFloat = _BREAKER.probe_timeout_ms
-    streak_decay_windows: PositiveInt = _BREAKER.streak_decay_windows
+    streak_decay_ms: PositiveFloat = _BREAKER.streak_decay_ms
     open: OpenDuration = OpenDuration()
     mode: Mode = _BREAKER.mode
+    # A removed key, kept only to refuse it with a message naming its replacement (an unknown
+    # key would only say "check the spelling"). Never set on a valid config; not dumped, not
+    # in the schema.
+    streak_decay_windows: SkipJsonSchema[None] = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("streak_decay_windows", mode="plain")
+    @classmethod
+    def _streak_decay_windows_was_replaced(cls, value: Any) -> None:
+        raise ValueError(STREAK_DECAY_WINDOWS_REPLACED)
 
     @model_validator(mode="before")
     @classmethod
@@ -113,6 +128,6 @@ class BreakerConfig(_Model):
             open_multiplier=self.open.multiplier,
             open_max_ms=self.open.max_ms,
             open_jitter=self.open.jitter,
-            streak_decay_windows=self.streak_decay_windows,
+            streak_decay_ms=self.streak_decay_ms,
             mode=self.mode,
         )

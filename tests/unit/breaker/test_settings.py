@@ -21,7 +21,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (s.open_base_ms, s.open_multiplier, s.open_max_ms, s.open_jitter) == (
         1000.0, 2.0, 60000.0, 0.2,
     )
-    assert (s.streak_decay_windows, s.mode) == (1, Mode.ENFORCE)
+    assert (s.streak_decay_ms, s.mode) == (30000.0, Mode.ENFORCE)
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,11 @@ def test_defaults_are_the_documented_ones() -> None:
         ("open_max_ms", 10.0, "open_max_ms: must be >= open_base_ms (1000)"),
         ("open_jitter", 1.0, "open_jitter: must be >= 0 and < 1"),
         ("open_jitter", -0.1, "open_jitter: must be >= 0 and < 1"),
-        ("streak_decay_windows", 0, "streak_decay_windows: must be an integer >= 1"),
+        ("streak_decay_ms", 0, "streak_decay_ms: must be a finite number > 0"),
+        ("streak_decay_ms", -1.0, "streak_decay_ms: must be a finite number > 0"),
+        ("streak_decay_ms", float("inf"), "streak_decay_ms: must be a finite number > 0"),
+        ("streak_decay_ms", float("nan"), "streak_decay_ms: must be a finite number > 0"),
+        ("streak_decay_ms", True, "streak_decay_ms: must be a finite number > 0"),
         ("mode", "sometimes", "mode: must be one of enforce, metrics_only, disabled, forced_open"),
     ],
 )

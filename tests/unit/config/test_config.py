@@ -40,6 +40,7 @@ upstreams:
       consecutive_failures: 5
       failure_codes: [UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, RESOURCE_EXHAUSTED]
       half_open_probes: 3
+      streak_decay_ms: 45000
       open: {base_ms: 1000, multiplier: 2.0, max_ms: 60000, jitter: 0.2}
       mode: enforce
     fallback: {upstream: payments-backup}
@@ -78,6 +79,7 @@ def test_the_design_example_parses_with_every_key() -> None:
     settings = payments.breaker.to_settings()
     assert settings.window_type == "count" and settings.window_size == 20
     assert settings.open_max_ms == 60000 and settings.mode is Mode.ENFORCE
+    assert settings.streak_decay_ms == 45000
     backup = config.upstreams["payments-backup"].breaker.to_settings()
     assert backup.window_type == "time" and backup.window_seconds == 10
     assert config.eventlog is not None and config.tracing.otlp_endpoint == "http://127.0.0.1:4317"
@@ -240,6 +242,47 @@ def test_failure_rate_is_accepted_exactly_when_in_the_half_open_unit_interval(ra
         assert problems_of(text) == [
             "upstreams.payments.breaker.failure_rate: must be > 0 and <= 1"
         ]
+
+
+def test_streak_decay_ms_defaults_to_30_s_and_reaches_the_breaker() -> None:
+    breaker = parse_config(MINIMAL, env={}).upstreams["payments"].breaker
+    assert breaker.streak_decay_ms == 30000 == breaker.to_settings().streak_decay_ms
+    text = MINIMAL.replace("routes:", "breaker: {streak_decay_ms: 1500}, routes:")
+    settings = parse_config(text, env={}).upstreams["payments"].breaker.to_settings()
+    assert settings.streak_decay_ms == 1500
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "must be > 0"),
+        ("-5", "must be > 0"),
+        (".inf", "Input should be a finite number"),
+        (".nan", "Input should be a finite number"),
+        ("soon", "Input should be a valid number, unable to parse string as a number"),
+    ],
+)
+def test_streak_decay_ms_must_be_a_finite_positive_number(value: str, message: str) -> None:
+    text = MINIMAL.replace("routes:", f"breaker: {{streak_decay_ms: {value}}}, routes:")
+    assert problems_of(text) == [f"upstreams.payments.breaker.streak_decay_ms: {message}"]
+
+
+@pytest.mark.parametrize("value", ["1", "20", "null", "{}"])
+def test_the_old_streak_decay_windows_key_is_refused_naming_its_replacement(value: str) -> None:
+    text = MINIMAL.replace(
+        "routes:", f"breaker: {{streak_decay_windows: {value}, failure_rate: 2}}, routes:"
+    )
+    assert sorted(problems_of(text)) == [
+        "upstreams.payments.breaker.failure_rate: must be > 0 and <= 1",  # still all at once
+        "upstreams.payments.breaker.streak_decay_windows: replaced by streak_decay_ms (the trip "
+        "streak now decays with time spent CLOSED, not with call counts)",
+    ]
+
+
+def test_the_removed_key_leaves_no_trace_in_a_valid_config() -> None:
+    config = parse_config(MINIMAL, env={})
+    assert "streak_decay_windows" not in config.model_dump()["upstreams"]["payments"]["breaker"]
+    assert "streak_decay_windows" not in repr(config.upstreams["payments"].breaker)
 
 
 def test_thresholds_a_count_window_can_never_reach_are_refused() -> None:
