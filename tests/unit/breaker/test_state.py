@@ -35,10 +35,36 @@ def test_illegal_transition_raises(from_state: State, to_state: State, reason: s
         require_legal(from_state, to_state, reason)
 
 
-def test_every_listed_transition_is_accepted_with_each_of_its_reasons() -> None:
-    for (from_state, to_state), reasons in LEGAL_TRANSITIONS.items():
-        for reason in reasons:
+# The legal transitions, written out by hand from DESIGN section 3 (not read from the table):
+# the table must say exactly this, and require_legal must accept exactly this.
+EXPECTED_LEGAL: dict[tuple[State, State], set[str]] = {
+    (State.CLOSED, State.OPEN): {
+        "failure_rate", "slow_call_rate", "consecutive_failures", "forced_open",
+    },
+    (State.OPEN, State.HALF_OPEN): {"open_elapsed"},
+    (State.HALF_OPEN, State.CLOSED): {"probes_healthy", "mode_changed"},
+    (State.HALF_OPEN, State.OPEN): {"probe_failed", "probe_slow", "forced_open"},
+    (State.OPEN, State.CLOSED): {"mode_changed"},  # entering disabled
+}
+ALL_REASONS = sorted(set().union(*EXPECTED_LEGAL.values()) | {"", "bogus"})
+
+
+def test_the_transition_table_is_exactly_the_documented_one() -> None:
+    assert {pair: set(reasons) for pair, reasons in LEGAL_TRANSITIONS.items()} == EXPECTED_LEGAL
+
+
+@pytest.mark.parametrize("from_state", list(State))
+@pytest.mark.parametrize("to_state", list(State))
+def test_require_legal_accepts_exactly_the_documented_transitions(
+    from_state: State, to_state: State
+) -> None:
+    allowed = EXPECTED_LEGAL.get((from_state, to_state), set())
+    for reason in ALL_REASONS:
+        if reason in allowed:
             require_legal(from_state, to_state, reason)
+        else:
+            with pytest.raises(IllegalTransitionError):
+                require_legal(from_state, to_state, reason)
 
 
 def test_open_duration_doubles_per_trip_in_a_row_up_to_the_cap() -> None:
