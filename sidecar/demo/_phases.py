@@ -1,8 +1,12 @@
-"""The sample upstream's script: phases of behaviour on a wall clock shared by the processes.
+"""The sample upstreams' scripts: phases of behaviour on a wall clock shared by the processes.
 
-The demo and its sample upstream agree on one start time (``started_at``, UNIX seconds) and
-one schedule, so both know the current phase without talking to each other: the upstream
-behaves accordingly and the demo's view shows the phase it is in. The schedule repeats.
+The demo and its sample upstreams agree on one start time (``started_at``, UNIX seconds) and
+one schedule each, so all know the current phase without talking to each other: an upstream
+behaves accordingly and the demo's view shows the phase it is in. Schedules repeat.
+
+Two schedules: ``payments``' (``BEHAVIOURS``: healthy, brownout, outage, recovery) and the
+sick ``orders`` replica's (``REPLICA_BEHAVIOURS``: healthy, sick, healed); the other orders
+replicas and ``inventory`` are always healthy (``STEADY``).
 
 Pure code, no I/O.
 """
@@ -10,14 +14,14 @@ Pure code, no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
 class Behaviour:
-    """How the ``payments`` upstream answers during a phase."""
+    """How an upstream (``payments``, or the sick ``orders`` replica) answers during a phase."""
 
     failure_ratio: float
     """Share of calls answered with ``failure_code`` (spread evenly, deterministic)."""
@@ -42,25 +46,40 @@ DEFAULT_SCHEDULE: Final[tuple[tuple[str, float], ...]] = (
 )
 """Phase names and seconds; the schedule repeats after the last phase."""
 
+REPLICA_BEHAVIOURS: Final[dict[str, Behaviour]] = {
+    "healthy": Behaviour(0.0, (3.0, 10.0), description="every replica healthy"),
+    "sick": Behaviour(1.0, (3.0, 10.0),
+                      description="one replica answers UNAVAILABLE to every call"),
+    "healed": Behaviour(0.0, (3.0, 10.0), description="the sick replica healed"),
+}
+"""What each phase of the sick ``orders`` replica means."""
 
-def parse_schedule(text: str) -> tuple[tuple[str, float], ...]:
+DEFAULT_REPLICA_SCHEDULE: Final[tuple[tuple[str, float], ...]] = (
+    ("healthy", 8.0), ("sick", 11.0), ("healed", 41.0),
+)
+"""The sick replica's phases: one 60 s cycle, so ``make demo`` (60 s) shows it ejected, back
+after its ejection time, ejected again for longer while still sick, then back for good."""
+
+
+def parse_schedule(text: str, behaviours: Mapping[str, Behaviour] = BEHAVIOURS,
+                   flag: str = "--phases") -> tuple[tuple[str, float], ...]:
     """``"healthy=8,brownout=8,outage=12,recovery=20"`` → ``(("healthy", 8.0), ...)``.
 
-    Raises ``ValueError`` naming the bad part.
+    Names come from ``behaviours``. Raises ``ValueError`` naming ``flag`` and the bad part.
     """
     schedule = []
     for part in text.split(","):
         name, sep, seconds = part.strip().partition("=")
-        if not sep or name not in BEHAVIOURS:
+        if not sep or name not in behaviours:
             raise ValueError(
-                f"--phases: {part.strip()!r}: expected NAME=SECONDS with NAME one of "
-                f"{', '.join(BEHAVIOURS)}")
+                f"{flag}: {part.strip()!r}: expected NAME=SECONDS with NAME one of "
+                f"{', '.join(behaviours)}")
         try:
             value = float(seconds)
         except ValueError:
-            raise ValueError(f"--phases: {part.strip()!r}: SECONDS must be a number") from None
+            raise ValueError(f"{flag}: {part.strip()!r}: SECONDS must be a number") from None
         if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"--phases: {part.strip()!r}: SECONDS must be > 0 and finite")
+            raise ValueError(f"{flag}: {part.strip()!r}: SECONDS must be > 0 and finite")
         schedule.append((name, value))
     return tuple(schedule)
 
@@ -79,7 +98,8 @@ class PhaseAt:
     cycle: int
 
 
-def phase_at(schedule: Sequence[tuple[str, float]], elapsed_s: float) -> PhaseAt:
+def phase_at(schedule: Sequence[tuple[str, float]], elapsed_s: float,
+             behaviours: Mapping[str, Behaviour] = BEHAVIOURS) -> PhaseAt:
     """The phase in force ``elapsed_s`` seconds after the start (the schedule repeats)."""
     if not schedule:
         raise ValueError("empty schedule")
@@ -89,8 +109,8 @@ def phase_at(schedule: Sequence[tuple[str, float]], elapsed_s: float) -> PhaseAt
     begin = cycle * period
     for name, seconds in schedule:
         if offset < seconds:
-            return PhaseAt(name, BEHAVIOURS[name], begin, begin + seconds, int(cycle))
+            return PhaseAt(name, behaviours[name], begin, begin + seconds, int(cycle))
         offset -= seconds
         begin += seconds
     name, seconds = schedule[-1]  # float rounding at the very end of a cycle
-    return PhaseAt(name, BEHAVIOURS[name], begin - seconds, begin, int(cycle))
+    return PhaseAt(name, behaviours[name], begin - seconds, begin, int(cycle))

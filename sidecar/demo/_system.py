@@ -2,16 +2,19 @@
 
 Starts, each in its own process group:
 
-1. a sample upstream (``python -m sidecar.demo.upstream``) whose ``payments`` service goes
+1. three ``orders`` replicas (``python -m sidecar.demo.upstream --serve orders``), one of
+   which sickens for a while (healthy, sick, healed) while the others stay healthy;
+2. a sample upstream (``python -m sidecar.demo.upstream``) whose ``payments`` service goes
    through phases (healthy, brownout, outage, recovery, repeating) while ``inventory`` stays
    healthy;
-2. the event log (``sidecar eventlog serve``) on the embedded SQLite store in a temporary
+3. the event log (``sidecar eventlog serve``) on the embedded SQLite store in a temporary
    folder (``--data DIR`` keeps it);
-3. the sidecar (``sidecar proxy``) in front of both upstreams, shipping its breaker events to
-   the log;
+4. the sidecar (``sidecar proxy``) in front of them all (``orders`` balanced over its three
+   endpoints, a sick one ejected), shipping its events to the log;
 
 then drives a load generator through the sidecar (the "host app") and shows every breaker's
-state, call rates, window rates, open duration and the events read back from the log. It prints
+state, call rates, window rates, open duration, the ``orders`` replicas (admin
+``ListEndpoints``) and the events read back from the log. It prints
 where the ``/metrics`` endpoints and the event log listen, and writes a ``prometheus.yml`` for
 them. ``--duration`` bounds the run; Ctrl-C (or SIGTERM) stops every process it started.
 
@@ -28,50 +31,50 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
+from sidecar.demo._config import (
+    INSTANCE,
+    ORDERS_OUTLIER,
+    ORDERS_REPLICAS,
+    SERVICE,
+    SICK_REPLICA,
+    Ports,
+    prometheus_config,
+    replica_name,
+    sidecar_config,
+)
+from sidecar.demo._endpoints_view import EJECTED, RETURNED, EndpointRow, EndpointWatch
 from sidecar.demo._load import LoadGenerator, Target
-from sidecar.demo._phases import DEFAULT_SCHEDULE, PhaseAt, format_schedule, phase_at
-from sidecar.demo._processes import Child, ChildError, Children, pick_port
-from sidecar.demo._view import BreakerRow, Frame, TransitionLine, View
-from sidecar.demo.upstream import INVENTORY_METHOD, INVENTORY_SERVICE, PAYMENTS_METHOD
+from sidecar.demo._log import LogFollower, Tally, drain, state_name
+from sidecar.demo._phases import (
+    DEFAULT_REPLICA_SCHEDULE,
+    DEFAULT_SCHEDULE,
+    REPLICA_BEHAVIOURS,
+    PhaseAt,
+    format_schedule,
+    phase_at,
+)
+from sidecar.demo._processes import Child, ChildError, Children
+from sidecar.demo._view import BreakerRow, Frame, View
+from sidecar.demo.upstream import INVENTORY_METHOD, ORDERS_METHOD, PAYMENTS_METHOD
 
-__all__ = ["DemoOptions", "Ports", "prometheus_config", "run_demo", "sidecar_config"]
+__all__ = ["INSTANCE", "SERVICE", "DemoOptions", "Ports", "prometheus_config", "run_demo",
+           "sidecar_config"]
 
-SERVICE: Final = "demo-shop"
-INSTANCE: Final = "demo-shop-1"
-"""The demo sidecar's identity (also the labels deploy/prometheus.yml gives its target)."""
-
-PREFERRED_PORTS: Final[dict[str, int]] = {
-    "upstream": 50051, "listen": 15001, "admin": 15000, "metrics": 9464,
-    "eventlog": 7070, "eventlog_metrics": 9465,
-}
 DEFAULT_PAYMENTS_CALLS_PER_S: Final = 25.0
 DEFAULT_INVENTORY_CALLS_PER_S: Final = 10.0
+DEFAULT_ORDERS_CALLS_PER_S: Final = 30.0
 FRAME_INTERVAL_S: Final = 0.25
 """How often the view is refreshed and the admin API polled."""
 ADMIN_TIMEOUT_S: Final = 1.0
-SUBSCRIBE_RETRY_S: Final = 1.0
-LOG_DRAIN_S: Final = 0.5
-"""After the load stops, how long the demo keeps reading the event log before it stops."""
-SIDECAR_SHUTDOWN_GRACE_S: Final = 3.0
 CHILD_STOP_GRACE_S: Final = 8.0
-
-DEMO_BREAKER: Final[dict[str, Any]] = {
-    "window": {"type": "count", "size": 20},
-    "minimum_calls": 10,
-    "failure_rate": 0.5,
-    "slow_call_ms": 250,
-    "slow_call_rate": 0.6,
-    "consecutive_failures": 5,
-    "half_open_probes": 3,
-    "open": {"base_ms": 1000, "multiplier": 2.0, "max_ms": 8000, "jitter": 0.1},
-}
-"""Tuned for a lively demo: trips within a second of a bad phase, back within seconds."""
+ALWAYS_HEALTHY: Final = "healthy=3600"
+"""The schedule of the orders replicas that never sicken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,68 +82,11 @@ class DemoOptions:
     duration_s: float | None = None
     data_dir: Path | None = None
     schedule: tuple[tuple[str, float], ...] = DEFAULT_SCHEDULE
+    orders_schedule: tuple[tuple[str, float], ...] = DEFAULT_REPLICA_SCHEDULE
+    """The sick orders replica's phases."""
     payments_calls_per_s: float = DEFAULT_PAYMENTS_CALLS_PER_S
     inventory_calls_per_s: float = DEFAULT_INVENTORY_CALLS_PER_S
-
-
-@dataclass(frozen=True, slots=True)
-class Ports:
-    upstream: int
-    listen: int
-    admin: int
-    metrics: int
-    eventlog: int
-    eventlog_metrics: int
-
-    @classmethod
-    def pick(cls) -> Ports:
-        return cls(**{name: pick_port(port) for name, port in PREFERRED_PORTS.items()})
-
-
-def sidecar_config(ports: Ports, data_dir: Path) -> dict[str, Any]:
-    """The demo sidecar's configuration (see the configuration reference in README.md)."""
-    upstream = f"127.0.0.1:{ports.upstream}"
-    return {
-        "service": SERVICE,
-        "instance": INSTANCE,
-        "listen": f"127.0.0.1:{ports.listen}",
-        "admin_listen": f"127.0.0.1:{ports.admin}",
-        "metrics_listen": f"127.0.0.1:{ports.metrics}",
-        "shutdown_grace_s": SIDECAR_SHUTDOWN_GRACE_S,
-        "upstreams": {
-            "payments": {"address": upstream, "routes": ["/demo.shop.Payments/"],
-                         "timeout_ms": 1000, "breaker": DEMO_BREAKER},
-            "inventory": {"address": upstream, "routes": [f"/{INVENTORY_SERVICE}/"],
-                          "timeout_ms": 1000},
-        },
-        "eventlog": {"address": f"127.0.0.1:{ports.eventlog}",
-                     "outbox_path": str(data_dir / "sidecar-outbox.db")},
-        "logging": {"level": "INFO"},
-    }
-
-
-def prometheus_config(ports: Ports) -> dict[str, Any]:
-    """A Prometheus config scraping this demo (same jobs and labels as deploy/prometheus.yml)."""
-    return {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-        "scrape_configs": [
-            {"job_name": "evergreen-sidecar",
-             "static_configs": [{"targets": [f"127.0.0.1:{ports.metrics}"],
-                                 "labels": {"service": SERVICE, "instance": INSTANCE}}]},
-            {"job_name": "evergreen-eventlog", "honor_labels": True,
-             "static_configs": [{"targets": [f"127.0.0.1:{ports.eventlog_metrics}"]}]},
-        ],
-    }
-
-
-@dataclass
-class _Tally:
-    """What the demo saw, for the summary."""
-
-    transitions: list[TransitionLine] = field(default_factory=list)
-    events_total: int = 0
-    events_by_upstream: dict[str, int] = field(default_factory=dict)
-    last_position: int = 0
+    orders_calls_per_s: float = DEFAULT_ORDERS_CALLS_PER_S
 
 
 def _plural(count: int, noun: str) -> str:
@@ -149,10 +95,10 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
 
 
-def _state_name(value: int) -> str:
-    from sidecar.v1 import events_pb2
-
-    return str(events_pb2.BreakerState.Name(value)).removeprefix("BREAKER_STATE_")
+def _ejection_s(in_a_row: int) -> float:
+    """The ejection time the demo's outlier_detection gives the n-th ejection in a row."""
+    base_ms, max_ms = ORDERS_OUTLIER["base_ejection_ms"], ORDERS_OUTLIER["max_ejection_ms"]
+    return float(min(base_ms * in_a_row, max_ms)) / 1000.0
 
 
 class Demo:
@@ -164,10 +110,12 @@ class Demo:
         self._view_factory = view_factory
         self._out = out
         self.children = Children()
-        self.tally = _Tally()
+        self.tally = Tally()
         self._started_at_wall = 0.0
         self._started_at = 0.0
+        self._launched_at_wall = 0.0
         self.load_totals: dict[str, dict[str, int]] = {}
+        self.watch: EndpointWatch | None = None
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -183,6 +131,15 @@ class Demo:
         (data_dir / "prometheus.yml").write_text(
             yaml.safe_dump(prometheus_config(ports), sort_keys=False))
 
+        replicas = {}
+        for index, port in enumerate(ports.orders):
+            name = replica_name(index)
+            schedule = (format_schedule(self.options.orders_schedule) if index == SICK_REPLICA
+                        else ALWAYS_HEALTHY)
+            replicas[name] = self.children.start(
+                name, [python, "-m", "sidecar.demo.upstream", "--serve", "orders",
+                       "--listen", f"127.0.0.1:{port}", "--phases", schedule],
+                logs / f"{name}.log")
         upstream = self.children.start(
             "sample upstream",
             [python, "-m", "sidecar.demo.upstream", "--listen", f"127.0.0.1:{ports.upstream}",
@@ -195,6 +152,8 @@ class Demo:
              "--listen", f"127.0.0.1:{ports.eventlog}",
              "--metrics-listen", f"127.0.0.1:{ports.eventlog_metrics}"],
             logs / "eventlog.log")
+        for child, port in zip(replicas.values(), ports.orders, strict=True):
+            child.wait_for_port(port)
         upstream.wait_for_port(ports.upstream)
         eventlog.wait_for_port(ports.eventlog)
         eventlog.wait_for_port(ports.eventlog_metrics)
@@ -203,17 +162,23 @@ class Demo:
             logs / "sidecar.log")
         for port in (ports.listen, ports.admin, ports.metrics):
             sidecar.wait_for_port(port)
-        return {"upstream": upstream, "eventlog": eventlog, "sidecar": sidecar}
+        return {**replicas, "upstream": upstream, "eventlog": eventlog, "sidecar": sidecar}
 
-    def _print_endpoints(self, data_dir: Path, ports: Ports, kept: bool,
-                         children: dict[str, Child]) -> None:
+    def _print_where(self, data_dir: Path, ports: Ports, kept: bool,
+                     children: dict[str, Child]) -> None:
         out = self._out
         schedule = " -> ".join(f"{n} {s:g}s" for n, s in self.options.schedule)
+        sick = " -> ".join(f"{n} {s:g}s" for n, s in self.options.orders_schedule)
         keep = "kept" if kept else "removed at exit; --data DIR keeps it"
         out(f"Evergreen Sidecar demo: service {SERVICE!r}, instance {INSTANCE!r} "
             f"(data in {data_dir}, {keep})")
         out(f"  sample upstream  127.0.0.1:{ports.upstream}   payments: {schedule} (repeating);"
             f" inventory: always healthy   [pid {children['upstream'].pid}]")
+        for index, port in enumerate(ports.orders):
+            name = replica_name(index)
+            plan = f"{sick} (repeating)" if index == SICK_REPLICA else "always healthy"
+            out(f"  {name:<16} 127.0.0.1:{port}   orders replica {index + 1} of "
+                f"{ORDERS_REPLICAS}: {plan}   [pid {children[name].pid}]")
         out(f"  sidecar          127.0.0.1:{ports.listen}   admin 127.0.0.1:{ports.admin}   "
             f"metrics http://127.0.0.1:{ports.metrics}/metrics   [pid {children['sidecar'].pid}]")
         out(f"  event log        127.0.0.1:{ports.eventlog}    metrics "
@@ -224,6 +189,7 @@ class Demo:
         out(f"    sidecar events query --eventlog 127.0.0.1:{ports.eventlog} "
             f"--service {SERVICE} --output table")
         out(f"    sidecar breakers --admin 127.0.0.1:{ports.admin}")
+        out(f"    sidecar endpoints --admin 127.0.0.1:{ports.admin} --upstream orders")
         out(f"    prometheus --config.file={data_dir / 'prometheus.yml'} "
             "--enable-feature=exemplar-storage   (then import dashboards/*.json in Grafana)")
         duration = (f"for {self.options.duration_s:g}s" if self.options.duration_s
@@ -235,56 +201,8 @@ class Demo:
     def _phase(self, elapsed_s: float) -> PhaseAt:
         return phase_at(self.options.schedule, elapsed_s)
 
-    def _transition_line(self, event: Any) -> TransitionLine:
-        payload = event.breaker_transitioned
-        occurred = event.occurred_at.seconds + event.occurred_at.nanos / 1e9
-        elapsed = max(0.0, occurred - self._started_at_wall)
-        return TransitionLine(
-            elapsed_s=elapsed, phase=self._phase(elapsed).name,
-            upstream=payload.upstream or payload.breaker,
-            from_state=_state_name(payload.from_state), to_state=_state_name(payload.to_state),
-            reason=payload.reason, failure_rate=payload.window.failure_rate,
-            slow_call_rate=payload.window.slow_call_rate,
-            open_duration_s=payload.open_duration_ms / 1000.0, trip_streak=payload.trip_streak,
-            position=event.global_position, trace_id=event.trace_id,
-        )
-
-    async def _follow_log(self, address: str, view: View, stop: asyncio.Event) -> None:
-        """Read every event of the demo's service back from the event log (Subscribe)."""
-        import grpc
-
-        from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
-
-        while not stop.is_set():
-            try:
-                async with grpc.aio.insecure_channel(address) as channel:
-                    stub = eventlog_pb2_grpc.EventLogStub(channel)  # type: ignore[no-untyped-call]
-                    call = stub.Subscribe(eventlog_pb2.SubscribeRequest(
-                        from_position=self.tally.last_position + 1,
-                        filter=eventlog_pb2.EventFilter(service=SERVICE),
-                        heartbeat_interval_ms=1000))
-                    async for message in call:
-                        if message.WhichOneof("message") != "event":
-                            continue
-                        event = message.event
-                        self.tally.last_position = event.global_position
-                        self.tally.events_total += 1
-                        if event.WhichOneof("payload") == "breaker_transitioned":
-                            line = self._transition_line(event)
-                            self.tally.events_by_upstream[line.upstream] = (
-                                self.tally.events_by_upstream.get(line.upstream, 0) + 1)
-                            self.tally.transitions.append(line)
-                            view.transition(line)
-            except grpc.aio.AioRpcError:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), SUBSCRIBE_RETRY_S)
-
-    async def _drain_log(self, follow_task: asyncio.Task[None]) -> None:
-        """Give the last transitions time to travel sidecar -> outbox -> log -> here, then
-        stop following the log (its stream never ends by itself)."""
-        await asyncio.sleep(LOG_DRAIN_S)
-        follow_task.cancel()
-        await asyncio.gather(follow_task, return_exceptions=True)
+    def _orders_phase(self, elapsed_s: float) -> PhaseAt:
+        return phase_at(self.options.orders_schedule, elapsed_s, REPLICA_BEHAVIOURS)
 
     async def _breakers(self, stub: Any) -> list[BreakerRow]:
         from sidecar.v1 import admin_pb2
@@ -298,14 +216,23 @@ class Demo:
                 until = info.open_until.seconds + info.open_until.nanos / 1e9
                 remaining = max(0.0, until - now)
             rows.append(BreakerRow(
-                name=info.name, state=_state_name(info.state), mode=str(info.mode),
+                name=info.name, state=state_name(info.state), mode=str(info.mode),
                 window_calls=info.window.calls, failure_rate=info.window.failure_rate,
                 slow_call_rate=info.window.slow_call_rate,
                 open_duration_s=info.open_duration_ms / 1000.0, open_remaining_s=remaining,
                 trip_streak=info.trip_streak))
-        return sorted(rows, key=lambda r: r.name != "payments")
+        order = {"payments": 0, "inventory": 1, "orders": 2}
+        return sorted(rows, key=lambda r: (order.get(r.name, 3), r.name))
 
-    async def _live(self, ports: Ports, upstream_pid: int, view: View) -> str:
+    async def _endpoints(self, stub: Any, watch: EndpointWatch,
+                         elapsed: float) -> list[EndpointRow]:
+        from sidecar.v1 import admin_pb2
+
+        reply = await stub.ListEndpoints(admin_pb2.ListEndpointsRequest(upstream="orders"),
+                                         timeout=ADMIN_TIMEOUT_S)
+        return watch.observe(reply, elapsed)
+
+    async def _live(self, ports: Ports, upstream_pids: list[int], view: View) -> str:
         """Run until the duration ends, a signal arrives or a child dies; return why."""
         import os
 
@@ -329,15 +256,25 @@ class Demo:
             load = LoadGenerator(channel, [
                 Target("payments", PAYMENTS_METHOD, self.options.payments_calls_per_s),
                 Target("inventory", INVENTORY_METHOD, self.options.inventory_calls_per_s),
+                Target("orders", ORDERS_METHOD, self.options.orders_calls_per_s),
             ])
             self._started_at = time.monotonic()
             self._started_at_wall = time.time()
-            os.kill(upstream_pid, signal.SIGUSR1)  # the upstream's phase clock starts now
+            for pid in upstream_pids:  # the upstreams' phase clocks start now
+                os.kill(pid, signal.SIGUSR1)
+            names = {address: replica_name(i)
+                     for i, address in enumerate(ports.orders_endpoints())}
+            watch = self.watch = EndpointWatch(
+                "orders", names, lambda e: self._orders_phase(e).name, _ejection_s,
+                self._started_at_wall, not_before_wall=self._launched_at_wall)
+            follower = LogFollower(f"127.0.0.1:{ports.eventlog}", SERVICE, view, watch,
+                                   lambda e: self._phase(e).name, self._started_at_wall,
+                                   self.tally)
             load_task = asyncio.create_task(load.run(stop))
-            follow_task = asyncio.create_task(
-                self._follow_log(f"127.0.0.1:{ports.eventlog}", view, stop))
-            phase_name = ""
+            follow_task = asyncio.create_task(follower.follow(stop))
+            phase_names = ["", ""]
             rows: list[BreakerRow] = []
+            endpoints: list[EndpointRow] = []
             try:
                 while not stop.is_set():
                     elapsed = time.monotonic() - self._started_at
@@ -349,23 +286,33 @@ class Demo:
                                      f"(status {dead[0].popen.returncode}):\n"
                                      f"{dead[0].log_tail()}")
                         break
-                    phase = self._phase(elapsed)
-                    if phase.name != phase_name or elapsed < phase.started_s:
-                        phase_name = phase.name
+                    phase, orders_phase = self._phase(elapsed), self._orders_phase(elapsed)
+                    if phase.name != phase_names[0] or elapsed < phase.started_s:
+                        phase_names[0] = phase.name
                         view.phase(phase, elapsed)
+                    if orders_phase.name != phase_names[1]:
+                        phase_names[1] = orders_phase.name
+                        view.orders_phase(orders_phase, elapsed)
                     with contextlib.suppress(grpc.aio.AioRpcError):
                         rows = await self._breakers(admin)
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        endpoints = await self._endpoints(admin, watch, elapsed)
+                    for line in watch.due(elapsed):
+                        view.endpoint(line)
                     view.frame(Frame(
                         elapsed_s=elapsed, duration_s=self.options.duration_s, phase=phase,
                         breakers=rows, load=load.snapshot(),
                         events_by_upstream=dict(self.tally.events_by_upstream),
-                        events_total=self.tally.events_total))
+                        events_total=self.tally.events_total, endpoints=endpoints,
+                        orders_phase=orders_phase))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), FRAME_INTERVAL_S)
             finally:
                 stop.set()
                 await asyncio.gather(load_task, return_exceptions=True)
-                await self._drain_log(follow_task)
+                await drain(follow_task)
+                for line in watch.flush():
+                    view.endpoint(line)
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
             self.load_totals = {name: dict(stats.totals)
@@ -385,6 +332,11 @@ class Demo:
             calls = ", ".join(f"{count} {outcome}" for outcome, count in totals.items() if count)
             out(f"  {name:<10} {_plural(trips, 'trip')}, {_plural(recoveries, 'recovery')}; "
                 f"calls: {calls or 'none'}")
+        if self.watch is not None:
+            ejected, returned = self.watch.counts(EJECTED), self.watch.counts(RETURNED)
+            for replica in sorted(set(ejected) | set(returned)):
+                out(f"  {replica:<10} {_plural(ejected.get(replica, 0), 'ejection')}, "
+                    f"{_plural(returned.get(replica, 0), 'return')} (orders outlier detection)")
         if eventlog_address:
             out(f"  {self.tally.events_total} events of {SERVICE!r} read back from the event log")
 
@@ -395,14 +347,17 @@ class Demo:
             ports = Ports.pick()
             try:
                 try:
+                    self._launched_at_wall = time.time()
                     children = self._start_processes(data_dir, ports)
                 except (ChildError, OSError) as exc:
                     self._out(f"sidecar demo: could not start: {exc}")
                     return 1
-                self._print_endpoints(data_dir, ports, kept, children)
+                self._print_where(data_dir, ports, kept, children)
                 view = self._view_factory()
+                upstream_pids = [children["upstream"].pid,
+                                 *(children[replica_name(i)].pid for i in range(len(ports.orders)))]
                 try:
-                    reason = asyncio.run(self._live(ports, children["upstream"].pid, view))
+                    reason = asyncio.run(self._live(ports, upstream_pids, view))
                 finally:
                     view.close()
                 self._out(f"stopping ({reason}) ...")

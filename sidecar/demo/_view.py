@@ -1,10 +1,12 @@
 """What ``sidecar demo`` shows: a live terminal view (rich) or plain lines.
 
 On a terminal, :class:`LiveView` redraws a table of every breaker (state, call rates, window
-rates, open duration, trip streak, events in the log) a few times a second, with the latest
-transitions under it. Elsewhere (CI, pipes, ``--plain``) :class:`PlainView` prints one line
-per phase change and per transition, and a short status line every few seconds, so the output
-reads well in a log.
+rates, open duration, trip streak, events in the log) and one of the ``orders`` replicas
+(state, calls/s and share, EWMA, ejections in a row; :mod:`sidecar.demo._endpoints_view`) a few
+times a second, with the latest transitions, ejections and returns under them. Elsewhere (CI,
+pipes, ``--plain``) :class:`PlainView` prints one line per phase change, per transition, per
+ejection and per return, and a short status line every few seconds, so the output reads well
+in a log.
 
 Views are called from the demo's event loop thread only; they never block on I/O other than
 writing to the terminal.
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Final, Protocol, TextIO
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -23,13 +25,19 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from sidecar.demo._endpoints_view import (
+    EndpointLine,
+    EndpointRow,
+    endpoints_status,
+    endpoints_table,
+)
 from sidecar.demo._load import TargetStats
 from sidecar.demo._phases import PhaseAt
 
 STATUS_EVERY_S: Final = 5.0
 """PlainView prints a status line this often."""
-RECENT_TRANSITIONS: Final = 8
-"""Transitions listed under the live table."""
+RECENT_TRANSITIONS: Final = 10
+"""Transitions, ejections and returns listed under the live tables."""
 STATE_STYLES: Final = {"CLOSED": "bold green", "HALF_OPEN": "bold yellow", "OPEN": "bold red"}
 
 
@@ -94,12 +102,17 @@ class Frame:
     load: Mapping[str, TargetStats]
     events_by_upstream: Mapping[str, int]
     events_total: int
-    recent: Sequence[TransitionLine] = field(default_factory=tuple)
+    recent: Sequence[TransitionLine | EndpointLine] = field(default_factory=tuple)
+    endpoints: Sequence[EndpointRow] = field(default_factory=tuple)
+    """The ``orders`` replicas, from the admin API's ListEndpoints."""
+    orders_phase: PhaseAt | None = None
 
 
 class View(Protocol):
     def phase(self, phase: PhaseAt, elapsed_s: float) -> None: ...
+    def orders_phase(self, phase: PhaseAt, elapsed_s: float) -> None: ...
     def transition(self, line: TransitionLine) -> None: ...
+    def endpoint(self, line: EndpointLine) -> None: ...
     def frame(self, frame: Frame) -> None: ...
     def close(self) -> None: ...
 
@@ -112,6 +125,9 @@ def _status(frame: Frame) -> str:
         parts.append(f"{row.name} {row.state.lower()} "
                      f"ok {rates.get('ok', 0.0):.0f}/s rejected {rates.get('rejected', 0.0):.0f}/s "
                      f"failed {rates.get('failed', 0.0):.0f}/s")
+    endpoints = endpoints_status(frame.endpoints)
+    if endpoints:
+        parts.append(endpoints)
     return (f"{frame.elapsed_s:6.1f}s  [{frame.phase.name:>8}]  " + " | ".join(parts)
             + f" | {frame.events_total} events in the log")
 
@@ -130,7 +146,14 @@ class PlainView:
         self._print(f"{elapsed_s:6.1f}s  phase {phase.name}: payments "
                     f"{phase.behaviour.description} (for {phase.ends_s - phase.started_s:g}s)")
 
+    def orders_phase(self, phase: PhaseAt, elapsed_s: float) -> None:
+        self._print(f"{elapsed_s:6.1f}s  orders phase {phase.name}: "
+                    f"{phase.behaviour.description} (for {phase.ends_s - phase.started_s:g}s)")
+
     def transition(self, line: TransitionLine) -> None:
+        self._print(line.text())
+
+    def endpoint(self, line: EndpointLine) -> None:
         self._print(line.text())
 
     def frame(self, frame: Frame) -> None:
@@ -181,12 +204,18 @@ def render(frame: Frame) -> Group:
         )
     recent = Text("\n".join(line.short() for line in frame.recent[-RECENT_TRANSITIONS:])
                   or "no transition yet", no_wrap=True, overflow="ellipsis")
-    return Group(
+    parts: list[Any] = [
         Panel(header, title="Evergreen Sidecar demo", subtitle="Ctrl-C stops everything"),
         table,
-        Panel(recent, title=f"latest transitions, read back from the event log "
-                            f"({frame.events_total} events)"),
-    )
+    ]
+    if frame.endpoints:
+        orders = frame.orders_phase
+        title = (f"{frame.endpoints[0].upstream} replicas (p2c_ewma, outlier ejection)"
+                 + (f" - phase {orders.name}: {orders.behaviour.description}" if orders else ""))
+        parts.append(Panel(endpoints_table(frame.endpoints), title=title))
+    parts.append(Panel(recent, title=f"latest transitions, ejections and returns, read back "
+                                     f"from the event log ({frame.events_total} events)"))
+    return Group(*parts)
 
 
 class LiveView:
@@ -194,21 +223,26 @@ class LiveView:
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console()
-        self._recent: list[TransitionLine] = []
+        self._recent: list[TransitionLine | EndpointLine] = []
         self._live = Live(console=self._console, refresh_per_second=4, transient=False)
         self._live.start()
 
     def phase(self, phase: PhaseAt, elapsed_s: float) -> None:
         pass  # shown in the header of every frame
 
+    def orders_phase(self, phase: PhaseAt, elapsed_s: float) -> None:
+        pass  # shown above the replicas' table
+
     def transition(self, line: TransitionLine) -> None:
         self._recent.append(line)
         del self._recent[:-RECENT_TRANSITIONS]
 
+    def endpoint(self, line: EndpointLine) -> None:
+        self._recent.append(line)
+        del self._recent[:-RECENT_TRANSITIONS]
+
     def frame(self, frame: Frame) -> None:
-        self._live.update(render(Frame(
-            frame.elapsed_s, frame.duration_s, frame.phase, frame.breakers, frame.load,
-            frame.events_by_upstream, frame.events_total, tuple(self._recent))))
+        self._live.update(render(replace(frame, recent=tuple(self._recent))))
 
     def close(self) -> None:
         self._live.stop()

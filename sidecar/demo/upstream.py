@@ -1,19 +1,26 @@
-"""The demo's sample upstream: a real gRPC server whose ``payments`` service goes through the
-phases of :mod:`sidecar.demo._phases` (healthy, brownout, outage, recovery, repeating) while
-``inventory`` stays healthy.
+"""The demo's sample upstreams: real gRPC servers whose behaviour follows a schedule of phases
+(:mod:`sidecar.demo._phases`).
 
-Run by ``sidecar demo`` in its own process::
+Run by ``sidecar demo``, each in its own process::
 
     python -m sidecar.demo.upstream --listen 127.0.0.1:50051 \
         --phases healthy=8,brownout=8,outage=12,recovery=20
+    python -m sidecar.demo.upstream --serve orders --listen 127.0.0.1:50062 \
+        --phases healthy=8,sick=11,healed=41
+
+``--serve shop`` (the default): ``payments`` goes through the phases (healthy, brownout,
+outage, recovery, repeating) while ``inventory`` stays healthy. ``--serve orders``: one replica
+of ``orders``, following the replica phases (healthy, sick, healed); the demo starts three,
+one of which sickens (the others get a schedule that stays healthy).
 
 The schedule's clock starts at ``--started-at`` (UNIX seconds) or, without it, at the first
-SIGUSR1 (the demo sends it when its load starts); until then ``payments`` is in the first phase.
+SIGUSR1 (the demo sends it when its load starts); until then the first phase holds.
 
 Methods (any request bytes; the answer echoes them): ``/demo.shop.Payments/Charge`` and
-``/demo.shop.Inventory/Reserve``. No protobuf schema: the sidecar forwards raw bytes.
-Also serves ``grpc.health.v1``. Exits on SIGTERM/SIGINT, and by itself when the process that
-started it goes away (so a killed demo leaves nothing behind).
+``/demo.shop.Inventory/Reserve`` (shop), ``/demo.shop.Orders/Place`` (orders). No protobuf
+schema: the sidecar forwards raw bytes. Also serves ``grpc.health.v1``. Exits on
+SIGTERM/SIGINT, and by itself when the process that started it goes away (so a killed demo
+leaves nothing behind).
 """
 
 from __future__ import annotations
@@ -26,35 +33,51 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from typing import Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sidecar.cli_types import finite_float
-from sidecar.demo._phases import STEADY, Behaviour, parse_schedule, phase_at
+from sidecar.demo._phases import (
+    BEHAVIOURS,
+    REPLICA_BEHAVIOURS,
+    STEADY,
+    Behaviour,
+    parse_schedule,
+    phase_at,
+)
 
 PAYMENTS_SERVICE: Final = "demo.shop.Payments"
 INVENTORY_SERVICE: Final = "demo.shop.Inventory"
 PAYMENTS_METHOD: Final = f"/{PAYMENTS_SERVICE}/Charge"
 INVENTORY_METHOD: Final = f"/{INVENTORY_SERVICE}/Reserve"
+ORDERS_SERVICE: Final = "demo.shop.Orders"
+ORDERS_METHOD: Final = f"/{ORDERS_SERVICE}/Place"
+ROLES: Final[dict[str, tuple[str, tuple[str, ...], Mapping[str, Behaviour]]]] = {
+    "shop": (PAYMENTS_METHOD, (PAYMENTS_METHOD, INVENTORY_METHOD), BEHAVIOURS),
+    "orders": (ORDERS_METHOD, (ORDERS_METHOD,), REPLICA_BEHAVIOURS),
+}
+"""``--serve`` role: (the method that follows the schedule, every method served, phase names)."""
 PARENT_CHECK_INTERVAL_S: Final = 0.5
 
 
 class _Answers:
     """Decides each answer; failures are spread evenly (0.35 fails 35 of every 100 calls)."""
 
-    def __init__(self, schedule: tuple[tuple[str, float], ...], started_at: float | None
-                 ) -> None:
+    def __init__(self, schedule: tuple[tuple[str, float], ...], started_at: float | None,
+                 role: str = "shop") -> None:
         self._schedule = schedule
         self.started_at = started_at
+        self.scheduled_method, self.methods, self._behaviours = ROLES[role]
         self._calls: dict[str, int] = {}
         self._rng = random.Random(7)
 
     def behaviour(self, method: str) -> Behaviour:
-        if method == PAYMENTS_METHOD:
+        if method == self.scheduled_method:
             elapsed_s = 0.0 if self.started_at is None else time.time() - self.started_at
-            return phase_at(self._schedule, elapsed_s).behaviour
+            return phase_at(self._schedule, elapsed_s, self._behaviours).behaviour
         return STEADY
 
     def decide(self, method: str) -> tuple[float, bool, Behaviour]:
@@ -73,7 +96,7 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
     def service(self, handler_call_details: grpc.HandlerCallDetails
                 ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        if method not in (PAYMENTS_METHOD, INVENTORY_METHOD):
+        if method not in self._answers.methods:
             return None
         answers = self._answers
 
@@ -89,8 +112,8 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
 
 
 async def serve(listen: str, schedule: tuple[tuple[str, float], ...],
-                started_at: float | None) -> None:
-    answers = _Answers(schedule, started_at)
+                started_at: float | None, role: str = "shop") -> None:
+    answers = _Answers(schedule, started_at, role)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((_Handler(answers),))
     health_servicer = health.aio.HealthServicer()
@@ -117,17 +140,20 @@ async def serve(listen: str, schedule: tuple[tuple[str, float], ...],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, metavar="HOST:PORT")
+    parser.add_argument("--serve", choices=tuple(ROLES), default="shop",
+                        help="shop: payments and inventory; orders: one orders replica "
+                             "(default: %(default)s)")
     parser.add_argument("--phases", required=True, help="NAME=SECONDS,... (repeating)")
     parser.add_argument("--started-at", type=finite_float, default=None,
                         help="UNIX time the schedule starts at (default: at SIGUSR1)")
     args = parser.parse_args(argv)
     try:
-        schedule = parse_schedule(args.phases)
+        schedule = parse_schedule(args.phases, ROLES[args.serve][2])
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(args.listen, schedule, args.started_at))
+        asyncio.run(serve(args.listen, schedule, args.started_at, args.serve))
     except OSError as exc:
         print(f"sample upstream: {exc}", file=sys.stderr)
         return 1
