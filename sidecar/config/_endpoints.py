@@ -98,7 +98,8 @@ def check_one_source(data: Any) -> Any:
     ``discovery`` with exactly one of ``dns`` / ``file``."""
     if not isinstance(data, dict):
         return data
-    given = [key for key in ("address", "endpoints", "discovery") if key in data]
+    # A key set to null counts as absent (a dumped config carries all three).
+    given = [key for key in ("address", "endpoints", "discovery") if data.get(key) is not None]
     if len(given) != 1:
         raise ValueError(
             "set exactly one of 'address' (one HOST:PORT), 'endpoints' (a list of HOST:PORT) "
@@ -106,7 +107,7 @@ def check_one_source(data: Any) -> Any:
             + (f"; got {', '.join(given)}" if given else "")
         )
     discovery = data.get("discovery")
-    if "discovery" in data and not isinstance(discovery, dict):
+    if discovery is not None and not isinstance(discovery, dict):
         raise ValueError("discovery: must be a mapping: {dns: HOST:PORT} or {file: PATH}")
     if isinstance(discovery, dict):
         kinds = [kind for kind in ("dns", "file") if kind in discovery]
