@@ -5,6 +5,7 @@ Messages say what is allowed, so a refused file reads as a list of fixes.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -58,9 +59,15 @@ def _positive(value: float) -> float:
     return value
 
 
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?\]|[A-Za-z0-9._:-]+")
+"""A host: a DNS name or IPv4 address, or a bracketed IPv6 address (the event log refuses
+endpoint events naming anything else, so the config must too)."""
+
+
 def _address(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536
+            or not _HOST.fullmatch(host)):
         raise ValueError(f"must be HOST:PORT with a port from 1 to 65535, got {value!r}")
     return value
 

@@ -109,3 +109,9 @@ def test_per_endpoint_metrics_are_off_by_default() -> None:
     assert config.metrics.per_endpoint is False
     assert parse_config(_upstream("{address: 127.0.0.1:1, routes: [/o/]}")
                         + "metrics: {per_endpoint: true}\n").metrics.per_endpoint is True
+
+
+@pytest.mark.parametrize("endpoint", ["a b:50051", "é.svc:50051", "host\t:1"])
+def test_a_host_the_event_log_would_refuse_is_refused_here_first(endpoint: str) -> None:
+    (problem,) = _problems(f"{{endpoints: ['{endpoint}'], routes: [/o/]}}")
+    assert problem.startswith("upstreams.orders.endpoints[0]: must be HOST:PORT")
