@@ -113,5 +113,5 @@ def test_per_endpoint_metrics_are_off_by_default() -> None:
 
 @pytest.mark.parametrize("endpoint", ["a b:50051", "é.svc:50051", "host\t:1"])
 def test_a_host_the_event_log_would_refuse_is_refused_here_first(endpoint: str) -> None:
-    (problem,) = _problems(f"{{endpoints: ['{endpoint}'], routes: [/o/]}}")
-    assert problem.startswith("upstreams.orders.endpoints[0]: must be HOST:PORT")
+    problems = _problems(f"{{endpoints: ['{endpoint}'], routes: [/o/]}}")
+    assert problems[0].startswith("upstreams.orders.endpoints[0]: must be HOST:PORT"), problems
