@@ -459,7 +459,7 @@ class OutboxWriter:
         self._held: list[events_pb2.Event] = []
         self.lost_on_stop = 0
         self._full = LoudLimiter(
-            _log, f"breaker events dropped: the outbox {outbox.path} is full "
+            _log, f"domain events dropped: the outbox {outbox.path} is full "
                   f"({outbox.max_events} unshipped events; is the event log reachable?)")
         self._failing = LoudLimiter(
             _log, f"cannot write breaker events to the outbox {outbox.path}")

@@ -10,6 +10,10 @@
                                                             ▼
                                                EventLog.Append over gRPC (GrpcEventExporter)
 
+Every upstream's balancer feeds the same recorder (``on_ejected``, ``on_returned``,
+``on_endpoints_changed``): endpoint events take exactly the path, and the drop rules, of
+breaker transitions.
+
 :class:`EventPipeline` owns all of it; :func:`proxy_plugin` is the ``sidecar proxy`` plugin
 factory (``sidecar.proxy.cli.PLUGIN_FACTORIES``). Without an ``eventlog:`` section the factory
 returns an empty plugin: the sidecar runs, and breaker changes reach only traces, metrics and
@@ -170,10 +174,12 @@ class EventPipeline:
         self.recorder.config_applied(config_digest(config), config.upstreams, source)
 
     def plugin(self) -> ProxyPlugin:
-        """The proxy plugin: the recorder on every breaker, start/stop, config events."""
+        """The proxy plugin: the recorder on every breaker and every upstream's balancer,
+        start/stop, config events."""
         from sidecar.proxy.hooks import ProxyPlugin
 
         return ProxyPlugin(name=PLUGIN_NAME, breaker_listeners=(self.recorder,),
+                           endpoint_listeners=(self.recorder,),
                            start=self.start, stop=self.stop,
                            config_applied=self.config_applied)
 

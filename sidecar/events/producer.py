@@ -1,18 +1,26 @@
-"""Breaker changes become domain events: the producer end of the event pipeline.
+"""Breaker and endpoint changes become domain events: the producer end of the event pipeline.
 
-:class:`EventRecorder` is a :class:`~sidecar.breaker.BreakerListener`. For every transition,
-mode change and applied configuration it builds a typed ``events_pb2.Event`` (payload,
-``event_id`` as a v7 UUID, ``occurred_at``, the trace id of the call that caused it, the stream
-``{service}/{instance}``) and offers it to an :class:`EventQueue`. That is all it does on the
-data path.
+:class:`EventRecorder` is a :class:`~sidecar.breaker.BreakerListener` and a
+:class:`~sidecar.balancer.EndpointListener`. For every transition, mode change, endpoint
+ejection, endpoint return, endpoint-set change and applied configuration it builds a typed
+``events_pb2.Event`` (payload, ``event_id`` as a v7 UUID, ``occurred_at``, the trace id of the
+call that caused it, the stream ``{service}/{instance}``) and offers it to an
+:class:`EventQueue`. That is all it does on the data path.
+
+Which call "caused" a record is the span current when the listener runs: breakers and
+balancers call listeners synchronously in the causing call's task, so an ``EndpointEjected``
+carries the trace id of the call whose failure tipped the endpoint over, an
+``EndpointReturned`` the one of the call whose pick noticed the ejection time was up, and an
+``EndpointsChanged`` from start or a discovery refresh none (empty).
 
 It deliberately leaves ``version``, ``prev_hash`` and ``hash`` unset: those are assigned later
 in exactly one place, the outbox (:meth:`sidecar.events.outbox.Outbox.append`), in the order
 events reach it. Two calls tripping two breakers at the same instant therefore can never take
 the same version or fork the hash chain, whatever order their listeners run in.
 
-Blocking rules: ``on_transition`` / ``on_mode_change`` run synchronously in the task or thread
-of the call that caused the change. They allocate one small message, take the queue's lock for
+Blocking rules: ``on_transition`` / ``on_mode_change`` (and the ``on_ejected`` / ``on_returned``
+/ ``on_endpoints_changed`` of the balancer) run synchronously in the task or thread of the call
+that caused the change. They allocate one small message, take the queue's lock for
 an append, and return. A full queue drops the event, counts it
 (``sidecar_events_dropped_total{reason="queue_full"}``) and logs loudly (rate limited); it never
 waits and never raises into the call.
@@ -22,6 +30,7 @@ Example::
     queue = EventQueue(maxsize=10_000)
     recorder = EventRecorder("checkout", "checkout-7d9f", queue)
     breaker.add_listener(recorder)
+    balancer.add_listener(recorder)
     recorder.config_applied(config_digest(config), sorted(config.upstreams), "start")
 """
 
@@ -37,6 +46,7 @@ from typing import Final, Protocol
 
 from opentelemetry import trace
 
+from sidecar.balancer import Ejection, EndpointListener, EndpointsChange, Return
 from sidecar.breaker import BreakerListener, Mode, ModeChange, State, Transition, WindowSnapshot
 from sidecar.events._loud import LoudLimiter
 from sidecar.ids import uuid7
@@ -46,6 +56,9 @@ __all__ = [
     "TYPE_BREAKER_MODE_CHANGED",
     "TYPE_BREAKER_TRANSITIONED",
     "TYPE_CONFIG_APPLIED",
+    "TYPE_ENDPOINTS_CHANGED",
+    "TYPE_ENDPOINT_EJECTED",
+    "TYPE_ENDPOINT_RETURNED",
     "EventQueue",
     "EventRecorder",
     "EventSink",
@@ -57,6 +70,9 @@ _log = logging.getLogger("sidecar.events")
 TYPE_BREAKER_TRANSITIONED: Final = "BreakerTransitioned"
 TYPE_BREAKER_MODE_CHANGED: Final = "BreakerModeChanged"
 TYPE_CONFIG_APPLIED: Final = "ConfigApplied"
+TYPE_ENDPOINTS_CHANGED: Final = "EndpointsChanged"
+TYPE_ENDPOINT_EJECTED: Final = "EndpointEjected"
+TYPE_ENDPOINT_RETURNED: Final = "EndpointReturned"
 
 _STATES: Final = {
     State.CLOSED: events_pb2.BREAKER_STATE_CLOSED,
@@ -68,6 +84,10 @@ _MODES: Final = {
     Mode.METRICS_ONLY: events_pb2.BREAKER_MODE_METRICS_ONLY,
     Mode.DISABLED: events_pb2.BREAKER_MODE_DISABLED,
     Mode.FORCED_OPEN: events_pb2.BREAKER_MODE_FORCED_OPEN,
+}
+_EJECTION_REASONS: Final = {
+    "consecutive_failures": events_pb2.EJECTION_REASON_CONSECUTIVE_FAILURES,
+    "failure_rate": events_pb2.EJECTION_REASON_FAILURE_RATE,
 }
 
 
@@ -97,7 +117,7 @@ class EventQueue:
         self._queue: queue.Queue[events_pb2.Event] = queue.Queue(maxsize)
         self._lock = threading.Lock()
         self._dropped = 0
-        self._loud = LoudLimiter(_log, "breaker events dropped: the event queue is full "
+        self._loud = LoudLimiter(_log, "domain events dropped: the event queue is full "
                                        "(the outbox writer is not keeping up)")
 
     @property
@@ -173,15 +193,21 @@ def _seconds_to_ns(at_wall: float) -> int:
     return whole * 1_000_000_000 + round((at_wall - whole) * 1_000_000_000)
 
 
-class EventRecorder(BreakerListener):
-    """Turns breaker transitions, mode changes and applied configs into events on ``sink``.
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
 
-    Attach one recorder to every breaker of the sidecar (also the ones a reload creates); call
-    :meth:`config_applied` when the app starts and after each accepted reload. The event log
-    learns which call caused a transition from ``trace_id``.
 
-    ``ids`` and ``wall_clock_ns`` are injectable for tests (``occurred_at`` of transitions and
-    mode changes comes from the breaker's own wall clock, ``at_wall``).
+class EventRecorder(BreakerListener, EndpointListener):
+    """Turns breaker transitions, mode changes, endpoint ejections, returns and set changes, and
+    applied configs into events on ``sink``.
+
+    Attach one recorder to every breaker and every upstream's balancer of the sidecar (also the
+    ones a reload creates: the events plugin registers it in ``ProxyPlugin.breaker_listeners``
+    and ``endpoint_listeners``); call :meth:`config_applied` when the app starts and after each
+    accepted reload. The event log learns which call caused a change from ``trace_id``.
+
+    ``ids`` and ``wall_clock_ns`` are injectable for tests (``occurred_at`` of the breaker's and
+    the balancer's records comes from their own wall clock, ``at_wall``).
     """
 
     def __init__(self, service: str, instance: str, sink: EventSink, *,
@@ -231,6 +257,52 @@ class EventRecorder(BreakerListener):
         payload.from_mode = _MODES[change.from_mode]
         payload.to_mode = _MODES[change.to_mode]
         payload.source = change.source
+        self._sink.offer(event)
+
+    def on_endpoints_changed(self, change: EndpointsChange) -> None:
+        """Called by a balancer when its endpoint set changed (and for its first set); only
+        enqueues."""
+        event = self._envelope(_seconds_to_ns(change.at_wall), current_trace_id())
+        event.type = TYPE_ENDPOINTS_CHANGED
+        payload = event.endpoints_changed
+        payload.service = self.service
+        payload.instance = self.instance
+        payload.upstream = change.upstream
+        payload.added.extend(change.added)
+        payload.removed.extend(change.removed)
+        payload.count = max(0, change.count)
+        payload.source = change.source
+        self._sink.offer(event)
+
+    def on_ejected(self, ejection: Ejection) -> None:
+        """Called by a balancer inside the failing call that ejected an endpoint; only
+        enqueues."""
+        event = self._envelope(_seconds_to_ns(ejection.at_wall), current_trace_id())
+        event.type = TYPE_ENDPOINT_EJECTED
+        payload = event.endpoint_ejected
+        payload.service = self.service
+        payload.instance = self.instance
+        payload.upstream = ejection.upstream
+        payload.endpoint = ejection.endpoint
+        payload.reason = _EJECTION_REASONS.get(ejection.reason,
+                                               events_pb2.EJECTION_REASON_UNSPECIFIED)
+        payload.ejection_ms = _ms(ejection.ejection_s)
+        payload.ejections_in_a_row = max(0, ejection.ejections_in_a_row)
+        payload.consecutive_failures = max(0, ejection.consecutive_failures)
+        payload.failure_rate = ejection.failure_rate
+        payload.calls = max(0, ejection.calls)
+        self._sink.offer(event)
+
+    def on_returned(self, returned: Return) -> None:
+        """Called by a balancer when an ejected endpoint is back in service; only enqueues."""
+        event = self._envelope(_seconds_to_ns(returned.at_wall), current_trace_id())
+        event.type = TYPE_ENDPOINT_RETURNED
+        payload = event.endpoint_returned
+        payload.service = self.service
+        payload.instance = self.instance
+        payload.upstream = returned.upstream
+        payload.endpoint = returned.endpoint
+        payload.ejected_for_ms = _ms(returned.ejected_for_s)
         self._sink.offer(event)
 
     def config_applied(self, config_sha256: str, upstreams: Iterable[str], source: str) -> None:

@@ -132,6 +132,8 @@ class ProxyApp:
         for listener in plugin.breaker_listeners:
             self.breakers.add_listener(listener)
         self._endpoint_listeners.extend(plugin.endpoint_listeners)
+        if plugin.watch_upstreams is not None:
+            plugin.watch_upstreams(lambda: self.upstreams)
 
     @property
     def upstreams(self) -> dict[str, Upstream]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -43,6 +43,7 @@ from sidecar.breaker import BreakerListener
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
+    from sidecar.proxy.upstream import Upstream
 
 __all__ = [
     "NOOP_OBSERVER",
@@ -262,7 +263,11 @@ class ProxyPlugin:
     ``start`` runs before the proxy serves, ``stop`` after it has drained (both on the event
     loop; they may await, e.g. to flush exporters). ``config_applied`` is called on the loop with
     the config in force, once at start (``"start"``) and after each accepted reload
-    (``"reload"``); it must not block.
+    (``"reload"``); it must not block. ``watch_upstreams`` is called once, when the plugin is
+    added, with a function returning the proxy's live upstreams by name: each call returns the
+    current routing generation's mapping, which is never mutated (a reload swaps in a new one),
+    so a scrape thread may call it; what it reads from an upstream must be a plain attribute
+    (e.g. ``upstream.balancer.ejections_refused``): balancers belong to the event loop.
     """
 
     name: str
@@ -272,3 +277,4 @@ class ProxyPlugin:
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
     config_applied: Callable[[SidecarConfig, ConfigSource], None] | None = field(default=None)
+    watch_upstreams: Callable[[Callable[[], Mapping[str, Upstream]]], None] | None = None

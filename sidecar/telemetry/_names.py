@@ -15,3 +15,6 @@ def upstream_of(breaker: str) -> str:
     """The upstream a breaker protects: breaker names are ``upstream`` or, with
     ``per_method``, ``upstream/<method>``."""
     return breaker.split("/", 1)[0]
+
+OTHER_ENDPOINT: Final = "_other_"
+"""Endpoint label once an upstream has reached its cap of distinct endpoint labels."""

@@ -38,12 +38,16 @@ from typing import IO, Any, Final
 
 from opentelemetry import trace
 
+from sidecar.balancer import Ejection, EndpointListener, EndpointsChange, Return
 from sidecar.breaker import BreakerListener, ModeChange, State, Transition
 from sidecar.telemetry._names import upstream_of
 
 __all__ = [
     "DEFAULT_LOG_QUEUE_SIZE",
     "EVENT_CONFIG_APPLIED",
+    "EVENT_ENDPOINTS_CHANGED",
+    "EVENT_ENDPOINT_EJECTED",
+    "EVENT_ENDPOINT_RETURNED",
     "EVENT_ERROR",
     "EVENT_MODE_CHANGE",
     "EVENT_RELOAD",
@@ -53,6 +57,7 @@ __all__ = [
     "JsonFormatter",
     "LogPipeline",
     "LoggingBreakerListener",
+    "LoggingEndpointListener",
     "configure_logging",
     "set_log_level",
 ]
@@ -62,12 +67,19 @@ EVENT_START: Final = "start"
 EVENT_CONFIG_APPLIED: Final = "config_applied"
 EVENT_TRANSITION: Final = "transition"
 EVENT_MODE_CHANGE: Final = "mode_change"
+EVENT_ENDPOINT_EJECTED: Final = "endpoint_ejected"
+EVENT_ENDPOINT_RETURNED: Final = "endpoint_returned"
+EVENT_ENDPOINTS_CHANGED: Final = "endpoints_changed"
 EVENT_RELOAD: Final = "reload"
 EVENT_ERROR: Final = "error"
 EVENT_SHUTDOWN: Final = "shutdown"
 
 DEFAULT_LOG_QUEUE_SIZE: Final = 10_000
 """Lines waiting for the writer thread; beyond this, lines are dropped and counted."""
+
+MAX_ADDRESSES_IN_MESSAGE: Final = 10
+"""Addresses an endpoint-set line names in its ``msg``; the ``added``/``removed`` fields carry
+them all."""
 
 DEFAULT_LOG_CLOSE_TIMEOUT_S: Final = 5.0
 """How long closing waits for queued lines to be written (a stuck stderr must not hang exit)."""
@@ -269,6 +281,84 @@ class LoggingBreakerListener(BreakerListener):
                 "breaker": change.breaker,
                 "from_mode": change.from_mode.value,
                 "to_mode": change.to_mode.value,
+                "source": change.source,
+            },
+        )
+
+
+def _addresses(addresses: tuple[str, ...]) -> str:
+    shown = ", ".join(addresses[:MAX_ADDRESSES_IN_MESSAGE])
+    more = len(addresses) - MAX_ADDRESSES_IN_MESSAGE
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+class LoggingEndpointListener(EndpointListener):
+    """Log every ejection (WARNING), return (INFO) and endpoint-set change (INFO; WARNING when
+    the set is empty, since calls then fail fast) of a balancer, one line each::
+
+        upstream payments: endpoint 10.0.0.7:50051 ejected for 30.0 s (5 consecutive
+        failures, ejection 2 in a row)
+
+    Called synchronously by the balancer in the task of the call that caused the record, so an
+    ejection's line carries the trace id of the failing call; it only enqueues, never blocks.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger or logging.getLogger("sidecar.balancer")
+
+    def on_ejected(self, ejection: Ejection) -> None:
+        if ejection.reason == "failure_rate":
+            why = f"failure rate {ejection.failure_rate:.0%} over {ejection.calls} calls"
+        else:
+            why = f"{ejection.consecutive_failures} consecutive failures"
+        self._logger.warning(
+            "upstream %s: endpoint %s ejected for %.1f s (%s, ejection %d in a row)",
+            ejection.upstream, ejection.endpoint, ejection.ejection_s, why,
+            ejection.ejections_in_a_row,
+            extra={
+                "event": EVENT_ENDPOINT_EJECTED,
+                "upstream": ejection.upstream,
+                "endpoint": ejection.endpoint,
+                "reason": ejection.reason,
+                "ejection_ms": round(ejection.ejection_s * 1000),
+                "ejections_in_a_row": ejection.ejections_in_a_row,
+                "consecutive_failures": ejection.consecutive_failures,
+                "failure_rate": ejection.failure_rate,
+                "calls": ejection.calls,
+            },
+        )
+
+    def on_returned(self, returned: Return) -> None:
+        self._logger.info(
+            "upstream %s: endpoint %s back in service after %.1f s ejected",
+            returned.upstream, returned.endpoint, returned.ejected_for_s,
+            extra={
+                "event": EVENT_ENDPOINT_RETURNED,
+                "upstream": returned.upstream,
+                "endpoint": returned.endpoint,
+                "ejected_for_ms": round(returned.ejected_for_s * 1000),
+            },
+        )
+
+    def on_endpoints_changed(self, change: EndpointsChange) -> None:
+        parts = []
+        if change.added:
+            parts.append(f"added {_addresses(change.added)}")
+        if change.removed:
+            parts.append(f"removed {_addresses(change.removed)}")
+        if not change.count:
+            parts.append("no endpoints: calls fail fast with UNAVAILABLE")
+        self._logger.log(
+            logging.WARNING if change.count == 0 else logging.INFO,
+            "upstream %s: %d endpoint%s (%s)%s",
+            change.upstream, change.count, "" if change.count == 1 else "s", change.source,
+            (": " + "; ".join(parts)) if parts else "",
+            extra={
+                "event": EVENT_ENDPOINTS_CHANGED,
+                "upstream": change.upstream,
+                "added": list(change.added),
+                "removed": list(change.removed),
+                "count": change.count,
                 "source": change.source,
             },
         )

@@ -11,9 +11,16 @@ metric                                         labels                           
 ``sidecar_breaker_rejections_total``           upstream                               counter
 ``sidecar_fallbacks_total``                    upstream                               counter
 ``sidecar_overflow_total``                     upstream                               counter
+``sidecar_endpoint_requests_total`` (**)       upstream, endpoint, code               counter
 =============================================  =====================================  =========
 
 (*) computed at scrape time by :class:`BreakerCollector` from each breaker's ``view()``.
+(**) only with ``metrics: {per_endpoint: true}``
+(:class:`~sidecar.telemetry.endpoint_metrics.PerEndpointRequests`): off by default,
+no series at all, since endpoints come and go with discovery and each one adds series.
+
+The endpoint metrics (``sidecar_upstream_endpoints``, ``sidecar_endpoint_ejections_total``,
+``sidecar_endpoints_changes_total``, ...) are in :mod:`sidecar.telemetry.endpoint_metrics`.
 
 Labels: ``code`` is the gRPC status name the host received (``OK``, ``UNAVAILABLE``...).
 ``upstream`` is the configured upstream name; on the breaker metrics it is the breaker name,
@@ -54,6 +61,7 @@ from prometheus_client.registry import Collector
 
 from sidecar.breaker import BreakerListener, BreakerView, State, Transition
 from sidecar.telemetry._names import OTHER_METHOD, UNROUTED
+from sidecar.telemetry.endpoint_metrics import PerEndpointRequests
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -127,6 +135,8 @@ class SidecarMetrics:
             "sidecar_overflow", "Calls refused because the upstream's concurrency limit was hit.",
             ["upstream"], registry=registry,
         )
+        self.per_endpoint = PerEndpointRequests(registry)
+        """Per-endpoint request series, off until ``per_endpoint.set_enabled(True)``."""
 
     def declare_upstreams(self, upstreams: Iterable[str]) -> None:
         """Create the per-upstream counters at 0 so ``rate()`` works from the first scrape."""
@@ -147,6 +157,7 @@ class _CallMetrics:
         "duration",
         "fallbacks",
         "overflows",
+        "per_endpoint",
         "rejections",
     )
 
@@ -154,6 +165,7 @@ class _CallMetrics:
         self._metrics = metrics
         self._upstream = upstream
         self._method = method
+        self.per_endpoint = metrics.per_endpoint
         self.duration = metrics.duration.labels(upstream, method)
         self.rejections = metrics.rejections.labels(upstream)
         self.fallbacks = metrics.fallbacks.labels(upstream)
@@ -167,15 +179,19 @@ class _CallMetrics:
             self._codes[code] = child
         return child
 
+    def endpoint_requests(self, endpoint: str, code: grpc.StatusCode) -> None:
+        self.per_endpoint.count(self._upstream, endpoint, code)
+
 
 class _MetricsScope:
     """Per-call scope: counts what the proxy reports. Its own context manager (one allocation)."""
 
-    __slots__ = ("_call", "_finished")
+    __slots__ = ("_call", "_endpoint", "_finished")
 
     def __init__(self, call: _CallMetrics) -> None:
         self._call = call
         self._finished = False
+        self._endpoint: str | None = None
 
     def __enter__(self) -> _MetricsScope:
         return self
@@ -184,6 +200,8 @@ class _MetricsScope:
                  tb: TracebackType | None) -> None:
         if not self._finished:  # the proxy failed before reporting a status: count it anyway
             self._call.requests(grpc.StatusCode.UNKNOWN).inc()
+            if self._endpoint is not None:
+                self._call.endpoint_requests(self._endpoint, grpc.StatusCode.UNKNOWN)
 
     def outgoing_metadata(self, metadata: list[tuple[str, str | bytes]]) -> None:
         pass
@@ -198,12 +216,17 @@ class _MetricsScope:
         self._call.overflows.inc()
 
     def endpoint(self, address: str) -> None:
-        pass  # per-endpoint series only with metrics.per_endpoint (bounded cardinality)
+        # per-endpoint series only with metrics.per_endpoint (bounded cardinality); the last
+        # attempt's endpoint is the one the final status is counted under
+        if self._call.per_endpoint.enabled:
+            self._endpoint = address
 
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         self._finished = True
         call = self._call
         call.requests(code).inc()
+        if self._endpoint is not None:
+            call.endpoint_requests(self._endpoint, code)
         span_context = trace.get_current_span().get_span_context()
         if span_context.trace_flags.sampled:
             call.duration.observe(duration_s, {

@@ -3,8 +3,11 @@
 :class:`Telemetry` builds every piece of this package and hands the proxy one
 :class:`~sidecar.proxy.hooks.ProxyPlugin`: the call observers (tracing first, so the call's
 span is current for the others), the breaker listeners (transition spans, the transitions
-counter, transition log lines), the ``/metrics`` server (started and stopped with the proxy)
-and the reload hook (log level, sample ratio, new upstreams' counters).
+counter, transition log lines), the endpoint listeners on every upstream's balancer (ejection,
+return and set-change spans, the endpoint metrics, their log lines), the ``/metrics`` server
+(started and stopped with the proxy), the live upstreams (read at scrape time for refused
+ejections) and the reload hook (log level, sample ratio, ``metrics.per_endpoint``, new
+upstreams' counters).
 
 Tracing is on unless ``OTEL_SDK_DISABLED=true``; then the proxy forwards the host's trace
 headers untouched and no span is made (the "tracing off" baseline of the benchmarks).
@@ -26,10 +29,14 @@ from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry
 
+from sidecar.balancer import EndpointListener
 from sidecar.breaker import BreakerListener, BreakerView
+from sidecar.telemetry.endpoint_metrics import EndpointMetrics, MetricsEndpointListener
+from sidecar.telemetry.endpoint_tracing import EndpointTracer
 from sidecar.telemetry.logging import (
     EVENT_CONFIG_APPLIED,
     LoggingBreakerListener,
+    LoggingEndpointListener,
     set_log_level,
 )
 from sidecar.telemetry.metrics import (
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
     from sidecar.proxy.guard import BreakerRegistry
     from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin
+    from sidecar.proxy.upstream import Upstream
 
 __all__ = ["PLUGIN_NAME", "Telemetry", "proxy_plugin", "tracing_disabled"]
 
@@ -87,21 +95,29 @@ class Telemetry:
         self.registry = CollectorRegistry() if registry is None else registry
         self.metrics = SidecarMetrics(self.registry)
         self.metrics.declare_upstreams(config.upstreams)
+        self.metrics.per_endpoint.set_enabled(config.metrics.per_endpoint)
+        self.endpoint_metrics = EndpointMetrics(self.registry)
+        self.endpoint_metrics.declare_upstreams(config.upstreams)
         self.tracing: TracingSetup | None = (
             None if tracing_disabled(environ)
             else setup_tracing(config, exporter=span_exporter, environ=environ)
         )
         listeners: list[BreakerListener] = []
+        endpoint_listeners: list[EndpointListener] = []
         self.tracing_observer: TracingObserver | None = None
         if self.tracing is not None:
             self.tracing_observer = TracingObserver(self.tracing.tracer)
             listeners.append(TransitionTracer(self.tracing.tracer))
+            endpoint_listeners.append(EndpointTracer(self.tracing.tracer))
         self.metrics_observer = MetricsObserver(self.metrics)
         listeners += [MetricsBreakerListener(self.metrics), LoggingBreakerListener()]
+        endpoint_listeners += [MetricsEndpointListener(self.endpoint_metrics),
+                               LoggingEndpointListener()]
         # One observer for both (tracing first): see sidecar.telemetry.observer.
         self.observers: tuple[CallObserver, ...] = (
             TelemetryObserver(self.tracing_observer, self.metrics_observer),)
         self.breaker_listeners: tuple[BreakerListener, ...] = tuple(listeners)
+        self.endpoint_listeners: tuple[EndpointListener, ...] = tuple(endpoint_listeners)
         self._serve_metrics = serve_metrics
         self.metrics_server: MetricsServer | None = None
         self._collector: BreakerCollector | None = None
@@ -114,6 +130,14 @@ class Telemetry:
         self._collector = BreakerCollector(views)
         self.registry.register(self._collector)
 
+    def watch_upstreams(self, upstreams: Callable[[], Mapping[str, Upstream]]) -> None:
+        """Read refused ejections (``sidecar_endpoint_ejections_refused_total``) from the live
+        upstreams at each scrape (the proxy calls this through its plugin hook). Only the
+        balancers' ``ejections_refused`` attribute is read, on the scrape thread."""
+        self.endpoint_metrics.watch_refused(
+            lambda: {name: upstream.balancer.ejections_refused
+                     for name, upstream in upstreams().items()})
+
     def plugin(self) -> ProxyPlugin:
         """The proxy plugin carrying this telemetry."""
         from sidecar.proxy.hooks import ProxyPlugin
@@ -122,9 +146,11 @@ class Telemetry:
             name=PLUGIN_NAME,
             observers=self.observers,
             breaker_listeners=self.breaker_listeners,
+            endpoint_listeners=self.endpoint_listeners,
             start=self.start,
             stop=self.stop,
             config_applied=self.config_applied,
+            watch_upstreams=self.watch_upstreams,
         )
 
     async def start(self) -> None:
@@ -159,8 +185,9 @@ class Telemetry:
             self.metrics_server = None
 
     def config_applied(self, config: SidecarConfig, source: ConfigSource) -> None:
-        """Log the config in force; on reload apply the sample ratio, the new upstreams'
-        counters and, last (so this line is still written under the old level), the log level.
+        """Log the config in force; on reload apply the sample ratio, ``metrics.per_endpoint``,
+        the new upstreams' counters (removed upstreams leave the endpoint gauge) and, last (so
+        this line is still written under the old level), the log level.
         The OTLP endpoint and ``metrics_listen`` need a restart (the proxy warns about the
         latter, :meth:`TracingSetup.apply` about the former)."""
         from sidecar.config import config_digest
@@ -169,6 +196,8 @@ class Telemetry:
             if self.tracing is not None:
                 self.tracing.apply(config.tracing)
             self.metrics.declare_upstreams(config.upstreams)
+            self.metrics.per_endpoint.set_enabled(config.metrics.per_endpoint)
+            self.endpoint_metrics.declare_upstreams(config.upstreams)
         self.config = config
         _log.info(
             "config applied (%s)", source,

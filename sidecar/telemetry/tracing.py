@@ -16,8 +16,12 @@ the sampling of the call, with a link to the span of the call that caused it. An
 still has a valid span context (its ids travel to the upstream in ``traceparent``), so the link
 is there for it too.
 
+Endpoint spans (:mod:`sidecar.telemetry.endpoint_tracing`): an ejection, a return and a change
+of an upstream's endpoint set are traced the same way, as ``endpoint.ejected``,
+``endpoint.returned`` and ``endpoints.changed``.
+
 Sampling (:class:`SidecarSampler`): ``ParentBased(TraceIdRatioBased(sample_ratio))`` for calls,
-always-on for breaker spans; the ratio can change on reload.
+always-on for breaker and endpoint spans; the ratio can change on reload.
 
 Export (:func:`setup_tracing`): OTLP/gRPC (the SDK's exporter with a cheaper encoder,
 :mod:`sidecar.telemetry._otlp`) through a ``BatchSpanProcessor`` when
@@ -83,12 +87,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT_S",
+    "ENDPOINTS_CHANGED_SPAN",
+    "ENDPOINT_EJECTED_SPAN",
+    "ENDPOINT_RETURNED_SPAN",
     "MODE_CHANGE_SPAN",
     "TRANSITION_SPAN",
     "SidecarSampler",
     "TracingObserver",
     "TracingSetup",
     "TransitionTracer",
+    "record_caused_span",
     "setup_tracing",
 ]
 
@@ -97,7 +105,14 @@ _log = logging.getLogger(__name__)
 TRACER_NAME: Final = "sidecar"
 TRANSITION_SPAN: Final = "breaker.transition"
 MODE_CHANGE_SPAN: Final = "breaker.mode_change"
-ALWAYS_SAMPLED_SPANS: Final = frozenset({TRANSITION_SPAN, MODE_CHANGE_SPAN})
+ENDPOINT_EJECTED_SPAN: Final = "endpoint.ejected"
+ENDPOINT_RETURNED_SPAN: Final = "endpoint.returned"
+ENDPOINTS_CHANGED_SPAN: Final = "endpoints.changed"
+"""Span names of the balancer's records (:mod:`sidecar.telemetry.endpoint_tracing`)."""
+ALWAYS_SAMPLED_SPANS: Final = frozenset({
+    TRANSITION_SPAN, MODE_CHANGE_SPAN,
+    ENDPOINT_EJECTED_SPAN, ENDPOINT_RETURNED_SPAN, ENDPOINTS_CHANGED_SPAN,
+})
 
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 5.0
 """How long shutdown waits for queued spans to reach the collector."""
@@ -397,16 +412,25 @@ class TransitionTracer(BreakerListener):
         }, change.at_wall)
 
     def _record(self, name: str, attributes: dict[str, AttributeValue], at_wall: float) -> None:
-        current = trace.get_current_span()
-        caused_by = current.get_span_context()
-        links = [Link(caused_by, _CAUSED_BY)] if caused_by.is_valid else []
-        whole = int(at_wall)  # split so float rounding at 1e18 ns does not shift the time
-        at_ns = whole * 1_000_000_000 + round((at_wall - whole) * 1e9)
-        span = self._tracer.start_span(name, context=_ROOT, kind=SpanKind.INTERNAL,
-                                       attributes=attributes, links=links, start_time=at_ns)
-        span.end(end_time=at_ns)
-        if current.is_recording():
-            current.add_event(name, attributes)
+        record_caused_span(self._tracer, name, attributes, at_wall)
+
+
+def record_caused_span(tracer: trace.Tracer, name: str, attributes: Mapping[str, AttributeValue],
+                       at_wall: float) -> None:
+    """One zero-length root span ``name`` at ``at_wall`` (unix seconds), linked (``sidecar.link:
+    caused_by``) to the current span when there is a valid one; a recording current span also
+    gets an event ``name`` with the same attributes. How breaker and endpoint changes are traced
+    (their names are in the sampler's always-sampled set). Never blocks."""
+    current = trace.get_current_span()
+    caused_by = current.get_span_context()
+    links = [Link(caused_by, _CAUSED_BY)] if caused_by.is_valid else []
+    whole = int(at_wall)  # split so float rounding at 1e18 ns does not shift the time
+    at_ns = whole * 1_000_000_000 + round((at_wall - whole) * 1e9)
+    span = tracer.start_span(name, context=_ROOT, kind=SpanKind.INTERNAL,
+                             attributes=attributes, links=links, start_time=at_ns)
+    span.end(end_time=at_ns)
+    if current.is_recording():
+        current.add_event(name, attributes)
 
 
 # --- set-up ------------------------------------------------------------------------------------

@@ -12,10 +12,14 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.breaker import State
 from sidecar.config import parse_config
-from sidecar.telemetry.logging import configure_logging
+from sidecar.proxy.app import ProxyApp
+from sidecar.telemetry.endpoint_metrics import MetricsEndpointListener
+from sidecar.telemetry.endpoint_tracing import EndpointTracer
+from sidecar.telemetry.logging import LoggingEndpointListener, configure_logging
 from sidecar.telemetry.observer import TelemetryObserver
 from sidecar.telemetry.plugin import Telemetry
 from sidecar.telemetry.tracing import TracingObserver
+from tests.support.procs import free_port
 from tests.unit.telemetry.builders import call_info, view
 
 CONFIG = """
@@ -92,3 +96,52 @@ def test_breaker_state_comes_from_the_watched_views() -> None:
     assert telemetry.registry.get_sample_value(
         "sidecar_breaker_state", {"upstream": "payments", "state": "half_open"}) == 1
     telemetry.close()
+
+
+ENDPOINTS_CONFIG = """
+service: checkout
+instance: checkout-1
+listen: 127.0.0.1:LISTEN
+admin_listen: 127.0.0.1:ADMIN
+upstreams:
+  payments:
+    endpoints: ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    routes: ["/payments.v1.Payments/"]
+  ledger: {address: "127.0.0.1:4", routes: ["/ledger.v1.Ledger/"]}
+"""
+
+
+def test_the_plugin_carries_the_endpoint_listeners() -> None:
+    telemetry, _ = _telemetry()
+    assert [type(x) for x in telemetry.plugin().endpoint_listeners] == [
+        EndpointTracer, MetricsEndpointListener, LoggingEndpointListener]
+    telemetry.close()
+    untraced, _ = _telemetry({"OTEL_SDK_DISABLED": "true"})
+    assert [type(x) for x in untraced.plugin().endpoint_listeners] == [
+        MetricsEndpointListener, LoggingEndpointListener]
+
+
+async def test_in_a_proxy_every_balancer_feeds_telemetry_and_the_live_upstreams_are_read() -> None:
+    config = parse_config(ENDPOINTS_CONFIG.replace("LISTEN", str(free_port()))
+                          .replace("ADMIN", str(free_port())))
+    exporter = InMemorySpanExporter()
+    telemetry = Telemetry(config, registry=CollectorRegistry(), span_exporter=exporter,
+                          serve_metrics=False, environ={})
+    app = ProxyApp(config, plugins=[telemetry.plugin()])
+    await app.start()
+    try:
+        registry = telemetry.registry
+        assert registry.get_sample_value("sidecar_upstream_endpoints",
+                                         {"upstream": "payments", "state": "active"}) == 3
+        assert registry.get_sample_value("sidecar_upstream_endpoints",
+                                         {"upstream": "ledger", "state": "active"}) == 1
+        assert registry.get_sample_value("sidecar_endpoints_changes_total",
+                                         {"upstream": "payments"}) == 1
+        app.upstreams["payments"].balancer.ejections_refused = 7  # read through the hook
+        assert registry.get_sample_value("sidecar_endpoint_ejections_refused_total",
+                                         {"upstream": "payments"}) == 7
+    finally:
+        await app.stop(grace_s=0)
+    changed = [s for s in exporter.get_finished_spans() if s.name == "endpoints.changed"]
+    assert sorted((s.attributes or {})["sidecar.upstream"] for s in changed) == [
+        "ledger", "payments"]
