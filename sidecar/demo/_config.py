@@ -66,9 +66,10 @@ ORDERS_OUTLIER: Final[dict[str, Any]] = {
 }
 """Out 4 s, then 8 s, ...; one ejection in a row forgiven per 10 s back in service."""
 
-ORDERS_EWMA_DECAY_MS: Final = 2000
+ORDERS_EWMA_DECAY_MS: Final = 1000
 """A replica back from an ejection starts at the balancer's default 30 ms estimate and gets
-calls again once that decays below its healthy peers' (about a second)."""
+calls again once that decays below its healthy peers' (about a second at this decay; the
+default 10 s would keep a returned replica idle for most of the demo's sick spell)."""
 
 
 def replica_name(index: int) -> str:

@@ -1,7 +1,8 @@
 """`sidecar demo`, the quick start's main job, run exactly as a newcomer runs it (through the
 CLI, not on a terminal, so it prints plain lines): the whole system starts, the breaker trips
-and recovers, the transitions come back from the event log, and every process it started is
-gone when it ends (duration over, Ctrl-C, or even the demo killed outright)."""
+and recovers, the transitions come back from the event log, the sick orders replica is ejected
+and comes back while the others serve, and every process it started is gone when it ends
+(duration over, Ctrl-C, or even the demo killed outright)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 # Short phases so a trip and a recovery fit in a bounded run.
 PHASES = "healthy=3,brownout=4,outage=4,recovery=12"
+# The sick orders replica: ejected (4 s) at about 3.5 s, back at about 7.5 s while still sick,
+# ejected again for 8 s within a second or two, back for good at about 17 s (healed at 11 s).
+ORDERS_PHASES = "healthy=3,sick=8,healed=30"
 EXIT_TIMEOUT_S = 60.0
+STOPPED = ("stopped: sidecar (exit 0), event log (exit 0), sample upstream (exit 0), "
+           "orders-3 (exit 0), orders-2 (exit 0), orders-1 (exit 0)")
 
 
 def _demo(tmp_path: Path, *args: str) -> ManagedProcess:
@@ -29,7 +35,7 @@ def _demo(tmp_path: Path, *args: str) -> ManagedProcess:
 
 def _child_pids(output: str) -> list[int]:
     pids = [int(pid) for pid in re.findall(r"\[pid (\d+)\]", output)]
-    assert len(pids) == 3, output  # sample upstream, sidecar, event log
+    assert len(pids) == 6, output  # sample upstream, 3 orders replicas, sidecar, event log
     return pids
 
 
@@ -98,11 +104,46 @@ def test_a_bounded_demo_shows_a_trip_and_a_recovery_and_leaves_nothing_behind(
     assert ("HALF_OPEN", "CLOSED") in transitions, output
     first_trip = transitions.index(("CLOSED", "OPEN"))
     assert ("HALF_OPEN", "CLOSED") in transitions[first_trip:]
-    assert "stopped: sidecar (exit 0), event log (exit 0), sample upstream (exit 0)" in output
+    assert STOPPED in output
     assert re.search(r"payments\s+\d+ trips?, \d+ recover", output)
     data = tmp_path / "data"
     assert (data / "events.db").exists() and (data / "prometheus.yml").exists()
     _assert_nothing_left(output, data)
+
+
+_ENDPOINT_LINE = re.compile(
+    r"^\s*(?P<elapsed>[\d.]+)s\s+\[\s*(?P<phase>\w+)\]\s+orders\s+orders-2 127\.0\.0\.1:\d+\s+"
+    r"(?P<change>active -> ejected|ejected -> active)\s.*?"
+    r"(?:out (?P<out>[\d.]+)s \((?P<in_a_row>\d+) in a row\)|after (?P<after>[\d.]+)s out)"
+    r"\s+\((?:log #\d+|seen in the admin API)", re.MULTILINE)
+
+
+def test_the_sick_orders_replica_is_ejected_returns_is_ejected_longer_and_stays_back(
+        tmp_path: Path) -> None:
+    with _demo(tmp_path, "--orders-phases", ORDERS_PHASES, "--duration", "20") as demo:
+        status = demo.wait(EXIT_TIMEOUT_S)
+        output = demo.output()
+    print(output)
+    assert status == 0, output
+    changes = [(m["change"], float(m["elapsed"]), m["out"], m["in_a_row"])
+               for m in _ENDPOINT_LINE.finditer(output)]
+    assert [change for change, *_ in changes] == [
+        "active -> ejected", "ejected -> active", "active -> ejected", "ejected -> active"
+    ], output
+    first, back, second, home = changes
+    assert 3.0 <= first[1] < 6.0 and first[2:] == ("4.0", "1")
+    assert back[1] == pytest.approx(first[1] + 4.0, abs=0.6)
+    assert back[1] < second[1] < 11.5 and second[2:] == ("8.0", "2")  # still sick: longer
+    assert home[1] == pytest.approx(second[1] + 8.0, abs=0.6)  # healed by then: stays back
+    # the other two served: callers kept near-100% success and the orders breaker stayed shut
+    assert not re.search(r"^\s*[\d.]+s\s+\[.*\]\s+orders\s+CLOSED -> OPEN", output, re.MULTILINE)
+    summary = re.search(r"^  orders\s+0 trips, 0 recoveries; calls: (\d+) ok(?:, (\d+) failed)?$",
+                        output, re.MULTILINE)
+    assert summary, output
+    ok, failed = int(summary[1]), int(summary[2] or 0)
+    assert ok > 300 and failed / (ok + failed) < 0.03, output
+    assert re.search(r"^  orders-2\s+2 ejections, 2 returns", output, re.MULTILINE)
+    _assert_nothing_left(output, tmp_path / "data")
 
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
@@ -113,7 +154,7 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         output = demo.output()
     assert status == 0, output
     assert "stopping (SIGINT received)" in output
-    assert "stopped: sidecar (exit 0), event log (exit 0), sample upstream (exit 0)" in output
+    assert STOPPED in output
     _assert_nothing_left(output, tmp_path / "data")
 
 
