@@ -276,7 +276,7 @@ class EndpointWatch:
         was_ejected = seen.state == EJECTED
         if was_ejected and (state != EJECTED or in_a_row > seen.in_a_row):
             back_at = self._elapsed(seen.until_wall) if seen.until_wall else elapsed
-            out_s = self._ejection_s_of(max(1, in_a_row - 1 if state == EJECTED else in_a_row))
+            out_s = self._ejection_s_of(max(1, seen.in_a_row))  # the ejection that ended
             self._admin_change(RETURNED, address, min(back_at, elapsed), 0, out_s)
             was_ejected = False
         if state == EJECTED and not was_ejected:
