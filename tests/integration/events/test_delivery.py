@@ -128,7 +128,9 @@ def test_calls_are_unaffected_and_the_outbox_stays_bounded_while_the_log_is_unre
         output = sidecar.process.output()
 
     assert samples_pending == 20
-    assert dropped == counted + 1 - 20  # +1: the ConfigApplied event at start
+    # + the events at start: one EndpointsChanged per upstream (its first set), ConfigApplied
+    at_start = len(config["upstreams"]) + 1
+    assert dropped == counted + at_start - 20
     assert failures > 0
     assert "is full" in output  # refused loudly, not silently
     assert set(healthy.codes) == {grpc.StatusCode.OK}  # not one healthy call failed
