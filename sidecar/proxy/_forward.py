@@ -374,8 +374,12 @@ def _no_endpoints(upstream: Upstream) -> str:
     discovery = upstream.discovery
     why = ""
     if discovery is not None:
-        why = f" ({discovery.source.describe}"
-        why += f": {discovery.last_error})" if discovery.last_error else " returned none)"
+        # A failing source's error already names it ("file PATH: line 2: ..."); after a good
+        # attempt an older error is not why the set is empty.
+        if discovery.failing and discovery.last_error:
+            why = f" ({discovery.last_error})"
+        else:
+            why = f" ({discovery.source.describe} returned none)"
     return f"upstream {upstream.name!r} has no endpoints{why}"
 
 

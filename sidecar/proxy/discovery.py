@@ -278,6 +278,12 @@ class Discovery:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def failing(self) -> bool:
+        """Whether the latest attempt failed (``last_error`` then says why; after a good
+        attempt it is history, not the reason for the current set)."""
+        return self._failing > 0
+
+    @property
     def running(self) -> bool:
         """Whether the background loop is running."""
         return self._task is not None and not self._task.done()
