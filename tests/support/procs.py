@@ -44,19 +44,20 @@ def free_port() -> int:
 
 
 def wait_for_port(
-    port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+    port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None,
+    host: str = "127.0.0.1",
 ) -> None:
-    """Block until something accepts TCP connections on 127.0.0.1:port."""
+    """Block until something accepts TCP connections on host:port (127.0.0.1 by default)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s")
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
 
 
 class ManagedProcess:

@@ -1,6 +1,6 @@
 """A real upstream gRPC server for integration tests, in its own process, with fault switches.
 
-Run: ``python -m tests.support.upstream --port N [--no-reflection]``.
+Run: ``python -m tests.support.upstream --port N [--host 127.0.0.X] [--no-reflection]``.
 
 Serves any method ``/<service>/<Shape>`` where Shape is one of ``Unary``, ``ServerStream``,
 ``ClientStream``, ``Bidi`` (the handler has that call shape; messages are raw bytes):
@@ -241,7 +241,7 @@ def _register_echo_descriptor() -> None:
     descriptor_pool.Default().AddSerializedFile(file.SerializeToString())
 
 
-async def serve(port: int, reflection_on: bool) -> None:
+async def serve(port: int, reflection_on: bool, host: str = "127.0.0.1") -> None:
     server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
     server.add_generic_rpc_handlers((_Handler(Upstream()),))
     if reflection_on:
@@ -249,18 +249,20 @@ async def serve(port: int, reflection_on: bool) -> None:
 
         _register_echo_descriptor()
         reflection.enable_server_reflection((REFLECTED_SERVICE, reflection.SERVICE_NAME), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    print(f"upstream listening on 127.0.0.1:{port}", flush=True)
+    print(f"upstream listening on {host}:{port}", flush=True)
     await server.wait_for_termination()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="test upstream with fault switches")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="loopback address to listen on (e.g. 127.0.0.2)")
     parser.add_argument("--no-reflection", action="store_true")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, not args.no_reflection))
+    asyncio.run(serve(args.port, not args.no_reflection, args.host))
 
 
 if __name__ == "__main__":
@@ -281,21 +283,27 @@ class UpstreamProcess:
             assert upstream.calls("/trip.Echo/Unary") == 5
     """
 
-    def __init__(self, log_dir: Any, *, reflection_on: bool = True) -> None:
+    def __init__(self, log_dir: Any, *, reflection_on: bool = True, host: str = "127.0.0.1",
+                 port: int | None = None) -> None:
+        """``host``: the loopback address to listen on (127.0.0.X: several upstreams on one
+        port, e.g. the A records of one DNS name); ``port``: None picks a free one."""
         from pathlib import Path
 
         from tests.support.procs import PYTHON, ManagedProcess, free_port, wait_for_port
 
         root = Path(__file__).resolve().parents[2]
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        args = [PYTHON, "-m", "tests.support.upstream", "--port", str(self.port)]
+        self.host = host
+        self.port = free_port() if port is None else port
+        self.address = f"{host}:{self.port}"
+        args = [PYTHON, "-m", "tests.support.upstream", "--port", str(self.port),
+                "--host", host]
         if not reflection_on:
             args.append("--no-reflection")
-        self.process = ManagedProcess(args, Path(log_dir) / f"upstream-{self.port}.log",
-                                      cwd=root)
+        log_name = (f"upstream-{self.port}.log" if host == "127.0.0.1"
+                    else f"upstream-{host}-{self.port}.log")
+        self.process = ManagedProcess(args, Path(log_dir) / log_name, cwd=root)
         try:
-            wait_for_port(self.port, proc=self.process.proc)
+            wait_for_port(self.port, proc=self.process.proc, host=host)
         except Exception:
             self.process.close()
             raise

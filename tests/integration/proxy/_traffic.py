@@ -54,6 +54,7 @@ class Replica:
         self.process = process
         self.name = name
         self.address = process.address
+        self.host = process.host
 
     def set(self, scope: str = SERVICE, **faults: Any) -> None:
         """Faults of ``scope`` (none: healthy), always with the ``x-served-by`` tag."""
