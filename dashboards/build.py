@@ -54,10 +54,20 @@ EVENTLOG_PROJECTION_LAG: Final = "eventlog_projection_lag_events"
 EVENTLOG_MEAN_TIME_TO_RECOVER: Final = "eventlog_breaker_mean_time_to_recover_seconds"
 EVENTLOG_ENDPOINT_EJECTIONS: Final = "eventlog_endpoint_ejections_total"
 EVENTLOG_ENDPOINTS_EJECTED: Final = "eventlog_endpoints_ejected"
+# The sidecar's endpoint metrics (sidecar/telemetry/endpoint_metrics.py): the first three are
+# contract names of DESIGN section 6, declared here too so the dashboards' name check knows them.
+SIDECAR_UPSTREAM_ENDPOINTS: Final = "sidecar_upstream_endpoints"
+SIDECAR_ENDPOINT_EJECTIONS: Final = "sidecar_endpoint_ejections_total"
+SIDECAR_ENDPOINTS_CHANGES: Final = "sidecar_endpoints_changes_total"
+SIDECAR_EJECTIONS_REFUSED: Final = "sidecar_endpoint_ejections_refused_total"
+SIDECAR_ENDPOINT_METRICS: Final = (
+    SIDECAR_UPSTREAM_ENDPOINTS, SIDECAR_ENDPOINT_EJECTIONS, SIDECAR_ENDPOINTS_CHANGES,
+    SIDECAR_EJECTIONS_REFUSED,
+)
 EXTRA_METRICS: Final = (
     SIDECAR_OVERFLOWS, SIDECAR_OUTBOX_OLDEST_AGE, SIDECAR_SHIPPING_FAILURES,
     SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG, EVENTLOG_MEAN_TIME_TO_RECOVER,
-    EVENTLOG_ENDPOINT_EJECTIONS, EVENTLOG_ENDPOINTS_EJECTED,
+    EVENTLOG_ENDPOINT_EJECTIONS, EVENTLOG_ENDPOINTS_EJECTED, *SIDECAR_ENDPOINT_METRICS,
 )
 
 # Breaker states as numbers on the state timelines (0 is healthy, higher is worse).
@@ -294,11 +304,11 @@ def sidecar_overview() -> dash.Dashboard:
         for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))
     ]
     shipping_scope = 'service=~"$service", instance=~"$instance"'
-    return (
+    overview = (
         _base(
             "sidecar-overview", "Evergreen Sidecar / Overview",
-            "Calls through the sidecar per upstream, the circuit breakers' state and the "
-            "shipping of breaker events to the event log.",
+            "Calls through the sidecar per upstream, the circuit breakers' state, the "
+            "shipping of breaker events to the event log, and each upstream's endpoints.",
         )
         .with_variable(_datasource_variable())
         .with_variable(_query_variable("service", "Service",
@@ -403,6 +413,47 @@ def sidecar_overview() -> dash.Dashboard:
              _query(f"sum by (instance, reason) (rate({SIDECAR_EVENTS_DROPPED}"
                     f"{{{shipping_scope}}}{rate}))", "dropped {{reason}} {{instance}}", "C")],
             width=6))
+    )
+    return _with_endpoint_panels(overview)
+
+
+def _with_endpoint_panels(overview: dash.Dashboard) -> dash.Dashboard:
+    """The Overview's last row: each upstream's endpoints, outlier ejections, set changes."""
+    rate = "[$__rate_interval]"
+    endpoints = f"{SIDECAR_UPSTREAM_ENDPOINTS}{{{SIDECAR_SEL}"
+    return (
+        overview
+        .with_row(dash.Row("Endpoints (balancing and outlier detection)"))
+        .with_panel(_graph(
+            "Endpoints per upstream",
+            "Endpoints of each upstream taking calls (active) and taken out by outlier "
+            "detection (ejected). An ejected endpoint gets no calls until its ejection time "
+            "is up; the upstream's breaker opens only when the service as a whole fails.",
+            "short",
+            [_query(f'sum by (upstream) ({endpoints}, state="active"}})',
+                    "active {{upstream}}", "A"),
+             _query(f'sum by (upstream) ({endpoints}, state="ejected"}})',
+                    "ejected {{upstream}}", "B")],
+            width=8))
+        .with_panel(_graph(
+            "Endpoint ejections",
+            "Ejections per second by upstream and rule (consecutive_failures or "
+            "failure_rate); and ejections a rule asked for but max_ejection_percent (or the "
+            "last active endpoint) refused, so the endpoint kept taking calls.",
+            "ops",
+            [_query(f"sum by (upstream, reason) (rate({SIDECAR_ENDPOINT_EJECTIONS}"
+                    f"{{{SIDECAR_SEL}}}{rate}))", "{{upstream}} {{reason}}", "A"),
+             _query(f"sum by (upstream) (rate({SIDECAR_EJECTIONS_REFUSED}{{{SIDECAR_SEL}}}"
+                    f"{rate}))", "refused {{upstream}}", "B")],
+            width=8))
+        .with_panel(_graph(
+            "Endpoint set changes",
+            "Changes of each upstream's endpoint set: endpoints added or removed by a "
+            "discovery refresh (DNS, file) or a reload.",
+            "short",
+            [_query(f"sum by (upstream) (increase({SIDECAR_ENDPOINTS_CHANGES}"
+                    f"{{{SIDECAR_SEL}}}{rate}))", "{{upstream}}", "A")],
+            width=8, bars=True))
     )
 
 

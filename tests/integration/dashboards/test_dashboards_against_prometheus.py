@@ -6,7 +6,9 @@ by static targets that carry the labels of the example pods in ``deploy/k8s/`` (
 relabelling that gives the dashboards their ``service`` and ``instance`` labels is the one
 that runs). A scripted scenario drives traffic through the sidecar:
 
-1. healthy traffic to two upstreams, ``payments`` and ``inventory``;
+1. healthy traffic to two upstreams, ``payments`` and ``inventory``; and to ``orders``, whose
+   two endpoints are the real upstream and a second upstream process that fails: outlier
+   detection ejects it, it comes back, is ejected again, and so on;
 2. ``inventory`` slows down: its concurrency limit overflows;
 3. ``payments`` fails: the breaker trips, rejects, the fallback answers; the event log
    records the trip;
@@ -17,7 +19,8 @@ that runs). A scripted scenario drives traffic through the sidecar:
 7. a shipper-style retry appends an already stored event again (a duplicate);
 8. outlier detection on a second ``checkout`` pod: its endpoint events (endpoints joined, two
    ejected, one back) are appended straight to the event log, as that pod's sidecar would ship
-   them.
+   them;
+9. a reload takes the failing process out of ``orders``' endpoints (a set change).
 
 Then each dashboard's variables, annotations and panel targets are expanded the way Grafana
 would (concrete variable values, ``$__rate_interval`` for a 1 s scrape) and run through the
@@ -26,6 +29,7 @@ HTTP API over the scenario's time range. A query with no data is a broken panel.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -62,6 +66,7 @@ SCRAPE_S = 1.0
 SERVICE = "checkout"
 INSTANCE = "checkout-7d9f-x1"  # the pod name: the sidecar's instance and the target's
 PAYMENTS, INVENTORY = "shop.Payments", "shop.Inventory"
+ORDERS = "shop.Orders"  # two endpoints, one of them failing: outlier ejection
 CALL_INTERVAL_S = 0.02  # one call to each upstream every 20 ms
 CALL_TIMEOUT_S = 2.0
 
@@ -76,6 +81,8 @@ MUST_BE_POSITIVE = {
     ("Append rate by event type", "A"), ("Duplicate appends", "A"), ("Head position", "A"),
     ("Breaker state", "A"), ("Breaker state per instance", "A"),
     ("Endpoint ejections by service and upstream", "A"), ("Endpoints ejected now", "A"),
+    ("Endpoints per upstream", "A"), ("Endpoints per upstream", "B"), ("Endpoint ejections", "A"),
+    ("Endpoint set changes", "A"),
 }
 
 
@@ -86,7 +93,8 @@ class Load:
     def __init__(self, address: str) -> None:
         self._channel = grpc.insecure_channel(address)
         self._calls = {
-            name: self._channel.unary_unary(f"/{name}/Unary") for name in (PAYMENTS, INVENTORY)
+            name: self._channel.unary_unary(f"/{name}/Unary")
+            for name in (PAYMENTS, INVENTORY, ORDERS)
         }
         self.codes: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -160,7 +168,8 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> N
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with UpstreamProcess(tmp_path) as upstream:
+    with UpstreamProcess(tmp_path) as upstream, UpstreamProcess(tmp_path) as sick:
+        sick.configure(ORDERS, code="UNAVAILABLE", details="orders replica sick")
         eventlog = EventLogProcess(tmp_path)
         try:
             config = {
@@ -184,15 +193,42 @@ def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
                         "timeout_ms": 1000, "max_concurrent_requests": 2,
                         "breaker": {"slow_call_ms": 5000},
                     },
+                    "orders": _orders(upstream, sick),
                 },
                 "eventlog": {"address": eventlog.address,
                              "outbox_path": str(tmp_path / "outbox.db")},
             }
             with SidecarProcess(tmp_path, config, name="sidecar") as sidecar:
                 yield {"upstream": upstream, "eventlog": eventlog, "sidecar": sidecar,
-                       "tmp_path": tmp_path}
+                       "tmp_path": tmp_path, "sick": sick}
         finally:
             eventlog.close()
+
+
+def _orders(upstream: UpstreamProcess, sick: UpstreamProcess) -> dict[str, Any]:
+    """``orders``: the real upstream and a failing replica; the failing one is ejected after 3
+    failures in a row for 2 s (then 4 s, 6 s), and the upstream as a whole never trips."""
+    return {
+        "endpoints": [upstream.address, sick.address], "routes": [f"/{ORDERS}/"],
+        "timeout_ms": 1000,
+        "outlier_detection": {"consecutive_failures": 3, "base_ejection_ms": 2000,
+                              "max_ejection_ms": 6000},
+        "breaker": {"failure_rate": 0.9, "consecutive_failures": None},
+    }
+
+
+def _endpoint_set_change(system: dict[str, Any], prometheus: PrometheusServer) -> None:
+    """9. A reload takes the failing replica out of ``orders``' endpoints."""
+    sidecar: SidecarProcess = system["sidecar"]
+    selector = 'upstream="orders"'
+    _wait_until(_seen(prometheus, f"{build.SIDECAR_ENDPOINT_EJECTIONS}{{{selector}}}"),
+                15, "the failing orders endpoint to be ejected")
+    config = copy.deepcopy(sidecar.config)
+    config["upstreams"]["orders"]["endpoints"] = [system["upstream"].address]
+    sidecar.reload(config)
+    _wait_until(_seen(prometheus, f"max_over_time(increase({build.SIDECAR_ENDPOINTS_CHANGES}"
+                                  f"{{{selector}}}[4s])[1m:1s])"),
+                15, "the endpoint set change to show as an increase")
 
 
 def _prometheus(tmp_path: Path, sidecar: SidecarProcess, eventlog: EventLogProcess
@@ -264,6 +300,7 @@ def _run_scenario(system: dict[str, Any], prometheus: PrometheusServer) -> None:
         reply = stub.Append(eventlog_pb2.AppendRequest(events=[stored]), timeout=5)
         assert reply.results[0].duplicate
     _endpoint_events(eventlog, prometheus)  # 8.
+    _endpoint_set_change(system, prometheus)  # 9.
     time.sleep(3 * SCRAPE_S)
 
 
@@ -318,7 +355,7 @@ def test_every_dashboard_query_returns_data_from_prometheus(system: dict[str, An
         end = time.time()
 
         range_s = end - start
-        values = {"service": SERVICE, "instance": INSTANCE, "upstream": "payments|inventory",
+        values = {"service": SERVICE, "instance": INSTANCE, "upstream": "payments|inventory|orders",
                   "datasource": "Prometheus"}
         expected_options = {"service": SERVICE, "instance": INSTANCE, "upstream": "payments"}
         checked: list[DashboardQuery] = []

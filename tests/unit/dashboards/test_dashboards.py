@@ -172,11 +172,13 @@ def _exported_names() -> set[str]:
     from sidecar.eventlog.metrics import EventLogCollector, MetricsSnapshot
     from sidecar.events.metrics import EventsCollector
     from sidecar.events.producer import EventQueue
+    from sidecar.telemetry.endpoint_metrics import EndpointMetrics
     from sidecar.telemetry.metrics import BreakerCollector, SidecarMetrics
 
     registry = CollectorRegistry()
     metrics = SidecarMetrics(registry)
     metrics.declare_upstreams(["payments"])
+    EndpointMetrics(registry).declare_upstreams(["payments"])
     metrics.duration.labels("payments", "/shop.Payments/Charge").observe(0.01)  # buckets appear
     registry.register(BreakerCollector(lambda: []))
     registry.register(EventsCollector(queue=EventQueue(1), outbox=lambda: None,
