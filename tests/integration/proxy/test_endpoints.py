@@ -5,6 +5,10 @@ Three real upstream processes are the endpoints of one upstream; the proxy runs 
 CLI; several grpc.aio loops keep a few hundred calls a second going the whole time. Every
 answer names the endpoint that gave it (``x-served-by``), so shares are judged over spans of
 time, and waits are on conditions with wall-clock bounds.
+
+How ``sidecar endpoints`` shows an ejection is in test_endpoints_admin.py, with an ejection
+that outlasts the test: here it lasts 2 s, less than the CLI may take to start on a busy
+machine, so the ejection is read through the admin API (ListEndpoints) instead.
 """
 
 from __future__ import annotations
