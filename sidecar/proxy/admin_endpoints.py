@@ -20,6 +20,7 @@ from typing import Any, Final
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar.proxy.upstream import Upstream
+from sidecar.text_table import render_table
 from sidecar.v1 import admin_pb2
 
 __all__ = ["endpoint_rows", "format_endpoints_table", "list_endpoints", "upstream_endpoints"]
@@ -108,10 +109,4 @@ def format_endpoints_table(rows: list[dict[str, Any]]) -> str:
             str(row["in_flight"]), str(row["calls"]), str(row["failures"]),
             str(row["ejections_in_a_row"]), row["ejected_until"] or "-",
         ))
-    if len(lines) == 1:
-        return "no upstreams"
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+    return render_table(header, lines[1:], "no upstreams")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sidecar.cli_types import positive_finite_float
 from sidecar.dial import add_tls_arguments
+from sidecar.text_table import render_table
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
@@ -277,10 +278,4 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             "-" if last is None else
             f"{last['from_state']}->{last['to_state']} ({last['reason']}) {last['at']}",
         ))
-    if len(lines) == 1:
-        return "no breakers"
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+    return render_table(header, lines[1:], "no breakers")

@@ -15,24 +15,8 @@ from sidecar.balancer import (
     OutlierSettings,
     Return,
 )
-
-WALL_OFFSET = 1_700_000_000.0  # the fake wall clock is the fake monotonic clock plus this
-
-
-class FakeClock:
-    """Monotonic seconds that only move when a test says so."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.now + WALL_OFFSET
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.fake_clock import WALL_OFFSET as WALL_OFFSET  # re-exported for the tests
+from tests.support.fake_clock import FakeClock as FakeClock
 
 
 class Recorder(EndpointListener):

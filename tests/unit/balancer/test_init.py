@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
-import sys
 from pathlib import Path
 
 import sidecar.balancer as balancer_pkg
 from sidecar.balancer import Balancer, EndpointListener
+from tests.support.purity import assert_stdlib_only
 
 AGREED = {
     "Policy", "BalancerSettings", "OutlierSettings", "Ejection", "Return", "EndpointsChange",
@@ -50,20 +49,7 @@ def test_listener_base_class_has_the_three_no_op_methods() -> None:
 
 
 def test_the_balancer_package_imports_only_the_standard_library_and_itself() -> None:
-    package_dir = Path(balancer_pkg.__file__).parent
-    sources = sorted(package_dir.glob("*.py"))
-    assert len(sources) > 1, f"no modules found in {package_dir}"
-    for source in sources:
-        for node in ast.walk(ast.parse(source.read_text())):
-            modules: list[str] = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                modules = [node.module]
-            elif isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            for module in modules:
-                own = module == "sidecar.balancer" or module.startswith("sidecar.balancer.")
-                stdlib = module.split(".")[0] in sys.stdlib_module_names | {"__future__"}
-                assert own or stdlib, f"{source.name} imports {module}"
+    assert_stdlib_only(balancer_pkg)
 
 
 def test_every_module_stays_small() -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
-import sys
-from pathlib import Path
 
 import sidecar.breaker as breaker_pkg
 from sidecar.breaker import CircuitBreaker
+from tests.support.purity import assert_stdlib_only
 
 AGREED = {
     "State", "Mode", "BreakerSettings", "WindowSnapshot", "Transition", "ModeChange",
@@ -37,15 +35,4 @@ def test_circuit_breaker_methods_keep_their_agreed_signatures() -> None:
 
 
 def test_the_breaker_package_imports_only_the_standard_library_and_itself() -> None:
-    package_dir = Path(breaker_pkg.__file__).parent
-    for source in package_dir.glob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
-            modules: list[str] = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                modules = [node.module]
-            elif isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            for module in modules:
-                own = module == "sidecar.breaker" or module.startswith("sidecar.breaker.")
-                stdlib = module.split(".")[0] in sys.stdlib_module_names | {"__future__"}
-                assert own or stdlib, f"{source.name} imports {module}"
+    assert_stdlib_only(breaker_pkg)
