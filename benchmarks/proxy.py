@@ -222,74 +222,52 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-class Servers:
-    """Every server process of one run; stopped on exit."""
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
-    def __init__(self, targets: Sequence[Target], workdir: Path) -> None:
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of a process, by thread id (the main thread's
+    id is ``pid``), from /proc; threads that end while being read are left out."""
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            seconds[int(task.name)] = _stat_cpu_s(task / "stat")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return seconds
+
+
+ECHO_ARGS = [sys.executable, __file__, "--role", "echo"]
+"""Starts this file's echo server (``--port N`` is added by :meth:`Processes.start`)."""
+
+
+class Processes:
+    """Server processes of one run, each on a free port of 127.0.0.1; stopped by ``close``.
+
+    ``ports`` and ``pids`` map a name to the port the client calls and the pid whose CPU is
+    measured (see :func:`run_cell`); ``admin`` maps a sidecar's name to its admin address.
+    Other benchmarks (``benchmarks/endpoints.py``) start their own set with :meth:`start` and
+    :meth:`start_sidecar`.
+    """
+
+    def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
         self.ports: dict[str, int] = {}
         self.pids: dict[str, int] = {}
-        echo_port = self._start("echo", [sys.executable, __file__, "--role", "echo"])
-        otlp = ""
-        if any(OTLP_PLACEHOLDER in repr(t.config) for t in targets):
-            otlp_port = self._start("otlp receiver", [
-                sys.executable, "-m", "tests.support.otlp_receiver", "--count-only"])
-            otlp = f"http://127.0.0.1:{otlp_port}"
-        for target in targets:
-            if target.kind == "direct":
-                self.ports[target.name], self.pids[target.name] = echo_port, self._pid("echo")
-            elif target.kind in ("naive_unary", "naive_bidi"):
-                port = self._start(target.name, [sys.executable, __file__, "--role",
-                                                 target.kind, "--target",
-                                                 f"127.0.0.1:{echo_port}"])
-                self.ports[target.name] = port
-            else:
-                listen = _free_port()
-                config = {
-                    "service": "bench", "instance": "bench",
-                    "listen": f"127.0.0.1:{listen}",
-                    "admin_listen": f"127.0.0.1:{_free_port()}",
-                    "metrics_listen": f"127.0.0.1:{_free_port()}",
-                    "logging": {"level": "WARNING"},
-                    "upstreams": {"echo": {"address": f"127.0.0.1:{echo_port}",
-                                           "routes": ["/bench."], **target.upstream}},
-                    **yaml.safe_load(yaml.safe_dump(target.config).replace(
-                        OTLP_PLACEHOLDER, otlp)),
-                }
-                if target.eventlog is not None:
-                    config["eventlog"] = {
-                        "address": self._eventlog(workdir) if target.eventlog == "up"
-                        else f"127.0.0.1:{_free_port()}",
-                        "outbox_path": str(workdir / f"outbox-{len(self._procs)}.db"),
-                    }
-                path = workdir / f"sidecar-{len(self._procs)}.yaml"
-                path.write_text(yaml.safe_dump(config))
-                self._start(target.name, [SIDECAR_BIN, "proxy", "--config", str(path)],
-                            port=listen, env=target.env)
-                self.ports[target.name] = listen
-        time.sleep(1.0)  # let the sidecars learn shapes from reflection
+        self.admin: dict[str, str] = {}  # a sidecar's name: its admin_listen address
 
-    def _eventlog(self, workdir: Path) -> str:
-        """Start one ``sidecar eventlog serve`` (sqlite store in ``workdir``); its address."""
-        if "eventlog" not in self.ports:
-            port = _free_port()
-            self._start("eventlog", [SIDECAR_BIN, "eventlog", "serve", "--store",
-                                     f"sqlite:///{workdir / 'eventlog.db'}",
-                                     "--listen", f"127.0.0.1:{port}"], port=port)
-            self.ports["eventlog"] = port
-        return f"127.0.0.1:{self.ports['eventlog']}"
-
-    def _pid(self, name: str) -> int:
-        return self.pids[name]
-
-    def _start(self, name: str, args: list[str], port: int | None = None,
-               env: dict[str, str] | None = None) -> int:
+    def start(self, name: str, args: list[str], port: int | None = None,
+              env: dict[str, str] | None = None) -> int:
+        """Start ``args`` (with ``--port N`` appended when ``port`` is None), wait until it
+        listens; its port."""
         if port is None:
             port = _free_port()
             args = [*args, "--port", str(port)]
@@ -300,6 +278,30 @@ class Servers:
         self.pids[name] = proc.pid
         return port
 
+    def start_sidecar(self, name: str, workdir: Path, upstreams: dict[str, Any],
+                      extra: dict[str, Any] | None = None,
+                      env: dict[str, str] | None = None, launcher: Sequence[str] = ()) -> int:
+        """``sidecar proxy`` through its CLI with these ``upstreams`` (and ``extra`` top-level
+        config keys), logging at WARNING; the port it listens on (also ``ports[name]``).
+        ``launcher`` goes before the command (e.g. ``python -m cProfile -o FILE``)."""
+        listen = _free_port()
+        self.admin[name] = f"127.0.0.1:{_free_port()}"
+        config = {
+            "service": "bench", "instance": "bench",
+            "listen": f"127.0.0.1:{listen}",
+            "admin_listen": self.admin[name],
+            "metrics_listen": f"127.0.0.1:{_free_port()}",
+            "logging": {"level": "WARNING"},
+            "upstreams": upstreams,
+            **(extra or {}),
+        }
+        path = workdir / f"sidecar-{len(self._procs)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.start(name, [*launcher, SIDECAR_BIN, "proxy", "--config", str(path)], port=listen,
+                   env=env)
+        self.ports[name] = listen
+        return listen
+
     def close(self) -> None:
         for proc in self._procs:
             proc.terminate()
@@ -308,6 +310,59 @@ class Servers:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+
+
+class Servers(Processes):
+    """Every server process of one run of this benchmark; stopped on exit."""
+
+    def __init__(self, targets: Sequence[Target], workdir: Path) -> None:
+        super().__init__()
+        try:
+            self._start_all(targets, workdir)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_all(self, targets: Sequence[Target], workdir: Path) -> None:
+        echo_port = self.start("echo", ECHO_ARGS)
+        otlp = ""
+        if any(OTLP_PLACEHOLDER in repr(t.config) for t in targets):
+            otlp_port = self.start("otlp receiver", [
+                sys.executable, "-m", "tests.support.otlp_receiver", "--count-only"])
+            otlp = f"http://127.0.0.1:{otlp_port}"
+        for target in targets:
+            if target.kind == "direct":
+                self.ports[target.name], self.pids[target.name] = echo_port, self.pids["echo"]
+            elif target.kind in ("naive_unary", "naive_bidi"):
+                port = self.start(target.name, [sys.executable, __file__, "--role",
+                                                target.kind, "--target",
+                                                f"127.0.0.1:{echo_port}"])
+                self.ports[target.name] = port
+            else:
+                extra = yaml.safe_load(yaml.safe_dump(target.config).replace(
+                    OTLP_PLACEHOLDER, otlp))
+                if target.eventlog is not None:
+                    extra["eventlog"] = {
+                        "address": self._eventlog(workdir) if target.eventlog == "up"
+                        else f"127.0.0.1:{_free_port()}",
+                        "outbox_path": str(workdir / f"outbox-{len(self._procs)}.db"),
+                    }
+                self.start_sidecar(target.name, workdir,
+                                   {"echo": {"address": f"127.0.0.1:{echo_port}",
+                                             "routes": ["/bench."], **target.upstream}},
+                                   extra, target.env)
+        time.sleep(1.0)  # let the sidecars learn shapes from reflection
+
+    def _eventlog(self, workdir: Path) -> str:
+        """Start one ``sidecar eventlog serve`` (sqlite store in ``workdir``); its address."""
+        if "eventlog" not in self.ports:
+            port = _free_port()
+            self.start("eventlog", [SIDECAR_BIN, "eventlog", "serve", "--store",
+                                     f"sqlite:///{workdir / 'eventlog.db'}",
+                                     "--listen", f"127.0.0.1:{port}"], port=port)
+            self.ports["eventlog"] = port
+        return f"127.0.0.1:{self.ports['eventlog']}"
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -330,10 +385,14 @@ class Cell:
 
 
 async def _measure(port: int, method: str, concurrency: int, seconds: float,
-                   pid: int | None) -> tuple[int, int, float, list[float], float]:
+                   pid: int | None, on_start: Callable[[], object] | None = None,
+                   warmup_s: float = DEFAULT_WARMUP_S
+                   ) -> tuple[int, int, float, list[float], float]:
+    """Warm up, then ``seconds`` of calls; ``on_start`` runs between the two (e.g. to read
+    counters the measured part is judged by)."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary(method)
-        warmup_end = time.monotonic() + DEFAULT_WARMUP_S
+        warmup_end = time.monotonic() + warmup_s
 
         async def warm() -> None:
             while time.monotonic() < warmup_end:
@@ -355,6 +414,8 @@ async def _measure(port: int, method: str, concurrency: int, seconds: float,
                     continue
                 latencies.append(time.perf_counter() - started)
 
+        if on_start is not None:
+            on_start()
         cpu_before = _cpu_s(pid) if pid else 0.0
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -363,10 +424,16 @@ async def _measure(port: int, method: str, concurrency: int, seconds: float,
     return len(latencies), errors, elapsed, latencies, cpu
 
 
-def run_cell(servers: Servers, target: Target, concurrency: int, seconds: float) -> Cell:
+def run_cell(servers: Processes, target: Target, concurrency: int, seconds: float,
+             on_start: Callable[[], object] | None = None,
+             warmup_s: float = DEFAULT_WARMUP_S) -> Cell:
+    """One cell: ``concurrency`` callers of ``target.method`` on ``servers.ports[target.name]``
+    for ``seconds`` after ``warmup_s`` of calls, CPU of ``servers.pids[target.name]`` (if any)
+    per call."""
     pid = servers.pids.get(target.name)
     calls, errors, elapsed, latencies, cpu = asyncio.run(
-        _measure(servers.ports[target.name], target.method, concurrency, seconds, pid))
+        _measure(servers.ports[target.name], target.method, concurrency, seconds, pid,
+                 on_start, warmup_s))
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 \
@@ -378,12 +445,12 @@ def run_cell(servers: Servers, target: Target, concurrency: int, seconds: float)
 # --- report --------------------------------------------------------------------------------------
 
 
-def _median_cell(cells: list[Cell]) -> Cell:
+def median_cell(cells: list[Cell]) -> Cell:
     ordered = sorted(cells, key=lambda c: c.throughput)
     return ordered[len(ordered) // 2]
 
 
-def _paired(rounds: dict[tuple[str, int], list[Cell]] | None, a: tuple[str, int],
+def paired(rounds: dict[tuple[str, int], list[Cell]] | None, a: tuple[str, int],
             b: tuple[str, int], compare: Callable[[Cell, Cell], float]) -> float | None:
     """Median over rounds of ``compare(a's cell, b's cell)`` from the same round: two cells of
     one round ran seconds apart, so machine noise hits both alike."""
@@ -435,11 +502,11 @@ def report(cells: dict[tuple[str, int], Cell], targets: Sequence[Target], second
         ratio1 = sidecar1.throughput / cells[(BASELINE, 1)].throughput \
             if (BASELINE, 1) in cells else float("nan")
         # With several rounds, judge on per-round pairs (robust to a busy machine).
-        ratio = _paired(rounds_data, (SIDECAR, 64), (BASELINE, 64),
+        ratio = paired(rounds_data, (SIDECAR, 64), (BASELINE, 64),
                         lambda s, b: s.throughput / b.throughput) or ratio
-        ratio1 = _paired(rounds_data, (SIDECAR, 1), (BASELINE, 1),
+        ratio1 = paired(rounds_data, (SIDECAR, 1), (BASELINE, 1),
                          lambda s, b: s.throughput / b.throughput) or ratio1
-        added = _paired(rounds_data, (SIDECAR, 1), ("direct", 1),
+        added = paired(rounds_data, (SIDECAR, 1), ("direct", 1),
                         lambda s, d: s.p50_ms - d.p50_ms) or added
         ok_ratio, ok_added = ratio >= TARGET_THROUGHPUT_RATIO, added <= TARGET_ADDED_P50_MS
         verdict = ok_ratio and ok_added
@@ -481,15 +548,15 @@ def _tracing_report(cells: dict[tuple[str, int], Cell],
         cell = cells.get((name, 64))
         if off is None or cell is None:
             continue
-        ratio = _paired(rounds_data, (name, 64), (SIDECAR, 64),
+        ratio = paired(rounds_data, (name, 64), (SIDECAR, 64),
                         lambda t, o: t.throughput / o.throughput) \
             or cell.throughput / off.throughput
         # Capacity from CPU per call (the steadier measure on a shared machine): the share of
         # tracing-off throughput a CPU-bound sidecar keeps. Both must meet the target.
-        capacity = _paired(rounds_data, (name, 64), (SIDECAR, 64),
+        capacity = paired(rounds_data, (name, 64), (SIDECAR, 64),
                            lambda t, o: o.cpu_us_per_call / t.cpu_us_per_call) \
             or off.cpu_us_per_call / cell.cpu_us_per_call
-        cpu = _paired(rounds_data, (name, 64), (SIDECAR, 64),
+        cpu = paired(rounds_data, (name, 64), (SIDECAR, 64),
                       lambda t, o: t.cpu_us_per_call - o.cpu_us_per_call) \
             or cell.cpu_us_per_call - off.cpu_us_per_call
         met = ratio >= minimum and capacity >= minimum
@@ -548,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"cpu {cell.cpu_us_per_call:.0f} us/call", flush=True)
         finally:
             servers.close()
-    cells = {key: _median_cell(value) for key, value in rounds.items()}
+    cells = {key: median_cell(value) for key, value in rounds.items()}
     body, verdict = report(cells, targets, args.seconds, args.rounds, load_before, rounds)
     print(body)
     if not args.no_write and not wanted:
