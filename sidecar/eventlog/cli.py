@@ -31,6 +31,7 @@ from typing import Any, TypeAlias
 
 from sidecar.cli_types import non_negative_finite_float, positive_finite_float
 from sidecar.eventlog import settings as defaults
+from sidecar.v1 import events_pb2
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 SERVE_PROG = "sidecar eventlog serve"
@@ -162,6 +163,12 @@ def _add_serve(eventlog_sub: SubParsers) -> None:
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=_serve)
 
+_EVENT_TYPES_HELP = ", ".join(
+    field.message_type.name
+    for field in events_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields
+)
+"""Every event type the proto defines, in field order (for ``--type``'s help)."""
+
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eventlog", required=True, metavar="HOST:PORT",
@@ -170,9 +177,7 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance", default="")
     parser.add_argument("--upstream", default="")
     parser.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
-                        help="BreakerTransitioned, BreakerModeChanged, ConfigApplied, "
-                        "EndpointsChanged, EndpointEjected or EndpointReturned "
-                        "(repeat for several)")
+                        help=f"{_EVENT_TYPES_HELP} (repeat for several)")
     parser.add_argument("--from-time", type=_timestamp_ns, default=0, metavar="ISO8601",
                         help="occurred at or after (e.g. 2025-01-31T12:00:00Z)")
     parser.add_argument("--to-time", type=_timestamp_ns, default=0, metavar="ISO8601",

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sidecar.v1 import events_pb2 as sidecar_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sidecar/v1/admin.proto\x12\nsidecar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sidecar/v1/events.proto\"\x15\n\x13ListBreakersRequest\"A\n\x14ListBreakersResponse\x12)\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x17.sidecar.v1.BreakerInfo\"!\n\x11GetBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x15SetBreakerModeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.sidecar.v1.BreakerMode\"\xa2\x01\n\x0eLastTransition\x12,\n\nfrom_state\x18\x01 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12*\n\x08to_state\x18\x02 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa9\x03\n\x0b\x42reakerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.sidecar.v1.BreakerMode\x12*\n\x06window\x18\x05 \x01(\x0b\x32\x1a.sidecar.v1.WindowSnapshot\x12.\n\nopen_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btrip_streak\x18\x07 \x01(\r\x12\x33\n\x0flast_transition\x18\x08 \x01(\x0b\x32\x1a.sidecar.v1.LastTransition\x12\x1b\n\x13half_open_in_flight\x18\t \x01(\r\x12\x18\n\x10open_duration_ms\x18\n \x01(\x04\x12\x31\n\x0b\x63oncurrency\x18\x0b \x01(\x0b\x32\x1c.sidecar.v1.ConcurrencyLimit\x12\x1a\n\x12streak_decay_in_ms\x18\x0c \x01(\x04\"Y\n\x10\x43oncurrencyLimit\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x1f\n\x17max_concurrent_requests\x18\x02 \x01(\r\x12\x11\n\toverflows\x18\x03 \x01(\x04\"(\n\x14ListEndpointsRequest\x12\x10\n\x08upstream\x18\x01 \x01(\t\"I\n\x15ListEndpointsResponse\x12\x30\n\tupstreams\x18\x01 \x03(\x0b\x32\x1d.sidecar.v1.UpstreamEndpoints\"\x8e\x01\n\x11UpstreamEndpoints\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61lancer\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12+\n\tendpoints\x18\x04 \x03(\x0b\x32\x18.sidecar.v1.EndpointInfo\x12\x18\n\x10refresh_failures\x18\x05 \x01(\x04\"\xdd\x01\n\x0c\x45ndpointInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.sidecar.v1.EndpointState\x12\x0f\n\x07\x65wma_ms\x18\x03 \x01(\x01\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x31\n\rejected_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x65jections_in_a_row\x18\x06 \x01(\r\x12\r\n\x05\x63\x61lls\x18\x07 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x08 \x01(\x04*f\n\rEndpointState\x12\x1e\n\x1a\x45NDPOINT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NDPOINT_STATE_ACTIVE\x10\x01\x12\x1a\n\x16\x45NDPOINT_STATE_EJECTED\x10\x02\x32\xcb\x02\n\x0cSidecarAdmin\x12Q\n\x0cListBreakers\x12\x1f.sidecar.v1.ListBreakersRequest\x1a .sidecar.v1.ListBreakersResponse\x12\x44\n\nGetBreaker\x12\x1d.sidecar.v1.GetBreakerRequest\x1a\x17.sidecar.v1.BreakerInfo\x12L\n\x0eSetBreakerMode\x12!.sidecar.v1.SetBreakerModeRequest\x1a\x17.sidecar.v1.BreakerInfo\x12T\n\rListEndpoints\x12 .sidecar.v1.ListEndpointsRequest\x1a!.sidecar.v1.ListEndpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sidecar/v1/admin.proto\x12\nsidecar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sidecar/v1/events.proto\"\x15\n\x13ListBreakersRequest\"A\n\x14ListBreakersResponse\x12)\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x17.sidecar.v1.BreakerInfo\"!\n\x11GetBreakerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x15SetBreakerModeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.sidecar.v1.BreakerMode\"\xa2\x01\n\x0eLastTransition\x12,\n\nfrom_state\x18\x01 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12*\n\x08to_state\x18\x02 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdc\x03\n\x0b\x42reakerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.sidecar.v1.BreakerMode\x12*\n\x06window\x18\x05 \x01(\x0b\x32\x1a.sidecar.v1.WindowSnapshot\x12.\n\nopen_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btrip_streak\x18\x07 \x01(\r\x12\x33\n\x0flast_transition\x18\x08 \x01(\x0b\x32\x1a.sidecar.v1.LastTransition\x12\x1b\n\x13half_open_in_flight\x18\t \x01(\r\x12\x18\n\x10open_duration_ms\x18\n \x01(\x04\x12\x31\n\x0b\x63oncurrency\x18\x0b \x01(\x0b\x32\x1c.sidecar.v1.ConcurrencyLimit\x12\x1a\n\x12streak_decay_in_ms\x18\x0c \x01(\x04\x12\x31\n\x0cretry_budget\x18\r \x01(\x0b\x32\x1b.sidecar.v1.RetryBudgetInfo\"\x9b\x01\n\x10\x43oncurrencyLimit\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x1f\n\x17max_concurrent_requests\x18\x02 \x01(\r\x12\x11\n\toverflows\x18\x03 \x01(\x04\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x0c\n\x04shed\x18\x06 \x01(\x04\x12\x10\n\x08shedding\x18\x07 \x01(\x08\"z\n\x0fRetryBudgetInfo\x12\r\n\x05ratio\x18\x01 \x01(\x01\x12\x11\n\tmin_per_s\x18\x02 \x01(\x01\x12\x11\n\tavailable\x18\x03 \x01(\x01\x12\x0f\n\x07retries\x18\x04 \x01(\x04\x12\x0e\n\x06hedges\x18\x05 \x01(\x04\x12\x11\n\texhausted\x18\x06 \x01(\x04\"(\n\x14ListEndpointsRequest\x12\x10\n\x08upstream\x18\x01 \x01(\t\"I\n\x15ListEndpointsResponse\x12\x30\n\tupstreams\x18\x01 \x03(\x0b\x32\x1d.sidecar.v1.UpstreamEndpoints\"\x8e\x01\n\x11UpstreamEndpoints\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61lancer\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12+\n\tendpoints\x18\x04 \x03(\x0b\x32\x18.sidecar.v1.EndpointInfo\x12\x18\n\x10refresh_failures\x18\x05 \x01(\x04\"\xdd\x01\n\x0c\x45ndpointInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.sidecar.v1.EndpointState\x12\x0f\n\x07\x65wma_ms\x18\x03 \x01(\x01\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x31\n\rejected_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x65jections_in_a_row\x18\x06 \x01(\r\x12\r\n\x05\x63\x61lls\x18\x07 \x01(\x04\x12\x10\n\x08\x66\x61ilures\x18\x08 \x01(\x04*f\n\rEndpointState\x12\x1e\n\x1a\x45NDPOINT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NDPOINT_STATE_ACTIVE\x10\x01\x12\x1a\n\x16\x45NDPOINT_STATE_EJECTED\x10\x02\x32\xcb\x02\n\x0cSidecarAdmin\x12Q\n\x0cListBreakers\x12\x1f.sidecar.v1.ListBreakersRequest\x1a .sidecar.v1.ListBreakersResponse\x12\x44\n\nGetBreaker\x12\x1d.sidecar.v1.GetBreakerRequest\x1a\x17.sidecar.v1.BreakerInfo\x12L\n\x0eSetBreakerMode\x12!.sidecar.v1.SetBreakerModeRequest\x1a\x17.sidecar.v1.BreakerInfo\x12T\n\rListEndpoints\x12 .sidecar.v1.ListEndpointsRequest\x1a!.sidecar.v1.ListEndpointsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sidecar.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENDPOINTSTATE']._serialized_start=1469
-  _globals['_ENDPOINTSTATE']._serialized_end=1571
+  _globals['_ENDPOINTSTATE']._serialized_start=1711
+  _globals['_ENDPOINTSTATE']._serialized_end=1813
   _globals['_LISTBREAKERSREQUEST']._serialized_start=96
   _globals['_LISTBREAKERSREQUEST']._serialized_end=117
   _globals['_LISTBREAKERSRESPONSE']._serialized_start=119
@@ -46,17 +46,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LASTTRANSITION']._serialized_start=300
   _globals['_LASTTRANSITION']._serialized_end=462
   _globals['_BREAKERINFO']._serialized_start=465
-  _globals['_BREAKERINFO']._serialized_end=890
-  _globals['_CONCURRENCYLIMIT']._serialized_start=892
-  _globals['_CONCURRENCYLIMIT']._serialized_end=981
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=983
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1023
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1025
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1098
-  _globals['_UPSTREAMENDPOINTS']._serialized_start=1101
-  _globals['_UPSTREAMENDPOINTS']._serialized_end=1243
-  _globals['_ENDPOINTINFO']._serialized_start=1246
-  _globals['_ENDPOINTINFO']._serialized_end=1467
-  _globals['_SIDECARADMIN']._serialized_start=1574
-  _globals['_SIDECARADMIN']._serialized_end=1905
+  _globals['_BREAKERINFO']._serialized_end=941
+  _globals['_CONCURRENCYLIMIT']._serialized_start=944
+  _globals['_CONCURRENCYLIMIT']._serialized_end=1099
+  _globals['_RETRYBUDGETINFO']._serialized_start=1101
+  _globals['_RETRYBUDGETINFO']._serialized_end=1223
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1225
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1265
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1267
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1340
+  _globals['_UPSTREAMENDPOINTS']._serialized_start=1343
+  _globals['_UPSTREAMENDPOINTS']._serialized_end=1485
+  _globals['_ENDPOINTINFO']._serialized_start=1488
+  _globals['_ENDPOINTINFO']._serialized_end=1709
+  _globals['_SIDECARADMIN']._serialized_start=1816
+  _globals['_SIDECARADMIN']._serialized_end=2147
 # @@protoc_insertion_point(module_scope)

@@ -57,7 +57,7 @@ class LastTransition(_message.Message):
     def __init__(self, from_state: _Optional[_Union[_events_pb2.BreakerState, str]] = ..., to_state: _Optional[_Union[_events_pb2.BreakerState, str]] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BreakerInfo(_message.Message):
-    __slots__ = ("name", "upstream", "state", "mode", "window", "open_until", "trip_streak", "last_transition", "half_open_in_flight", "open_duration_ms", "concurrency", "streak_decay_in_ms")
+    __slots__ = ("name", "upstream", "state", "mode", "window", "open_until", "trip_streak", "last_transition", "half_open_in_flight", "open_duration_ms", "concurrency", "streak_decay_in_ms", "retry_budget")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class BreakerInfo(_message.Message):
     OPEN_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     STREAK_DECAY_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BUDGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     upstream: str
     state: _events_pb2.BreakerState
@@ -82,17 +83,42 @@ class BreakerInfo(_message.Message):
     open_duration_ms: int
     concurrency: ConcurrencyLimit
     streak_decay_in_ms: int
-    def __init__(self, name: _Optional[str] = ..., upstream: _Optional[str] = ..., state: _Optional[_Union[_events_pb2.BreakerState, str]] = ..., mode: _Optional[_Union[_events_pb2.BreakerMode, str]] = ..., window: _Optional[_Union[_events_pb2.WindowSnapshot, _Mapping]] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trip_streak: _Optional[int] = ..., last_transition: _Optional[_Union[LastTransition, _Mapping]] = ..., half_open_in_flight: _Optional[int] = ..., open_duration_ms: _Optional[int] = ..., concurrency: _Optional[_Union[ConcurrencyLimit, _Mapping]] = ..., streak_decay_in_ms: _Optional[int] = ...) -> None: ...
+    retry_budget: RetryBudgetInfo
+    def __init__(self, name: _Optional[str] = ..., upstream: _Optional[str] = ..., state: _Optional[_Union[_events_pb2.BreakerState, str]] = ..., mode: _Optional[_Union[_events_pb2.BreakerMode, str]] = ..., window: _Optional[_Union[_events_pb2.WindowSnapshot, _Mapping]] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trip_streak: _Optional[int] = ..., last_transition: _Optional[_Union[LastTransition, _Mapping]] = ..., half_open_in_flight: _Optional[int] = ..., open_duration_ms: _Optional[int] = ..., concurrency: _Optional[_Union[ConcurrencyLimit, _Mapping]] = ..., streak_decay_in_ms: _Optional[int] = ..., retry_budget: _Optional[_Union[RetryBudgetInfo, _Mapping]] = ...) -> None: ...
 
 class ConcurrencyLimit(_message.Message):
-    __slots__ = ("in_flight", "max_concurrent_requests", "overflows")
+    __slots__ = ("in_flight", "max_concurrent_requests", "overflows", "algorithm", "limit", "shed", "shedding")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OVERFLOWS_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SHED_FIELD_NUMBER: _ClassVar[int]
+    SHEDDING_FIELD_NUMBER: _ClassVar[int]
     in_flight: int
     max_concurrent_requests: int
     overflows: int
-    def __init__(self, in_flight: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ..., overflows: _Optional[int] = ...) -> None: ...
+    algorithm: str
+    limit: int
+    shed: int
+    shedding: bool
+    def __init__(self, in_flight: _Optional[int] = ..., max_concurrent_requests: _Optional[int] = ..., overflows: _Optional[int] = ..., algorithm: _Optional[str] = ..., limit: _Optional[int] = ..., shed: _Optional[int] = ..., shedding: _Optional[bool] = ...) -> None: ...
+
+class RetryBudgetInfo(_message.Message):
+    __slots__ = ("ratio", "min_per_s", "available", "retries", "hedges", "exhausted")
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    MIN_PER_S_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    HEDGES_FIELD_NUMBER: _ClassVar[int]
+    EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    ratio: float
+    min_per_s: float
+    available: float
+    retries: int
+    hedges: int
+    exhausted: int
+    def __init__(self, ratio: _Optional[float] = ..., min_per_s: _Optional[float] = ..., available: _Optional[float] = ..., retries: _Optional[int] = ..., hedges: _Optional[int] = ..., exhausted: _Optional[int] = ...) -> None: ...
 
 class ListEndpointsRequest(_message.Message):
     __slots__ = ("upstream",)

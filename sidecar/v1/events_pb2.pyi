@@ -173,8 +173,50 @@ class EndpointReturned(_message.Message):
     ejected_for_ms: int
     def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., upstream: _Optional[str] = ..., endpoint: _Optional[str] = ..., ejected_for_ms: _Optional[int] = ...) -> None: ...
 
+class LoadShedding(_message.Message):
+    __slots__ = ("service", "instance", "upstream", "phase", "limit", "in_flight", "shed", "algorithm", "duration_ms")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    SHED_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    instance: str
+    upstream: str
+    phase: str
+    limit: int
+    in_flight: int
+    shed: int
+    algorithm: str
+    duration_ms: int
+    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., upstream: _Optional[str] = ..., phase: _Optional[str] = ..., limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., shed: _Optional[int] = ..., algorithm: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class LogRollbackDetected(_message.Message):
+    __slots__ = ("service", "instance", "stream", "acknowledged_version", "found_version", "reshipped", "reason", "lost")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOUND_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESHIPPED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    instance: str
+    stream: str
+    acknowledged_version: int
+    found_version: int
+    reshipped: int
+    reason: str
+    lost: int
+    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., stream: _Optional[str] = ..., acknowledged_version: _Optional[int] = ..., found_version: _Optional[int] = ..., reshipped: _Optional[int] = ..., reason: _Optional[str] = ..., lost: _Optional[int] = ...) -> None: ...
+
 class Event(_message.Message):
-    __slots__ = ("event_id", "stream", "version", "global_position", "type", "occurred_at", "recorded_at", "trace_id", "breaker_transitioned", "breaker_mode_changed", "config_applied", "endpoints_changed", "endpoint_ejected", "endpoint_returned", "prev_hash", "hash")
+    __slots__ = ("event_id", "stream", "version", "global_position", "type", "occurred_at", "recorded_at", "trace_id", "breaker_transitioned", "breaker_mode_changed", "config_applied", "endpoints_changed", "endpoint_ejected", "endpoint_returned", "load_shedding", "log_rollback_detected", "prev_hash", "hash")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +231,8 @@ class Event(_message.Message):
     ENDPOINTS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_EJECTED_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_RETURNED_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SHEDDING_FIELD_NUMBER: _ClassVar[int]
+    LOG_ROLLBACK_DETECTED_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     event_id: str
@@ -205,6 +249,8 @@ class Event(_message.Message):
     endpoints_changed: EndpointsChanged
     endpoint_ejected: EndpointEjected
     endpoint_returned: EndpointReturned
+    load_shedding: LoadShedding
+    log_rollback_detected: LogRollbackDetected
     prev_hash: bytes
     hash: bytes
-    def __init__(self, event_id: _Optional[str] = ..., stream: _Optional[str] = ..., version: _Optional[int] = ..., global_position: _Optional[int] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., breaker_transitioned: _Optional[_Union[BreakerTransitioned, _Mapping]] = ..., breaker_mode_changed: _Optional[_Union[BreakerModeChanged, _Mapping]] = ..., config_applied: _Optional[_Union[ConfigApplied, _Mapping]] = ..., endpoints_changed: _Optional[_Union[EndpointsChanged, _Mapping]] = ..., endpoint_ejected: _Optional[_Union[EndpointEjected, _Mapping]] = ..., endpoint_returned: _Optional[_Union[EndpointReturned, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., stream: _Optional[str] = ..., version: _Optional[int] = ..., global_position: _Optional[int] = ..., type: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., breaker_transitioned: _Optional[_Union[BreakerTransitioned, _Mapping]] = ..., breaker_mode_changed: _Optional[_Union[BreakerModeChanged, _Mapping]] = ..., config_applied: _Optional[_Union[ConfigApplied, _Mapping]] = ..., endpoints_changed: _Optional[_Union[EndpointsChanged, _Mapping]] = ..., endpoint_ejected: _Optional[_Union[EndpointEjected, _Mapping]] = ..., endpoint_returned: _Optional[_Union[EndpointReturned, _Mapping]] = ..., load_shedding: _Optional[_Union[LoadShedding, _Mapping]] = ..., log_rollback_detected: _Optional[_Union[LogRollbackDetected, _Mapping]] = ..., prev_hash: _Optional[bytes] = ..., hash: _Optional[bytes] = ...) -> None: ...
