@@ -40,6 +40,7 @@ import grpc
 
 from sidecar.balancer import EndpointListener
 from sidecar.breaker import BreakerListener
+from sidecar.resilience import SheddingListener
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
@@ -110,6 +111,36 @@ class CallScope(Protocol):
         """The balancer chose the endpoint ``address`` (``HOST:PORT``) for this call (once per
         attempt; not called when the call never reached an endpoint)."""
 
+    def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
+        """Attempt number ``attempt`` (1 = the first) of a call under a ``retry`` or ``hedging``
+        policy went to ``address``; ``hedge``: it is a hedged copy, not a retry or the first.
+        Calls under no such policy get no attempt reports (the call is its one attempt)."""
+
+    def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
+                      duration_s: float, outcome: str) -> None:
+        """That attempt ended: ``code`` None when it was cancelled (a hedge that lost, or the
+        caller left). ``outcome``: ``committed`` (its answer went to the caller),
+        ``retried`` (a retry followed), ``lost`` (another hedge won), ``failed`` (its status
+        went to the caller, nothing followed)."""
+
+    def retry(self, reason: str, delay_s: float) -> None:
+        """A retry will be sent after ``delay_s`` (backoff or pushback). ``reason``: the
+        status code name that caused it (``UNAVAILABLE``) or ``per_try_timeout``."""
+
+    def retry_refused(self, reason: str) -> None:
+        """A retry or hedge was not sent although the status allowed one. ``reason``:
+        ``budget`` (the retry budget is spent), ``pushback`` (the server said stop),
+        ``deadline`` (no time left), ``committed`` (a response already reached the caller),
+        ``buffer`` (the request was over ``buffer_bytes``), ``attempts`` (max_attempts)."""
+
+    def hedge(self, attempt: int) -> None:
+        """A hedged copy, attempt number ``attempt``, is being sent."""
+
+    def shed(self, limit: int, in_flight: int) -> None:
+        """The adaptive concurrency limit (``limit``, with ``in_flight`` calls) refused the
+        call: it gets RESOURCE_EXHAUSTED with ``x-sidecar-overflow: true``. (``overflow`` is
+        the fixed ``max_concurrent_requests`` ceiling.)"""
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         """The final status the host app got, and how long the call took in the proxy."""
 
@@ -147,6 +178,25 @@ class _NoopScope:
         pass
 
     def endpoint(self, address: str) -> None:
+        pass
+
+    def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
+        pass
+
+    def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
+                      duration_s: float, outcome: str) -> None:
+        pass
+
+    def retry(self, reason: str, delay_s: float) -> None:
+        pass
+
+    def retry_refused(self, reason: str) -> None:
+        pass
+
+    def hedge(self, attempt: int) -> None:
+        pass
+
+    def shed(self, limit: int, in_flight: int) -> None:
         pass
 
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
@@ -224,6 +274,49 @@ class _CompositeScope:
             except Exception:
                 _log.exception("call observer failed in endpoint")
 
+    def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
+        for scope in self._scopes:
+            try:
+                scope.attempt_started(attempt, address, hedge)
+            except Exception:
+                _log.exception("call observer failed in attempt_started")
+
+    def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
+                      duration_s: float, outcome: str) -> None:
+        for scope in self._scopes:
+            try:
+                scope.attempt_ended(attempt, code, duration_s, outcome)
+            except Exception:
+                _log.exception("call observer failed in attempt_ended")
+
+    def retry(self, reason: str, delay_s: float) -> None:
+        for scope in self._scopes:
+            try:
+                scope.retry(reason, delay_s)
+            except Exception:
+                _log.exception("call observer failed in retry")
+
+    def retry_refused(self, reason: str) -> None:
+        for scope in self._scopes:
+            try:
+                scope.retry_refused(reason)
+            except Exception:
+                _log.exception("call observer failed in retry_refused")
+
+    def hedge(self, attempt: int) -> None:
+        for scope in self._scopes:
+            try:
+                scope.hedge(attempt)
+            except Exception:
+                _log.exception("call observer failed in hedge")
+
+    def shed(self, limit: int, in_flight: int) -> None:
+        for scope in self._scopes:
+            try:
+                scope.shed(limit, in_flight)
+            except Exception:
+                _log.exception("call observer failed in shed")
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         for scope in self._scopes:
             try:
@@ -274,6 +367,7 @@ class ProxyPlugin:
     observers: Sequence[CallObserver] = ()
     breaker_listeners: Sequence[BreakerListener] = ()
     endpoint_listeners: Sequence[EndpointListener] = ()
+    shedding_listeners: Sequence[SheddingListener] = ()
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
     config_applied: Callable[[SidecarConfig, ConfigSource], None] | None = field(default=None)

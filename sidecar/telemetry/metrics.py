@@ -215,6 +215,25 @@ class _MetricsScope:
     def overflow(self) -> None:
         self._call.overflows.inc()
 
+    def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
+        pass
+
+    def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
+                      duration_s: float, outcome: str) -> None:
+        pass
+
+    def retry(self, reason: str, delay_s: float) -> None:
+        pass
+
+    def retry_refused(self, reason: str) -> None:
+        pass
+
+    def hedge(self, attempt: int) -> None:
+        pass
+
+    def shed(self, limit: int, in_flight: int) -> None:
+        pass
+
     def endpoint(self, address: str) -> None:
         # per-endpoint series only with metrics.per_endpoint (bounded cardinality); the last
         # attempt's endpoint is the one the final status is counted under

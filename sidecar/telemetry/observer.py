@@ -93,6 +93,37 @@ class _TelemetryScope:
             self._tracing.endpoint(address)
         self._metrics.endpoint(address)
 
+    def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
+        if self._tracing_entered:
+            self._tracing.attempt_started(attempt, address, hedge)
+        self._metrics.attempt_started(attempt, address, hedge)
+
+    def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
+                      duration_s: float, outcome: str) -> None:
+        if self._tracing_entered:
+            self._tracing.attempt_ended(attempt, code, duration_s, outcome)
+        self._metrics.attempt_ended(attempt, code, duration_s, outcome)
+
+    def retry(self, reason: str, delay_s: float) -> None:
+        if self._tracing_entered:
+            self._tracing.retry(reason, delay_s)
+        self._metrics.retry(reason, delay_s)
+
+    def retry_refused(self, reason: str) -> None:
+        if self._tracing_entered:
+            self._tracing.retry_refused(reason)
+        self._metrics.retry_refused(reason)
+
+    def hedge(self, attempt: int) -> None:
+        if self._tracing_entered:
+            self._tracing.hedge(attempt)
+        self._metrics.hedge(attempt)
+
+    def shed(self, limit: int, in_flight: int) -> None:
+        if self._tracing_entered:
+            self._tracing.shed(limit, in_flight)
+        self._metrics.shed(limit, in_flight)
+
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         if self._tracing_entered:
             self._tracing.finish(code, duration_s)

@@ -302,6 +302,25 @@ class _TracingScope:
         if self._span.is_recording():
             self._span.add_event("sidecar.overflow")
 
+    def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
+        pass
+
+    def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
+                      duration_s: float, outcome: str) -> None:
+        pass
+
+    def retry(self, reason: str, delay_s: float) -> None:
+        pass
+
+    def retry_refused(self, reason: str) -> None:
+        pass
+
+    def hedge(self, attempt: int) -> None:
+        pass
+
+    def shed(self, limit: int, in_flight: int) -> None:
+        pass
+
     def endpoint(self, address: str) -> None:
         """The chosen endpoint becomes the span's ``server.address`` / ``server.port``."""
         span = self._span
