@@ -15,7 +15,12 @@
   count after this ejection); ``failure_rate`` in [0, 1]; a failure-rate ejection has calls, a
   consecutive-failures one has failures;
 - ``EndpointReturned``: ``upstream`` set; ``endpoint`` a ``HOST:PORT``; ``ejected_for_ms`` at
-  most ``MAX_DURATION_MS``.
+  most ``MAX_DURATION_MS``;
+- ``LoadShedding``: ``upstream`` set; ``phase`` one of ``SHEDDING_PHASES``; ``limit`` >= 1;
+  ``algorithm`` set; ``duration_ms`` at most ``MAX_DURATION_MS`` and 0 on "started";
+- ``LogRollbackDetected``: ``stream`` set; ``reason`` one of ``ROLLBACK_REASONS``;
+  ``found_version`` below ``acknowledged_version`` for "head_behind"; ``lost`` at most
+  ``acknowledged_version``.
 
 A payload type without its own function (one added to the proto later) gets the generic
 checks: enums, and ``upstream`` set when the message has one.
@@ -42,6 +47,11 @@ MAX_ENDPOINT_CHARS: Final = 261
 MAX_DURATION_MS: Final = 366 * 24 * 3600 * 1000
 """Longest ejection (or time ejected) an event may report: a year. Anything longer is a unit
 or overflow mistake, not an ejection."""
+
+SHEDDING_PHASES: Final = ("started", "stopped")
+"""``LoadShedding.phase`` values: a shedding period begins or ends."""
+ROLLBACK_REASONS: Final = ("head_behind", "hash_mismatch")
+"""``LogRollbackDetected.reason`` values."""
 
 _PORT_RE: Final = re.compile(r"[0-9]{1,5}")
 _HOST_RE: Final = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?\]|[A-Za-z0-9._:-]+")
@@ -162,6 +172,38 @@ def _endpoint_returned(payload: events_pb2.EndpointReturned, field: str) -> str:
     return payload.upstream
 
 
+def _check_one_of(value: str, allowed: Sequence[str], field: str) -> None:
+    if value not in allowed:
+        raise InvalidField(field, f"must be one of {', '.join(allowed)}, got {short(value)!r}")
+
+
+def _load_shedding(payload: events_pb2.LoadShedding, field: str) -> str:
+    check_name(payload.upstream, f"{field}.upstream", required=True)
+    _check_one_of(payload.phase, SHEDDING_PHASES, f"{field}.phase")
+    if payload.limit < 1:
+        raise InvalidField(f"{field}.limit", "must be >= 1 (the adaptive limit never goes below 1)")
+    check_name(payload.algorithm, f"{field}.algorithm", required=True)
+    _check_duration_ms(payload.duration_ms, f"{field}.duration_ms")
+    if payload.phase == "started" and payload.duration_ms:
+        raise InvalidField(f"{field}.duration_ms", "must be 0 when a period starts")
+    return payload.upstream
+
+
+def _log_rollback_detected(payload: events_pb2.LogRollbackDetected, field: str) -> str:
+    check_name(payload.stream, f"{field}.stream", required=True)
+    _check_one_of(payload.reason, ROLLBACK_REASONS, f"{field}.reason")
+    if payload.reason == "head_behind" and payload.found_version >= payload.acknowledged_version:
+        raise InvalidField(
+            f"{field}.found_version",
+            f"{payload.found_version} is not behind the acknowledged "
+            f"{payload.acknowledged_version} (reason head_behind)",
+        )
+    if payload.lost > payload.acknowledged_version:
+        raise InvalidField(f"{field}.lost", f"{payload.lost} is more than the "
+                           f"{payload.acknowledged_version} acknowledged events")
+    return ""
+
+
 def _generic(payload: Any, field: str) -> str:
     if "upstream" not in payload.DESCRIPTOR.fields_by_name:
         return ""
@@ -176,6 +218,8 @@ _CHECKS: Final[dict[str, Callable[[Any, str], str]]] = {
     "endpoints_changed": _endpoints_changed,
     "endpoint_ejected": _endpoint_ejected,
     "endpoint_returned": _endpoint_returned,
+    "load_shedding": _load_shedding,
+    "log_rollback_detected": _log_rollback_detected,
 }
 
 

@@ -33,6 +33,7 @@ from sidecar.eventlog.store import NewEvent
 from sidecar.eventlog.validation import validate_event
 from sidecar.v1 import eventlog_pb2, events_pb2
 from tests.contract.endpoint_events import endpoint_ejected, endpoint_returned, endpoints_changed
+from tests.contract.resilience_events import load_shedding, log_rollback_detected
 from tests.fuzz._checks import CALL_TIMEOUT_S, ServerUnderFuzz, assert_clear_refusal
 from tests.integration.eventlog._server import EventLogProcess
 from tests.support.events import StreamFactory, to_proto
@@ -66,6 +67,8 @@ MAKERS: dict[str, Callable[[StreamFactory], NewEvent]] = {
     "endpoints_changed": lambda p: endpoints_changed(p),
     "endpoint_ejected": lambda p: endpoint_ejected(p),
     "endpoint_returned": lambda p: endpoint_returned(p),
+    "load_shedding": lambda p: load_shedding(p),
+    "log_rollback_detected": lambda p: log_rollback_detected(p),
 }
 """A valid first event of a fresh stream, per payload (oneof field of ``Event.payload``)."""
 WITH_ENUMS = sorted(
