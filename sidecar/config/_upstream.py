@@ -29,6 +29,13 @@ from sidecar.config._fields import (
     StatusCodeName,
     _Model,
 )
+from sidecar.config._resilience import (
+    HedgingConfig,
+    RetryConfig,
+    check_retried_or_hedged,
+    resilience_policies,
+)
+from sidecar.resilience import ResiliencePolicies
 
 
 class Fallback(_Model):
@@ -87,6 +94,13 @@ class UpstreamConfig(_Model):
     keepalive_timeout_ms: PositiveInt = DEFAULT_KEEPALIVE_TIMEOUT_MS
     breaker: BreakerConfig = BreakerConfig()
     fallback: Fallback | None = None
+    retry: RetryConfig | None = None
+    hedging: HedgingConfig | None = None
+
+    @model_validator(mode="after")
+    def _retried_or_hedged(self) -> UpstreamConfig:
+        check_retried_or_hedged(self.retry, self.hedging)
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -106,6 +120,10 @@ class UpstreamConfig(_Model):
         if self.address is not None:
             return (self.address,)
         return self.endpoints or ()
+
+    def resilience_policies(self) -> ResiliencePolicies:
+        """Which methods are retried or hedged, and the budget they share."""
+        return resilience_policies(self.retry, self.hedging)
 
     def balancer_settings(self) -> BalancerSettings:
         return BalancerSettings(policy=self.balancer, ewma_decay_ms=self.ewma_decay_ms)
