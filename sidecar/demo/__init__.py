@@ -4,8 +4,11 @@ A sample upstream goes through phases (healthy, brownout, outage, recovery); the
 protects it with its breakers and ships every transition to the event log (embedded store in
 a temporary folder; ``--data DIR`` keeps it); a load generator plays the host app. ``orders``
 has three replicas balanced per call, one of which sickens for a while: it is ejected while
-the others serve, comes back, is ejected again for longer, heals and stays. A live view shows
-each breaker and the orders replicas (plain lines when not on a terminal). ``--duration``
+the others serve, comes back, is ejected again for longer, heals and stays; meanwhile retries
+send each call it fails to another replica, so the host app sees no failure at all.
+``catalog`` has a fixed capacity and gets a surge of three times it: the adaptive concurrency
+limit sheds the excess at once instead of queueing it. A live view shows each breaker, the
+orders replicas, retries and the limit (plain lines when not on a terminal). ``--duration``
 bounds the run; Ctrl-C stops every process the demo started.
 
 ``sidecar demo --scripted`` runs the breaker alone on a simulated clock (no processes, ~1 s).
@@ -27,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.scripted:
         run_scripted_demo(seed=args.seed)
         return 0
-    from sidecar.demo._phases import REPLICA_BEHAVIOURS, parse_schedule
+    from sidecar.demo._phases import CATALOG_LOADS, REPLICA_BEHAVIOURS, parse_schedule
     from sidecar.demo._system import DemoOptions, run_demo
     from sidecar.demo._view import LiveView, PlainView, View
 
@@ -35,11 +38,14 @@ def _run(args: argparse.Namespace) -> int:
         schedule = parse_schedule(args.phases)
         orders_schedule = parse_schedule(args.orders_phases, REPLICA_BEHAVIOURS,
                                          "--orders-phases")
+        catalog_schedule = parse_schedule(args.catalog_phases, CATALOG_LOADS,
+                                          "--catalog-phases")
     except ValueError as exc:
         print(f"sidecar demo: {exc}", file=sys.stderr)
         return 2
     options = DemoOptions(duration_s=args.duration, data_dir=args.data, schedule=schedule,
-                          orders_schedule=orders_schedule, payments_calls_per_s=args.rate)
+                          orders_schedule=orders_schedule, catalog_schedule=catalog_schedule,
+                          payments_calls_per_s=args.rate)
     live = sys.stdout.isatty() and not args.plain
 
     def view() -> View:
@@ -50,7 +56,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``sidecar demo``."""
-    from sidecar.demo._phases import DEFAULT_REPLICA_SCHEDULE, DEFAULT_SCHEDULE, format_schedule
+    from sidecar.demo._phases import (
+        DEFAULT_CATALOG_SCHEDULE,
+        DEFAULT_REPLICA_SCHEDULE,
+        DEFAULT_SCHEDULE,
+        format_schedule,
+    )
     from sidecar.demo._system import DEFAULT_PAYMENTS_CALLS_PER_S
 
     parser = subparsers.add_parser(
@@ -69,6 +80,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         metavar="NAME=SECONDS,...",
                         help="the sick orders replica's schedule (healthy, sick, healed), "
                              "repeating (default: %(default)s)")
+    parser.add_argument("--catalog-phases", default=format_schedule(DEFAULT_CATALOG_SCHEDULE),
+                        metavar="NAME=SECONDS,...",
+                        help="the load offered to catalog (normal ~50 calls/s, surge ~480/s "
+                             "against a capacity of ~160/s), repeating (default: %(default)s)")
     parser.add_argument("--rate", type=positive_finite_float, default=DEFAULT_PAYMENTS_CALLS_PER_S,
                         metavar="CALLS_PER_S",
                         help="calls per second to payments (default: %(default)s)")

@@ -8,7 +8,11 @@ Upstreams of the demo sidecar:
 - ``orders``: three replicas (``endpoints: [...]``), balanced per call by ``p2c_ewma``, with
   outlier detection tuned so the sick replica is ejected within a second and comes back
   within seconds (``base_ejection_ms`` 4 s, doubling with ejections in a row), all inside
-  ``make demo``'s 60 s.
+  ``make demo``'s 60 s; its calls are retried (``retry``, under a budget) on another replica,
+  so the sick one's failures never reach the host app, even before its ejection;
+- ``catalog``: one endpoint on the shop sample upstream, with a fixed capacity, behind an
+  adaptive concurrency limit (``adaptive_concurrency``, Gradient2) that sheds the surge the
+  demo offers it rather than queueing it.
 """
 
 from __future__ import annotations
@@ -18,10 +22,16 @@ from pathlib import Path
 from typing import Any, Final
 
 from sidecar.demo._processes import pick_port
-from sidecar.demo.upstream import INVENTORY_SERVICE, ORDERS_SERVICE, PAYMENTS_SERVICE
+from sidecar.demo.upstream import (
+    CATALOG_SERVICE,
+    INVENTORY_SERVICE,
+    ORDERS_SERVICE,
+    PAYMENTS_SERVICE,
+)
 
 __all__ = [
-    "DEMO_BREAKER", "INSTANCE", "ORDERS_BREAKER", "ORDERS_OUTLIER", "ORDERS_REPLICAS",
+    "CATALOG_LIMIT", "DEMO_BREAKER", "INSTANCE", "ORDERS_BREAKER", "ORDERS_OUTLIER",
+    "ORDERS_REPLICAS", "ORDERS_RETRY",
     "SERVICE", "SICK_REPLICA", "Ports", "prometheus_config", "replica_name", "sidecar_config",
 ]
 
@@ -72,6 +82,36 @@ calls again once that decays below its healthy peers' (about a second at this de
 default 10 s would keep a returned replica idle for most of the demo's sick spell)."""
 
 
+ORDERS_RETRY: Final[dict[str, Any]] = {
+    "max_attempts": 3,
+    "retryable_codes": ["UNAVAILABLE"],
+    "methods": [f"/{ORDERS_SERVICE}/"],
+    "per_try_timeout_ms": 300,
+    "backoff": {"base_ms": 5, "max_ms": 50, "multiplier": 2.0, "jitter": 0.2},
+    "budget": {"ratio": 0.2, "min_per_s": 10},
+}
+"""A failed orders call is tried again (up to 3 attempts, a few ms apart), preferring a replica
+not yet tried; retries stay under 20% of recent calls plus 10/s, so a whole-service outage
+cannot turn into a retry storm."""
+
+CATALOG_LIMIT: Final[dict[str, Any]] = {
+    "algorithm": "gradient2",
+    "initial_limit": 20,
+    "min_limit": 4,
+}
+"""The limit starts at 20 calls in flight and follows catalog's latency (Gradient2): when calls
+queue in the server their latency rises and the limit falls towards what it can serve; calls
+over the limit are refused at once (RESOURCE_EXHAUSTED, ``x-sidecar-overflow: true``)."""
+
+
+def _adaptive_limit_known() -> bool:
+    """Whether this sidecar's config knows ``adaptive_concurrency`` (the demo runs on a tree
+    where it does not yet, without it)."""
+    from sidecar.config._upstream import UpstreamConfig
+
+    return "adaptive_concurrency" in UpstreamConfig.model_fields
+
+
 def replica_name(index: int) -> str:
     """``orders-1``, ``orders-2``, ... (the demo's names for the orders replicas)."""
     return f"orders-{index + 1}"
@@ -100,6 +140,10 @@ class Ports:
 def sidecar_config(ports: Ports, data_dir: Path) -> dict[str, Any]:
     """The demo sidecar's configuration (see the configuration reference in README.md)."""
     upstream = f"127.0.0.1:{ports.upstream}"
+    catalog: dict[str, Any] = {"address": upstream, "routes": [f"/{CATALOG_SERVICE}/"],
+                               "timeout_ms": 1000, "breaker": DEMO_BREAKER}
+    if _adaptive_limit_known():
+        catalog["adaptive_concurrency"] = CATALOG_LIMIT
     return {
         "service": SERVICE,
         "instance": INSTANCE,
@@ -115,7 +159,9 @@ def sidecar_config(ports: Ports, data_dir: Path) -> dict[str, Any]:
             "orders": {"endpoints": list(ports.orders_endpoints()),
                        "routes": [f"/{ORDERS_SERVICE}/"], "timeout_ms": 1000,
                        "balancer": "p2c_ewma", "ewma_decay_ms": ORDERS_EWMA_DECAY_MS,
-                       "outlier_detection": ORDERS_OUTLIER, "breaker": ORDERS_BREAKER},
+                       "outlier_detection": ORDERS_OUTLIER, "breaker": ORDERS_BREAKER,
+                       "retry": ORDERS_RETRY},
+            "catalog": catalog,
         },
         "eventlog": {"address": f"127.0.0.1:{ports.eventlog}",
                      "outbox_path": str(data_dir / "sidecar-outbox.db")},

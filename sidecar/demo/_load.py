@@ -1,8 +1,10 @@
 """The demo's load generator: a host app calling its upstreams through the sidecar.
 
-Each target gets calls at a steady rate (``calls_per_s``) without waiting for answers, with at
-most ``max_in_flight`` outstanding calls per target (a tick is skipped when that many are
-pending: the generator never queues without bound). Each answer is classified the way a host
+Each target gets calls at its rate (``calls_per_s``, or ``rate_of(elapsed_s)`` for a rate that
+follows a schedule, e.g. ``catalog``'s surge) without waiting for answers (an open loop, as
+real traffic: a slow upstream gets no fewer calls), with at most ``max_in_flight``
+outstanding calls per target (a call is skipped when that many are pending: the generator
+never queues without bound). Each answer is classified the way a host
 app would see it:
 
 - ``ok``: the upstream answered;
@@ -30,6 +32,14 @@ RATE_WINDOW_S: Final = 2.0
 DEFAULT_CALL_TIMEOUT_S: Final = 2.0
 DEFAULT_MAX_IN_FLIGHT: Final = 200
 
+MIN_TICK_S: Final = 0.005
+"""At high rates the generator wakes this often and sends the calls due (a timer per call at
+hundreds a second would cost more CPU than the calls)."""
+MAX_TICK_S: Final = 0.1
+"""At low rates it still wakes this often, so a rate that changes is followed quickly."""
+MAX_BURST_S: Final = 0.2
+"""Calls due after a stalled loop are sent up to this many seconds' worth, not all at once."""
+
 _BREAKER_KEY: Final = "x-sidecar-breaker"
 _OVERFLOW_KEY: Final = "x-sidecar-overflow"
 
@@ -41,6 +51,12 @@ class Target:
     upstream: str
     method: str
     calls_per_s: float
+    """The rate, or the first one when ``rate_of`` is given."""
+    rate_of: Callable[[float], float] | None = None
+    """Calls per second ``elapsed_s`` after the load started (None: always ``calls_per_s``)."""
+
+    def rate_at(self, elapsed_s: float) -> float:
+        return self.calls_per_s if self.rate_of is None else max(0.0, self.rate_of(elapsed_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +97,7 @@ class LoadGenerator:
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
                  clock: Callable[[], float] = time.monotonic) -> None:
         for target in targets:
-            if not target.calls_per_s > 0:
+            if not target.calls_per_s > 0:  # also refuses nan
                 raise ValueError(f"{target.upstream}: calls_per_s must be > 0")
         self._channel = channel
         self._targets = targets
@@ -122,22 +138,26 @@ class LoadGenerator:
         finally:
             counts.in_flight -= 1
 
+    def _launch(self, target: Target) -> None:
+        if self._counts[target.upstream].in_flight < self._max_in_flight:
+            task = asyncio.create_task(self._call(target))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     async def _drive(self, target: Target, stop: asyncio.Event) -> None:
-        interval_s = 1.0 / target.calls_per_s
-        next_at = self._clock()
-        counts = self._counts[target.upstream]
+        started = last = self._clock()
+        credit = 1.0  # the first call goes at once
         while not stop.is_set():
-            if counts.in_flight < self._max_in_flight:
-                task = asyncio.create_task(self._call(target))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            next_at += interval_s
-            delay = next_at - self._clock()
-            if delay < -1.0:  # fell far behind (a stalled loop): do not burst to catch up
-                next_at = self._clock()
-                delay = 0.0
+            now = self._clock()
+            rate = target.rate_at(now - started)
+            credit = min(credit + rate * (now - last), max(1.0, rate * MAX_BURST_S))
+            last = now
+            while credit >= 1.0:
+                credit -= 1.0
+                self._launch(target)
+            wait_s = (1.0 - credit) / rate if rate > 0 else MAX_TICK_S
             try:
-                await asyncio.wait_for(stop.wait(), max(0.0, delay))
+                await asyncio.wait_for(stop.wait(), min(max(wait_s, MIN_TICK_S), MAX_TICK_S))
             except TimeoutError:
                 pass
 

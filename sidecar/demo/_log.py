@@ -3,8 +3,9 @@ Subscribe, turned into the lines the views print.
 
 A ``BreakerTransitioned`` event becomes a :class:`~sidecar.demo._view.TransitionLine`;
 ``EndpointEjected`` / ``EndpointReturned`` go to the :class:`EndpointWatch`, which makes their
-lines. The subscription is re-opened (from the last position seen) when the log is not there
-yet or goes away.
+lines; ``LoadShedding`` (an adaptive limit started or stopped shedding) goes to the
+:class:`SheddingWatch`. The subscription is re-opened (from the last position seen) when
+the log is not there yet or goes away.
 
 Runs on the demo's event loop.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sidecar.demo._endpoints_view import EndpointWatch
+from sidecar.demo._shedding_view import SheddingWatch
 from sidecar.demo._view import TransitionLine, View
 
 SUBSCRIBE_RETRY_S: Final = 1.0
@@ -45,12 +47,13 @@ class LogFollower:
     """Follows the event log for ``service`` and hands every line to ``view``.
 
     ``phase_of(elapsed_s)`` names the payments phase a transition happened in; elapsed times
-    count from ``started_at_wall`` (UNIX seconds).
+    count from ``started_at_wall`` (UNIX seconds). Without ``shedding``, ``LoadShedding``
+    events are only counted.
     """
 
     def __init__(self, address: str, service: str, view: View, watch: EndpointWatch,
                  phase_of: Callable[[float], str], started_at_wall: float,
-                 tally: Tally | None = None) -> None:
+                 tally: Tally | None = None, shedding: SheddingWatch | None = None) -> None:
         self._address = address
         self._service = service
         self._view = view
@@ -58,6 +61,7 @@ class LogFollower:
         self._phase_of = phase_of
         self._started_at_wall = started_at_wall
         self.tally = tally or Tally()
+        self._shedding = shedding
 
     def transition_line(self, event: Any) -> TransitionLine:
         payload = event.breaker_transitioned
@@ -88,6 +92,12 @@ class LogFollower:
             self._count(line.upstream)
             tally.transitions.append(line)
             self._view.transition(line)
+            return
+        if which == "load_shedding":
+            shed_line = self._shedding.from_log(event) if self._shedding else None
+            if shed_line is not None:
+                self._count(shed_line.upstream)
+                self._view.note(shed_line)
             return
         endpoint_line = self._watch.from_log(event)
         if endpoint_line is not None:

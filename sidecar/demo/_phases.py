@@ -6,7 +6,9 @@ behaves accordingly and the demo's view shows the phase it is in. Schedules repe
 
 Two schedules: ``payments``' (``BEHAVIOURS``: healthy, brownout, outage, recovery) and the
 sick ``orders`` replica's (``REPLICA_BEHAVIOURS``: healthy, sick, healed); the other orders
-replicas and ``inventory`` are always healthy (``STEADY``).
+replicas and ``inventory`` are always healthy (``STEADY``). A third schedule is not of how an
+upstream answers but of how hard the host app calls one: ``catalog``'s load (``CATALOG_LOADS``:
+normal, surge), against the fixed capacity of the catalog service (``CATALOG_CAPACITY``).
 
 Pure code, no I/O.
 """
@@ -61,11 +63,53 @@ DEFAULT_REPLICA_SCHEDULE: Final[tuple[tuple[str, float], ...]] = (
 after its ejection time, ejected again for longer while still sick, then back for good."""
 
 
-def parse_schedule(text: str, behaviours: Mapping[str, Behaviour] = BEHAVIOURS,
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """A service that answers at most ``concurrency`` calls at once, each taking a uniformly
+    drawn time in ``service_ms``; further calls wait in the server for a free slot, so latency
+    rises with load the way a saturated service's does."""
+
+    concurrency: int
+    service_ms: tuple[float, float]
+
+    @property
+    def calls_per_s(self) -> float:
+        """The most calls a second it can answer."""
+        low, high = self.service_ms
+        return self.concurrency / ((low + high) / 2000.0)
+
+
+CATALOG_CAPACITY: Final = Capacity(concurrency=4, service_ms=(22.0, 28.0))
+"""About 160 calls/s: enough CPU to spare on 2 cores while three times that is offered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """How hard the host app calls an upstream during a phase."""
+
+    calls_per_s: float
+    description: str = ""
+
+
+CATALOG_LOADS: Final[dict[str, Load]] = {
+    "normal": Load(50.0, description="50 calls/s, well under its ~160/s capacity"),
+    "surge": Load(480.0, description="480 calls/s, 3x its capacity"),
+}
+"""What each phase of ``catalog``'s load means."""
+
+DEFAULT_CATALOG_SCHEDULE: Final[tuple[tuple[str, float], ...]] = (
+    ("normal", 28.0), ("surge", 10.0), ("normal", 22.0),
+)
+"""A 60 s cycle whose surge comes after the orders replica's sick spell and payments' outage,
+so each story of ``make demo`` has the stage to itself."""
+
+
+def parse_schedule(text: str, behaviours: Mapping[str, object] = BEHAVIOURS,
                    flag: str = "--phases") -> tuple[tuple[str, float], ...]:
     """``"healthy=8,brownout=8,outage=12,recovery=20"`` → ``(("healthy", 8.0), ...)``.
 
-    Names come from ``behaviours``. Raises ``ValueError`` naming ``flag`` and the bad part.
+    Names come from ``behaviours`` (any mapping of phase names). Raises ``ValueError``
+    naming ``flag`` and the bad part.
     """
     schedule = []
     for part in text.split(","):
@@ -98,19 +142,45 @@ class PhaseAt:
     cycle: int
 
 
-def phase_at(schedule: Sequence[tuple[str, float]], elapsed_s: float,
-             behaviours: Mapping[str, Behaviour] = BEHAVIOURS) -> PhaseAt:
-    """The phase in force ``elapsed_s`` seconds after the start (the schedule repeats)."""
+def locate(schedule: Sequence[tuple[str, float]], elapsed_s: float
+           ) -> tuple[int, float, float, int]:
+    """Where ``elapsed_s`` falls in the (repeating) schedule: (index of the phase, when it
+    began, when it ends, cycle)."""
     if not schedule:
         raise ValueError("empty schedule")
     period = sum(seconds for _, seconds in schedule)
     elapsed_s = max(0.0, elapsed_s)
     cycle, offset = divmod(elapsed_s, period)
     begin = cycle * period
-    for name, seconds in schedule:
+    for index, (_, seconds) in enumerate(schedule):
         if offset < seconds:
-            return PhaseAt(name, behaviours[name], begin, begin + seconds, int(cycle))
+            return index, begin, begin + seconds, int(cycle)
         offset -= seconds
         begin += seconds
-    name, seconds = schedule[-1]  # float rounding at the very end of a cycle
-    return PhaseAt(name, behaviours[name], begin - seconds, begin, int(cycle))
+    _, seconds = schedule[-1]  # float rounding at the very end of a cycle
+    return len(schedule) - 1, begin - seconds, begin, int(cycle)
+
+
+def phase_at(schedule: Sequence[tuple[str, float]], elapsed_s: float,
+             behaviours: Mapping[str, Behaviour] = BEHAVIOURS) -> PhaseAt:
+    """The phase in force ``elapsed_s`` seconds after the start (the schedule repeats)."""
+    index, started_s, ends_s, cycle = locate(schedule, elapsed_s)
+    name = schedule[index][0]
+    return PhaseAt(name, behaviours[name], started_s, ends_s, cycle)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadAt:
+    name: str
+    load: Load
+    started_s: float
+    ends_s: float
+    cycle: int
+
+
+def load_at(schedule: Sequence[tuple[str, float]], elapsed_s: float,
+            loads: Mapping[str, Load] = CATALOG_LOADS) -> LoadAt:
+    """The load phase in force ``elapsed_s`` seconds after the start (the schedule repeats)."""
+    index, started_s, ends_s, cycle = locate(schedule, elapsed_s)
+    name = schedule[index][0]
+    return LoadAt(name, loads[name], started_s, ends_s, cycle)

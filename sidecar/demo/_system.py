@@ -6,15 +6,17 @@ Starts, each in its own process group:
    which sickens for a while (healthy, sick, healed) while the others stay healthy;
 2. a sample upstream (``python -m sidecar.demo.upstream``) whose ``payments`` service goes
    through phases (healthy, brownout, outage, recovery, repeating) while ``inventory`` stays
-   healthy;
+   healthy and ``catalog`` serves a few calls at once (its load surges to 3x that);
 3. the event log (``sidecar eventlog serve``) on the embedded SQLite store in a temporary
    folder (``--data DIR`` keeps it);
 4. the sidecar (``sidecar proxy``) in front of them all (``orders`` balanced over its three
-   endpoints, a sick one ejected), shipping its events to the log;
+   endpoints, a sick one ejected and its failures retried elsewhere; ``catalog`` behind an
+   adaptive concurrency limit), shipping its events to the log;
 
 then drives a load generator through the sidecar (the "host app") and shows every breaker's
 state, call rates, window rates, open duration, the ``orders`` replicas (admin
-``ListEndpoints``) and the events read back from the log. It prints
+``ListEndpoints``), retries and budget, the adaptive limit and what it sheds
+(:mod:`sidecar.demo._stories`), and the events read back from the log. It prints
 where the ``/metrics`` endpoints and the event log listen, and writes a ``prometheus.yml`` for
 them. ``--duration`` bounds the run; Ctrl-C (or SIGTERM) stops every process it started.
 
@@ -40,7 +42,6 @@ import yaml
 from sidecar.demo._config import (
     INSTANCE,
     ORDERS_OUTLIER,
-    ORDERS_REPLICAS,
     SERVICE,
     SICK_REPLICA,
     Ports,
@@ -48,20 +49,30 @@ from sidecar.demo._config import (
     replica_name,
     sidecar_config,
 )
-from sidecar.demo._endpoints_view import EJECTED, RETURNED, EndpointRow, EndpointWatch
+from sidecar.demo._endpoints_view import EndpointRow, EndpointWatch
 from sidecar.demo._load import LoadGenerator, Target
-from sidecar.demo._log import LogFollower, Tally, drain, state_name
+from sidecar.demo._log import LogFollower, Tally, drain
 from sidecar.demo._phases import (
+    DEFAULT_CATALOG_SCHEDULE,
     DEFAULT_REPLICA_SCHEDULE,
     DEFAULT_SCHEDULE,
     REPLICA_BEHAVIOURS,
+    LoadAt,
     PhaseAt,
     format_schedule,
+    load_at,
     phase_at,
 )
 from sidecar.demo._processes import Child, ChildError, Children
+from sidecar.demo._report import breaker_rows, print_summary, print_where
+from sidecar.demo._stories import Stories
 from sidecar.demo._view import BreakerRow, Frame, View
-from sidecar.demo.upstream import INVENTORY_METHOD, ORDERS_METHOD, PAYMENTS_METHOD
+from sidecar.demo.upstream import (
+    CATALOG_METHOD,
+    INVENTORY_METHOD,
+    ORDERS_METHOD,
+    PAYMENTS_METHOD,
+)
 
 __all__ = ["INSTANCE", "SERVICE", "DemoOptions", "Ports", "prometheus_config", "run_demo",
            "sidecar_config"]
@@ -87,12 +98,8 @@ class DemoOptions:
     payments_calls_per_s: float = DEFAULT_PAYMENTS_CALLS_PER_S
     inventory_calls_per_s: float = DEFAULT_INVENTORY_CALLS_PER_S
     orders_calls_per_s: float = DEFAULT_ORDERS_CALLS_PER_S
-
-
-def _plural(count: int, noun: str) -> str:
-    if count == 1:
-        return f"1 {noun}"
-    return f"{count} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
+    catalog_schedule: tuple[tuple[str, float], ...] = DEFAULT_CATALOG_SCHEDULE
+    """catalog's load phases (normal, surge): the rate the host app calls it at."""
 
 
 def _ejection_s(in_a_row: int) -> float:
@@ -116,6 +123,7 @@ class Demo:
         self._launched_at_wall = 0.0
         self.load_totals: dict[str, dict[str, int]] = {}
         self.watch: EndpointWatch | None = None
+        self.stories: Stories | None = None
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -164,38 +172,6 @@ class Demo:
             sidecar.wait_for_port(port)
         return {**replicas, "upstream": upstream, "eventlog": eventlog, "sidecar": sidecar}
 
-    def _print_where(self, data_dir: Path, ports: Ports, kept: bool,
-                     children: dict[str, Child]) -> None:
-        out = self._out
-        schedule = " -> ".join(f"{n} {s:g}s" for n, s in self.options.schedule)
-        sick = " -> ".join(f"{n} {s:g}s" for n, s in self.options.orders_schedule)
-        keep = "kept" if kept else "removed at exit; --data DIR keeps it"
-        out(f"Evergreen Sidecar demo: service {SERVICE!r}, instance {INSTANCE!r} "
-            f"(data in {data_dir}, {keep})")
-        out(f"  sample upstream  127.0.0.1:{ports.upstream}   payments: {schedule} (repeating);"
-            f" inventory: always healthy   [pid {children['upstream'].pid}]")
-        for index, port in enumerate(ports.orders):
-            name = replica_name(index)
-            plan = f"{sick} (repeating)" if index == SICK_REPLICA else "always healthy"
-            out(f"  {name:<16} 127.0.0.1:{port}   orders replica {index + 1} of "
-                f"{ORDERS_REPLICAS}: {plan}   [pid {children[name].pid}]")
-        out(f"  sidecar          127.0.0.1:{ports.listen}   admin 127.0.0.1:{ports.admin}   "
-            f"metrics http://127.0.0.1:{ports.metrics}/metrics   [pid {children['sidecar'].pid}]")
-        out(f"  event log        127.0.0.1:{ports.eventlog}    metrics "
-            f"http://127.0.0.1:{ports.eventlog_metrics}/metrics   store "
-            f"sqlite:///{data_dir / 'events.db'}   [pid {children['eventlog'].pid}]")
-        out(f"  logs             {data_dir / 'logs'}/")
-        out("  while it runs, try:")
-        out(f"    sidecar events query --eventlog 127.0.0.1:{ports.eventlog} "
-            f"--service {SERVICE} --output table")
-        out(f"    sidecar breakers --admin 127.0.0.1:{ports.admin}")
-        out(f"    sidecar endpoints --admin 127.0.0.1:{ports.admin} --upstream orders")
-        out(f"    prometheus --config.file={data_dir / 'prometheus.yml'} "
-            "--enable-feature=exemplar-storage   (then import dashboards/*.json in Grafana)")
-        duration = (f"for {self.options.duration_s:g}s" if self.options.duration_s
-                    else "until Ctrl-C")
-        out(f"running {duration} ...")
-
     # --- the live part -------------------------------------------------------------------------
 
     def _phase(self, elapsed_s: float) -> PhaseAt:
@@ -204,32 +180,23 @@ class Demo:
     def _orders_phase(self, elapsed_s: float) -> PhaseAt:
         return phase_at(self.options.orders_schedule, elapsed_s, REPLICA_BEHAVIOURS)
 
-    async def _breakers(self, stub: Any) -> list[BreakerRow]:
+    def _catalog_load(self, elapsed_s: float) -> LoadAt:
+        return load_at(self.options.catalog_schedule, elapsed_s)
+
+    async def _breakers(self, stub: Any, stories: Stories) -> list[BreakerRow]:
         from sidecar.v1 import admin_pb2
 
         reply = await stub.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=ADMIN_TIMEOUT_S)
-        now = time.time()
-        rows = []
-        for info in reply.breakers:
-            remaining = None
-            if info.HasField("open_until"):
-                until = info.open_until.seconds + info.open_until.nanos / 1e9
-                remaining = max(0.0, until - now)
-            rows.append(BreakerRow(
-                name=info.name, state=state_name(info.state), mode=str(info.mode),
-                window_calls=info.window.calls, failure_rate=info.window.failure_rate,
-                slow_call_rate=info.window.slow_call_rate,
-                open_duration_s=info.open_duration_ms / 1000.0, open_remaining_s=remaining,
-                trip_streak=info.trip_streak))
-        order = {"payments": 0, "inventory": 1, "orders": 2}
-        return sorted(rows, key=lambda r: (order.get(r.name, 3), r.name))
+        stories.breakers(reply, time.monotonic())
+        return breaker_rows(reply)
 
-    async def _endpoints(self, stub: Any, watch: EndpointWatch,
+    async def _endpoints(self, stub: Any, watch: EndpointWatch, stories: Stories,
                          elapsed: float) -> list[EndpointRow]:
         from sidecar.v1 import admin_pb2
 
         reply = await stub.ListEndpoints(admin_pb2.ListEndpointsRequest(upstream="orders"),
                                          timeout=ADMIN_TIMEOUT_S)
+        stories.endpoints(reply)
         return watch.observe(reply, elapsed)
 
     async def _live(self, ports: Ports, upstream_pids: list[int], view: View) -> str:
@@ -257,6 +224,8 @@ class Demo:
                 Target("payments", PAYMENTS_METHOD, self.options.payments_calls_per_s),
                 Target("inventory", INVENTORY_METHOD, self.options.inventory_calls_per_s),
                 Target("orders", ORDERS_METHOD, self.options.orders_calls_per_s),
+                Target("catalog", CATALOG_METHOD, self._catalog_load(0.0).load.calls_per_s,
+                       rate_of=lambda e: self._catalog_load(e).load.calls_per_s),
             ])
             self._started_at = time.monotonic()
             self._started_at_wall = time.time()
@@ -267,9 +236,13 @@ class Demo:
             watch = self.watch = EndpointWatch(
                 "orders", names, lambda e: self._orders_phase(e).name, _ejection_s,
                 self._started_at_wall, not_before_wall=self._launched_at_wall)
+            stories = self.stories = Stories(
+                ports.orders_endpoints()[SICK_REPLICA], replica_name(SICK_REPLICA),
+                lambda e: self._catalog_load(e).name, self._started_at_wall,
+                not_before_wall=self._launched_at_wall)
             follower = LogFollower(f"127.0.0.1:{ports.eventlog}", SERVICE, view, watch,
                                    lambda e: self._phase(e).name, self._started_at_wall,
-                                   self.tally)
+                                   self.tally, stories.shedding)
             load_task = asyncio.create_task(load.run(stop))
             follow_task = asyncio.create_task(follower.follow(stop))
             phase_names = ["", ""]
@@ -294,17 +267,22 @@ class Demo:
                         phase_names[1] = orders_phase.name
                         view.orders_phase(orders_phase, elapsed)
                     with contextlib.suppress(grpc.aio.AioRpcError):
-                        rows = await self._breakers(admin)
+                        rows = await self._breakers(admin, stories)
                     with contextlib.suppress(grpc.aio.AioRpcError):
-                        endpoints = await self._endpoints(admin, watch, elapsed)
+                        endpoints = await self._endpoints(admin, watch, stories, elapsed)
                     for line in watch.due(elapsed):
                         view.endpoint(line)
+                    snapshot = load.snapshot()
+                    for note in stories.frame(elapsed, orders_phase.name,
+                                              {n: t.totals for n, t in snapshot.items()}):
+                        view.note(note)
                     view.frame(Frame(
                         elapsed_s=elapsed, duration_s=self.options.duration_s, phase=phase,
-                        breakers=rows, load=load.snapshot(),
+                        breakers=rows, load=snapshot,
                         events_by_upstream=dict(self.tally.events_by_upstream),
                         events_total=self.tally.events_total, endpoints=endpoints,
-                        orders_phase=orders_phase))
+                        orders_phase=orders_phase, resilience=stories.rows,
+                        catalog_load=self._catalog_load(elapsed)))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), FRAME_INTERVAL_S)
             finally:
@@ -313,32 +291,13 @@ class Demo:
                 await drain(follow_task)
                 for line in watch.flush():
                     view.endpoint(line)
+                for note in stories.flush():
+                    view.note(note)
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
             self.load_totals = {name: dict(stats.totals)
                                 for name, stats in load.snapshot().items()}
         return reason[0]
-
-    # --- summary --------------------------------------------------------------------------------
-
-    def _summary(self, eventlog_address: str | None) -> None:
-        out = self._out
-        for name, totals in self.load_totals.items():
-            trips = sum(1 for t in self.tally.transitions
-                        if t.upstream == name and t.to_state == "OPEN")
-            recoveries = sum(1 for t in self.tally.transitions
-                             if t.upstream == name and t.from_state == "HALF_OPEN"
-                             and t.to_state == "CLOSED")
-            calls = ", ".join(f"{count} {outcome}" for outcome, count in totals.items() if count)
-            out(f"  {name:<10} {_plural(trips, 'trip')}, {_plural(recoveries, 'recovery')}; "
-                f"calls: {calls or 'none'}")
-        if self.watch is not None:
-            ejected, returned = self.watch.counts(EJECTED), self.watch.counts(RETURNED)
-            for replica in sorted(set(ejected) | set(returned)):
-                out(f"  {replica:<10} {_plural(ejected.get(replica, 0), 'ejection')}, "
-                    f"{_plural(returned.get(replica, 0), 'return')} (orders outlier detection)")
-        if eventlog_address:
-            out(f"  {self.tally.events_total} events of {SERVICE!r} read back from the event log")
 
     # --- entry point ----------------------------------------------------------------------------
 
@@ -352,7 +311,7 @@ class Demo:
                 except (ChildError, OSError) as exc:
                     self._out(f"sidecar demo: could not start: {exc}")
                     return 1
-                self._print_where(data_dir, ports, kept, children)
+                print_where(self._out, self.options, data_dir, ports, kept, children)
                 view = self._view_factory()
                 upstream_pids = [children["upstream"].pid,
                                  *(children[replica_name(i)].pid for i in range(len(ports.orders)))]
@@ -367,7 +326,8 @@ class Demo:
             self._out("stopped: " + ", ".join(
                 f"{name} ({'exit ' + str(code) if code is not None else 'killed'})"
                 for name, code in statuses.items()))
-            self._summary(f"127.0.0.1:{ports.eventlog}")
+            print_summary(self._out, self.load_totals, self.tally, self.watch, self.stories,
+                          f"127.0.0.1:{ports.eventlog}")
             if kept:
                 self._out(f"data kept in {data_dir}: sidecar events query needs the event log "
                           f"running: sidecar eventlog serve --store sqlite:///"

@@ -6,7 +6,8 @@ rates, open duration, trip streak, events in the log) and one of the ``orders`` 
 times a second, with the latest transitions, ejections and returns under them. Elsewhere (CI,
 pipes, ``--plain``) :class:`PlainView` prints one line per phase change, per transition, per
 ejection and per return, and a short status line every few seconds, so the output reads well
-in a log.
+in a log. Both also show retries and adaptive limits (:mod:`sidecar.demo._resilience_view`)
+and their notes: retries masking the sick replica, shedding started and stopped.
 
 Views are called from the demo's event loop thread only; they never block on I/O other than
 writing to the terminal.
@@ -32,7 +33,14 @@ from sidecar.demo._endpoints_view import (
     endpoints_table,
 )
 from sidecar.demo._load import TargetStats
-from sidecar.demo._phases import PhaseAt
+from sidecar.demo._phases import LoadAt, PhaseAt
+from sidecar.demo._resilience_view import (
+    MaskLine,
+    ResilienceRow,
+    resilience_status,
+    resilience_table,
+)
+from sidecar.demo._shedding_view import SheddingLine
 
 STATUS_EVERY_S: Final = 5.0
 """PlainView prints a status line this often."""
@@ -91,6 +99,10 @@ class TransitionLine:
                 f"  log #{self.position}")
 
 
+Line = TransitionLine | EndpointLine | MaskLine | SheddingLine
+"""Anything printed as a line of its own (each has ``text()`` and ``short()``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """Everything the view shows at one moment."""
@@ -102,10 +114,13 @@ class Frame:
     load: Mapping[str, TargetStats]
     events_by_upstream: Mapping[str, int]
     events_total: int
-    recent: Sequence[TransitionLine | EndpointLine] = field(default_factory=tuple)
+    recent: Sequence[Line] = field(default_factory=tuple)
     endpoints: Sequence[EndpointRow] = field(default_factory=tuple)
     """The ``orders`` replicas, from the admin API's ListEndpoints."""
     orders_phase: PhaseAt | None = None
+    resilience: Sequence[ResilienceRow] = field(default_factory=tuple)
+    """Upstreams that retry or have an adaptive limit, from the admin API's ListBreakers."""
+    catalog_load: LoadAt | None = None
 
 
 class View(Protocol):
@@ -113,6 +128,7 @@ class View(Protocol):
     def orders_phase(self, phase: PhaseAt, elapsed_s: float) -> None: ...
     def transition(self, line: TransitionLine) -> None: ...
     def endpoint(self, line: EndpointLine) -> None: ...
+    def note(self, line: MaskLine | SheddingLine) -> None: ...
     def frame(self, frame: Frame) -> None: ...
     def close(self) -> None: ...
 
@@ -128,6 +144,9 @@ def _status(frame: Frame) -> str:
     endpoints = endpoints_status(frame.endpoints)
     if endpoints:
         parts.append(endpoints)
+    resilience = resilience_status(frame.resilience)
+    if resilience:
+        parts.append(resilience)
     return (f"{frame.elapsed_s:6.1f}s  [{frame.phase.name:>8}]  " + " | ".join(parts)
             + f" | {frame.events_total} events in the log")
 
@@ -154,6 +173,9 @@ class PlainView:
         self._print(line.text())
 
     def endpoint(self, line: EndpointLine) -> None:
+        self._print(line.text())
+
+    def note(self, line: MaskLine | SheddingLine) -> None:
         self._print(line.text())
 
     def frame(self, frame: Frame) -> None:
@@ -213,8 +235,14 @@ def render(frame: Frame) -> Group:
         title = (f"{frame.endpoints[0].upstream} replicas (p2c_ewma, outlier ejection)"
                  + (f" - phase {orders.name}: {orders.behaviour.description}" if orders else ""))
         parts.append(Panel(endpoints_table(frame.endpoints), title=title))
-    parts.append(Panel(recent, title=f"latest transitions, ejections and returns, read back "
-                                     f"from the event log ({frame.events_total} events)"))
+    if frame.resilience:
+        load = frame.catalog_load
+        title = ("retries (budget) and adaptive limits"
+                 + (f" - catalog load {load.name}: {load.load.description}" if load else ""))
+        parts.append(Panel(resilience_table(frame.resilience), title=title))
+    parts.append(Panel(recent, title=f"latest transitions, ejections, returns and shedding, "
+                                     f"read back from the event log ({frame.events_total} "
+                                     f"events)"))
     return Group(*parts)
 
 
@@ -223,7 +251,7 @@ class LiveView:
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console()
-        self._recent: list[TransitionLine | EndpointLine] = []
+        self._recent: list[Line] = []
         self._live = Live(console=self._console, refresh_per_second=4, transient=False)
         self._live.start()
 
@@ -238,6 +266,10 @@ class LiveView:
         del self._recent[:-RECENT_TRANSITIONS]
 
     def endpoint(self, line: EndpointLine) -> None:
+        self._recent.append(line)
+        del self._recent[:-RECENT_TRANSITIONS]
+
+    def note(self, line: MaskLine | SheddingLine) -> None:
         self._recent.append(line)
         del self._recent[:-RECENT_TRANSITIONS]
 

@@ -9,7 +9,9 @@ Run by ``sidecar demo``, each in its own process::
         --phases healthy=8,sick=11,healed=41
 
 ``--serve shop`` (the default): ``payments`` goes through the phases (healthy, brownout,
-outage, recovery, repeating) while ``inventory`` stays healthy. ``--serve orders``: one replica
+outage, recovery, repeating) while ``inventory`` stays healthy and ``catalog`` has a fixed
+capacity (``CATALOG_CAPACITY``: a few calls at once, ~25 ms each; the rest wait for a slot, so
+its latency climbs with the load the demo offers it). ``--serve orders``: one replica
 of ``orders``, following the replica phases (healthy, sick, healed); the demo starts three,
 one of which sickens (the others get a schedule that stays healthy).
 
@@ -17,7 +19,8 @@ The schedule's clock starts at ``--started-at`` (UNIX seconds) or, without it, a
 SIGUSR1 (the demo sends it when its load starts); until then the first phase holds.
 
 Methods (any request bytes; the answer echoes them): ``/demo.shop.Payments/Charge`` and
-``/demo.shop.Inventory/Reserve`` (shop), ``/demo.shop.Orders/Place`` (orders). No protobuf
+``/demo.shop.Inventory/Reserve``, ``/demo.shop.Catalog/Browse`` (shop),
+``/demo.shop.Orders/Place`` (orders). No protobuf
 schema: the sidecar forwards raw bytes. Also serves ``grpc.health.v1``. Exits on
 SIGTERM/SIGINT, and by itself when the process that started it goes away (so a killed demo
 leaves nothing behind).
@@ -42,9 +45,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sidecar.cli_types import finite_float
 from sidecar.demo._phases import (
     BEHAVIOURS,
+    CATALOG_CAPACITY,
     REPLICA_BEHAVIOURS,
     STEADY,
     Behaviour,
+    Capacity,
     parse_schedule,
     phase_at,
 )
@@ -53,10 +58,12 @@ PAYMENTS_SERVICE: Final = "demo.shop.Payments"
 INVENTORY_SERVICE: Final = "demo.shop.Inventory"
 PAYMENTS_METHOD: Final = f"/{PAYMENTS_SERVICE}/Charge"
 INVENTORY_METHOD: Final = f"/{INVENTORY_SERVICE}/Reserve"
+CATALOG_SERVICE: Final = "demo.shop.Catalog"
+CATALOG_METHOD: Final = f"/{CATALOG_SERVICE}/Browse"
 ORDERS_SERVICE: Final = "demo.shop.Orders"
 ORDERS_METHOD: Final = f"/{ORDERS_SERVICE}/Place"
 ROLES: Final[dict[str, tuple[str, tuple[str, ...], Mapping[str, Behaviour]]]] = {
-    "shop": (PAYMENTS_METHOD, (PAYMENTS_METHOD, INVENTORY_METHOD), BEHAVIOURS),
+    "shop": (PAYMENTS_METHOD, (PAYMENTS_METHOD, INVENTORY_METHOD, CATALOG_METHOD), BEHAVIOURS),
     "orders": (ORDERS_METHOD, (ORDERS_METHOD,), REPLICA_BEHAVIOURS),
 }
 """``--serve`` role: (the method that follows the schedule, every method served, phase names)."""
@@ -89,9 +96,24 @@ class _Answers:
         return self._rng.uniform(low, high) / 1000.0, fail, behaviour
 
 
+class _Capacity:
+    """A server with ``capacity.concurrency`` slots: a call waits (in the server, as in a
+    saturated thread pool) for a free slot, then takes its service time."""
+
+    def __init__(self, capacity: Capacity, rng: random.Random) -> None:
+        self._capacity = capacity
+        self._slots = asyncio.Semaphore(capacity.concurrency)
+        self._rng = rng
+
+    async def serve(self) -> None:
+        async with self._slots:
+            await asyncio.sleep(self._rng.uniform(*self._capacity.service_ms) / 1000.0)
+
+
 class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
     def __init__(self, answers: _Answers) -> None:
         self._answers = answers
+        self._catalog = _Capacity(CATALOG_CAPACITY, random.Random(11))
 
     def service(self, handler_call_details: grpc.HandlerCallDetails
                 ) -> grpc.RpcMethodHandler | None:
@@ -99,6 +121,14 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if method not in self._answers.methods:
             return None
         answers = self._answers
+        if method == CATALOG_METHOD:
+            catalog = self._catalog
+
+            async def browse(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+                await catalog.serve()
+                return request
+
+            return grpc.unary_unary_rpc_method_handler(browse)
 
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             delay_s, fail, behaviour = answers.decide(method)
