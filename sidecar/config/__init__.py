@@ -18,6 +18,7 @@ Example::
 """
 
 from sidecar.config._breaker import BreakerConfig, CountWindow, OpenDuration, TimeWindow
+from sidecar.config._concurrency import AdaptiveConcurrencyConfig
 from sidecar.config._endpoints import (
     DnsDiscovery,
     FileDiscovery,
@@ -61,6 +62,7 @@ __all__ = [
     "GRPC_CODES",
     "MAX_CONFIG_VALUES",
     "MIN_KEEPALIVE_MS",
+    "AdaptiveConcurrencyConfig",
     "Address",
     "BreakerConfig",
     "ClientTlsConfig",

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from sidecar.balancer import BalancerSettings
 from sidecar.config._breaker import BreakerConfig
+from sidecar.config._concurrency import AdaptiveConcurrencyConfig, check_under_ceiling
 from sidecar.config._endpoints import (
     DEFAULT_BALANCER,
     DEFAULT_EWMA_DECAY_MS,
@@ -90,6 +91,7 @@ class UpstreamConfig(_Model):
     timeout_ms: PositiveFloat = 2000.0
     per_method: bool = False
     max_concurrent_requests: PositiveInt = 1000
+    adaptive_concurrency: AdaptiveConcurrencyConfig | None = None
     keepalive_ms: Annotated[int, Field(ge=MIN_KEEPALIVE_MS)] | None = DEFAULT_KEEPALIVE_MS
     keepalive_timeout_ms: PositiveInt = DEFAULT_KEEPALIVE_TIMEOUT_MS
     breaker: BreakerConfig = BreakerConfig()
@@ -100,6 +102,11 @@ class UpstreamConfig(_Model):
     @model_validator(mode="after")
     def _retried_or_hedged(self) -> UpstreamConfig:
         check_retried_or_hedged(self.retry, self.hedging)
+        return self
+
+    @model_validator(mode="after")
+    def _adaptive_under_ceiling(self) -> UpstreamConfig:
+        check_under_ceiling(self.adaptive_concurrency, self.max_concurrent_requests)
         return self
 
     @model_validator(mode="before")
