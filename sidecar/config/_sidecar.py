@@ -52,6 +52,14 @@ class ServerTlsConfig(_Model):
     client_ca_file: PemFile | None = None
 
 
+class MetricsTlsConfig(_Model):
+    """TLS for ``/metrics`` (``metrics_tls``): certificate chain and private key (PEM files,
+    read at start). Prometheus then scrapes with ``scheme: https``."""
+
+    cert_file: PemFile
+    key_file: PemFile
+
+
 class ClientTlsConfig(_Model):
     """TLS from the sidecar to the event log (``eventlog.tls``).
 
@@ -152,6 +160,7 @@ class SidecarConfig(_Model):
     metrics_listen: Address = "127.0.0.1:9464"
     listen_tls: ServerTlsConfig | None = None
     admin_tls: ServerTlsConfig | None = None
+    metrics_tls: MetricsTlsConfig | None = None
     shutdown_grace_s: PositiveFloat = 10.0
     upstreams: Annotated[dict[str, UpstreamConfig], Field(min_length=1)]
     eventlog: EventlogConfig | None = None

@@ -137,6 +137,10 @@ def _add_serve(eventlog_sub: SubParsers) -> None:
     serve.add_argument("--listen", default=defaults.DEFAULT_LISTEN, metavar="HOST:PORT")
     serve.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                        help="serve Prometheus /metrics here (default: off)")
+    serve.add_argument("--metrics-tls-cert", type=Path, default=None,
+                       help="serve /metrics over HTTPS with this certificate (PEM)")
+    serve.add_argument("--metrics-tls-key", type=Path, default=None,
+                       help="private key of --metrics-tls-cert (PEM)")
     serve.add_argument("--token-file", type=Path, default=None,
                        help="file holding the bearer token required for Append")
     serve.add_argument("--reads-require-token", action="store_true",
@@ -221,10 +225,12 @@ def _serve(args: argparse.Namespace) -> int:
         )
         if tls is not None:
             tls.read()  # fail now, naming the file, rather than at bind time
+        metrics_tls = _metrics_tls(args)
         settings = defaults.ServerSettings(
             store_url=args.store,
             listen=args.listen,
             metrics_listen=args.metrics_listen,
+            metrics_tls=metrics_tls,
             token=defaults.resolve_token(args.token_file),
             reads_require_token=args.reads_require_token
             or defaults.env_flag(defaults.ENV_READS_REQUIRE_TOKEN),
@@ -254,6 +260,25 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(SERVE_PROG, str(exc), EXIT_FAILED)
     return EXIT_OK
+
+
+def _metrics_tls(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    """``(cert, key)`` for HTTPS on ``/metrics``; ``ValueError``/``OSError`` naming the flag or
+    file when only one is given, a file is unreadable, or the pair does not load."""
+    import ssl
+
+    cert, key = args.metrics_tls_cert, args.metrics_tls_key
+    if (cert is None) != (key is None):
+        raise ValueError("metrics tls: --metrics-tls-cert and --metrics-tls-key go together")
+    if cert is None or key is None:
+        return None
+    if args.metrics_listen is None:
+        raise ValueError("metrics tls: --metrics-tls-cert needs --metrics-listen")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ValueError(f"metrics tls: {cert} / {key}: {exc.reason or exc}") from None
+    return cert, key
 
 
 def _store_failure(prog: str, url: str, exc: Exception) -> int:

@@ -68,7 +68,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -364,14 +364,23 @@ def loop_snapshot(
 
 
 def start_metrics_server(
-    listen: str, snapshot: Callable[[], MetricsSnapshot]
+    listen: str,
+    snapshot: Callable[[], MetricsSnapshot],
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
 ) -> tuple[Any, CollectorRegistry]:
-    """Serve ``/metrics`` on ``listen`` (HOST:PORT) from a fresh registry, on a daemon thread.
+    """Serve ``/metrics`` on ``listen`` (HOST:PORT) from a fresh registry, on a daemon thread;
+    over HTTPS when ``certfile`` and ``keyfile`` are given (``--metrics-tls-cert/-key``).
 
-    Returns ``(http_server, registry)``; call ``http_server.shutdown()`` to stop it.
+    Returns ``(http_server, registry)``; call ``http_server.shutdown()`` to stop it. Turns off
+    the ``*_created`` series process-wide (they double the series count).
     """
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     host, port = parse_host_port(listen, "metrics_listen")
     registry = CollectorRegistry(auto_describe=True)
     registry.register(EventLogCollector(snapshot))
-    http_server, _thread = start_http_server(port, addr=host, registry=registry)
+    http_server, _thread = start_http_server(
+        port, addr=host, registry=registry, certfile=certfile, keyfile=keyfile
+    )
     return http_server, registry

@@ -547,7 +547,13 @@ class EventLogServer:
             snapshot = loop_snapshot(
                 asyncio.get_running_loop(), self.follower, self.counters, self.store
             )
-            self._metrics_server, _ = start_metrics_server(self.settings.metrics_listen, snapshot)
+            cert_key = self.settings.metrics_tls
+            self._metrics_server, _ = start_metrics_server(
+                self.settings.metrics_listen,
+                snapshot,
+                certfile=str(cert_key[0]) if cert_key is not None else None,
+                keyfile=str(cert_key[1]) if cert_key is not None else None,
+            )
         log.info(
             "event log serving on %s (store %s, tls %s, token %s)",
             self.settings.listen,

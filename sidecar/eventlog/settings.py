@@ -95,6 +95,7 @@ class ServerSettings:
     store_url: str
     listen: str = DEFAULT_LISTEN
     metrics_listen: str | None = None
+    metrics_tls: tuple[Path, Path] | None = None  # (cert, key) PEM files for /metrics over TLS
     token: str | None = field(default=None, repr=False)
     reads_require_token: bool = False
     tls: TlsFiles | None = None

@@ -55,7 +55,13 @@ from typing import TYPE_CHECKING, Final
 
 import grpc
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -365,10 +371,24 @@ class MetricsServer:
         self.host, self.port = server.server_address[0], int(server.server_address[1])
 
     @classmethod
-    def start(cls, address: str, registry: CollectorRegistry) -> MetricsServer:
-        """Bind and start serving; raises ``OSError`` when the address is taken."""
+    def start(
+        cls,
+        address: str,
+        registry: CollectorRegistry,
+        *,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+    ) -> MetricsServer:
+        """Bind and start serving (HTTPS with ``certfile`` + ``keyfile``); raises ``OSError``
+        when the address is taken or a PEM file is unreadable, ``ssl.SSLError`` when it is bad.
+
+        Turns off the ``*_created`` series process-wide (one per counter and histogram child:
+        they double the series count and no dashboard uses them)."""
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         host, _, port = address.rpartition(":")
-        server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        server, thread = start_http_server(
+            int(port), addr=host.strip("[]"), registry=registry, certfile=certfile, keyfile=keyfile
+        )
         return cls(server, thread)
 
     def close(self) -> None:

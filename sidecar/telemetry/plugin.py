@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -159,12 +160,22 @@ class Telemetry:
         if self._serve_metrics and self.metrics_server is None:
             address = self.config.metrics_listen
             try:
-                self.metrics_server = MetricsServer.start(address, self.registry)
+                tls = self.config.metrics_tls
+                self.metrics_server = MetricsServer.start(
+                    address,
+                    self.registry,
+                    certfile=str(tls.cert_file) if tls is not None else None,
+                    keyfile=str(tls.key_file) if tls is not None else None,
+                )
+            except ssl.SSLError as exc:
+                raise RuntimeError(f"metrics_tls: cannot use the cert or key: {exc}") from None
             except OSError as exc:
                 raise RuntimeError(
                     f"metrics_listen: cannot listen on {address}: {exc.strerror or exc}"
                 ) from None
-            _log.info("metrics on http://%s:%d/metrics", self.metrics_server.host,
+            _log.info("metrics on %s://%s:%d/metrics",
+                      "https" if self.config.metrics_tls is not None else "http",
+                      self.metrics_server.host,
                       self.metrics_server.port,
                       extra={"event": "start", "metrics_port": self.metrics_server.port})
 
