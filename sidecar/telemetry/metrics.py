@@ -19,6 +19,9 @@ metric                                         labels                           
 (:class:`~sidecar.telemetry.endpoint_metrics.PerEndpointRequests`): off by default,
 no series at all, since endpoints come and go with discovery and each one adds series.
 
+Retries, hedges and the concurrency limit (``sidecar_retries_total``, ``sidecar_hedges_total``,
+``sidecar_concurrency_limit``, ...) are in :mod:`sidecar.telemetry.resilience_metrics`.
+
 The endpoint metrics (``sidecar_upstream_endpoints``, ``sidecar_endpoint_ejections_total``,
 ``sidecar_endpoints_changes_total``, ...) are in :mod:`sidecar.telemetry.endpoint_metrics`.
 
@@ -49,7 +52,7 @@ they only increment in-memory counters (prometheus_client's per-value locks), ne
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
@@ -68,6 +71,7 @@ from prometheus_client.registry import Collector
 from sidecar.breaker import BreakerListener, BreakerView, State, Transition
 from sidecar.telemetry._names import OTHER_METHOD, UNROUTED
 from sidecar.telemetry.endpoint_metrics import PerEndpointRequests
+from sidecar.telemetry.resilience_metrics import ResilienceMetrics, UpstreamResilience
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -143,9 +147,13 @@ class SidecarMetrics:
         )
         self.per_endpoint = PerEndpointRequests(registry)
         """Per-endpoint request series, off until ``per_endpoint.set_enabled(True)``."""
+        self.resilience = ResilienceMetrics(registry)
 
     def declare_upstreams(self, upstreams: Iterable[str]) -> None:
-        """Create the per-upstream counters at 0 so ``rate()`` works from the first scrape."""
+        """Create the per-upstream counters at 0 so ``rate()`` works from the first scrape
+        (with the upstreams' configs, a mapping, also the retry and shedding counters)."""
+        if isinstance(upstreams, Mapping):
+            self.resilience.declare_upstreams(upstreams)
         for name in upstreams:
             self.rejections.labels(name)
             self.fallbacks.labels(name)
@@ -165,6 +173,7 @@ class _CallMetrics:
         "overflows",
         "per_endpoint",
         "rejections",
+        "resilience",
     )
 
     def __init__(self, metrics: SidecarMetrics, upstream: str, method: str) -> None:
@@ -176,6 +185,7 @@ class _CallMetrics:
         self.rejections = metrics.rejections.labels(upstream)
         self.fallbacks = metrics.fallbacks.labels(upstream)
         self.overflows = metrics.overflows.labels(upstream)
+        self.resilience: UpstreamResilience = metrics.resilience.for_upstream(upstream)
         self._codes: dict[grpc.StatusCode, Counter] = {}
 
     def requests(self, code: grpc.StatusCode) -> Counter:
@@ -192,12 +202,14 @@ class _CallMetrics:
 class _MetricsScope:
     """Per-call scope: counts what the proxy reports. Its own context manager (one allocation)."""
 
-    __slots__ = ("_call", "_endpoint", "_finished")
+    __slots__ = ("_call", "_endpoint", "_finished", "_hedged")
 
     def __init__(self, call: _CallMetrics) -> None:
         self._call = call
         self._finished = False
         self._endpoint: str | None = None
+        self._hedged = 0
+        """Bit n set: attempt n is a hedge (its outcome is counted when it ends)."""
 
     def __enter__(self) -> _MetricsScope:
         return self
@@ -222,23 +234,28 @@ class _MetricsScope:
         self._call.overflows.inc()
 
     def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
-        pass
+        if hedge:
+            self._hedged |= 1 << attempt
 
     def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
                       duration_s: float, outcome: str) -> None:
-        pass
+        if self._hedged >> attempt & 1:
+            self._hedged &= ~(1 << attempt)
+            resilience = self._call.resilience
+            (resilience.hedges_won if outcome == "committed" else resilience.hedges_lost).inc()
 
     def retry(self, reason: str, delay_s: float) -> None:
-        pass
+        self._call.resilience.retried(reason)
 
     def retry_refused(self, reason: str) -> None:
-        pass
+        if reason == "budget":
+            self._call.resilience.budget_exhausted.inc()
 
     def hedge(self, attempt: int) -> None:
-        pass
+        pass  # counted by outcome when the hedged attempt ends
 
     def shed(self, limit: int, in_flight: int) -> None:
-        pass
+        self._call.resilience.load_shed.inc()
 
     def endpoint(self, address: str) -> None:
         # per-endpoint series only with metrics.per_endpoint (bounded cardinality); the last

@@ -48,6 +48,7 @@ from sidecar.telemetry.metrics import (
     SidecarMetrics,
 )
 from sidecar.telemetry.observer import TelemetryObserver
+from sidecar.telemetry.resilience_metrics import ConcurrencyCollector
 from sidecar.telemetry.tracing import (
     TracingObserver,
     TracingSetup,
@@ -122,6 +123,7 @@ class Telemetry:
         self._serve_metrics = serve_metrics
         self.metrics_server: MetricsServer | None = None
         self._collector: BreakerCollector | None = None
+        self._concurrency: ConcurrencyCollector | None = None
 
     def watch_breakers(self, views: Callable[[], Iterable[BreakerView]]) -> None:
         """Export breaker state and open duration from ``views`` (called at each scrape, on the
@@ -132,12 +134,17 @@ class Telemetry:
         self.registry.register(self._collector)
 
     def watch_upstreams(self, upstreams: Callable[[], Mapping[str, Upstream]]) -> None:
-        """Read refused ejections (``sidecar_endpoint_ejections_refused_total``) from the live
+        """Read refused ejections (``sidecar_endpoint_ejections_refused_total``) and the
+        concurrency limits (``sidecar_concurrency_limit``/``_in_flight``) from the live
         upstreams at each scrape (the proxy calls this through its plugin hook). Only the
         balancers' ``ejections_refused`` attribute is read, on the scrape thread."""
         self.endpoint_metrics.watch_refused(
             lambda: {name: upstream.balancer.ejections_refused
                      for name, upstream in upstreams().items()})
+        if self._concurrency is not None:
+            self.registry.unregister(self._concurrency)
+        self._concurrency = ConcurrencyCollector(upstreams)
+        self.registry.register(self._concurrency)
 
     def plugin(self) -> ProxyPlugin:
         """The proxy plugin carrying this telemetry."""
