@@ -73,12 +73,13 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from sidecar import __version__
 from sidecar.breaker import BreakerListener, ModeChange, Transition
+from sidecar.telemetry import attempt_tracing
 from sidecar.telemetry._names import UNROUTED, upstream_of
 
 if TYPE_CHECKING:
@@ -232,13 +233,15 @@ class _TracingScope:
     """One call's span: enter starts it and makes it current, exit ends it. Also the
     ``CallScope`` the proxy reports to (one object per call, no other allocation)."""
 
-    __slots__ = ("_baggage", "_code", "_context", "_info", "_observer", "_span", "_token")
+    __slots__ = ("_attempts", "_baggage", "_code", "_context", "_info", "_observer", "_span",
+                 "_token")
 
     def __init__(self, observer: TracingObserver, info: CallInfo) -> None:
         self._observer = observer
         self._info = info
         self._code: grpc.StatusCode | None = None
         self._baggage: str | None = None
+        self._attempts: dict[int, Span] | None = None  # attempt spans not ended yet
 
     def __enter__(self) -> _TracingScope:
         observer, info = self._observer, self._info
@@ -260,6 +263,9 @@ class _TracingScope:
             if exc is not None and self._code is None and span.is_recording():
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            if self._attempts:  # attempts the proxy did not report ended (it failed first)
+                for attempt in self._attempts.values():
+                    attempt_tracing.end_attempt(attempt, None, "failed")
             span.end()
         finally:
             otel_context.detach(self._token)
@@ -303,23 +309,33 @@ class _TracingScope:
             self._span.add_event("sidecar.overflow")
 
     def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
-        pass
+        if self._span.is_recording():
+            if self._attempts is None:
+                self._attempts = {}
+            self._attempts[attempt] = attempt_tracing.start_attempt(
+                self._observer._tracer, self._context, attempt, address, hedge)
 
     def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
                       duration_s: float, outcome: str) -> None:
-        pass
+        span = self._attempts.pop(attempt, None) if self._attempts else None
+        if span is not None:
+            attempt_tracing.end_attempt(span, code, outcome)
 
     def retry(self, reason: str, delay_s: float) -> None:
-        pass
+        if self._span.is_recording():
+            attempt_tracing.retry_event(self._span, reason, delay_s)
 
     def retry_refused(self, reason: str) -> None:
-        pass
+        if self._span.is_recording():
+            attempt_tracing.retry_refused_event(self._span, reason)
 
     def hedge(self, attempt: int) -> None:
-        pass
+        if self._span.is_recording():
+            self._span.add_event("sidecar.hedge", {"sidecar.hedge.attempt": attempt})
 
     def shed(self, limit: int, in_flight: int) -> None:
-        pass
+        if self._span.is_recording():
+            attempt_tracing.shed_event(self._span, limit, in_flight)
 
     def endpoint(self, address: str) -> None:
         """The chosen endpoint becomes the span's ``server.address`` / ``server.port``."""
