@@ -180,6 +180,7 @@ class EventPipeline:
 
         return ProxyPlugin(name=PLUGIN_NAME, breaker_listeners=(self.recorder,),
                            endpoint_listeners=(self.recorder,),
+                           shedding_listeners=(self.recorder,),
                            start=self.start, stop=self.stop,
                            config_applied=self.config_applied)
 

@@ -50,6 +50,7 @@ from sidecar.balancer import Ejection, EndpointListener, EndpointsChange, Return
 from sidecar.breaker import BreakerListener, Mode, ModeChange, State, Transition, WindowSnapshot
 from sidecar.events._loud import LoudLimiter
 from sidecar.ids import uuid7
+from sidecar.resilience import SheddingChange, SheddingListener
 from sidecar.v1 import events_pb2
 
 __all__ = [
@@ -73,6 +74,7 @@ TYPE_CONFIG_APPLIED: Final = "ConfigApplied"
 TYPE_ENDPOINTS_CHANGED: Final = "EndpointsChanged"
 TYPE_ENDPOINT_EJECTED: Final = "EndpointEjected"
 TYPE_ENDPOINT_RETURNED: Final = "EndpointReturned"
+TYPE_LOAD_SHEDDING: Final = "LoadShedding"
 
 _STATES: Final = {
     State.CLOSED: events_pb2.BREAKER_STATE_CLOSED,
@@ -197,9 +199,9 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
-class EventRecorder(BreakerListener, EndpointListener):
-    """Turns breaker transitions, mode changes, endpoint ejections, returns and set changes, and
-    applied configs into events on ``sink``.
+class EventRecorder(BreakerListener, EndpointListener, SheddingListener):
+    """Turns breaker transitions, mode changes, endpoint ejections, returns and set changes,
+    shedding periods of the adaptive limit, and applied configs into events on ``sink``.
 
     Attach one recorder to every breaker and every upstream's balancer of the sidecar (also the
     ones a reload creates: the events plugin registers it in ``ProxyPlugin.breaker_listeners``
@@ -303,6 +305,23 @@ class EventRecorder(BreakerListener, EndpointListener):
         payload.upstream = returned.upstream
         payload.endpoint = returned.endpoint
         payload.ejected_for_ms = _ms(returned.ejected_for_s)
+        self._sink.offer(event)
+
+    def on_shedding(self, change: SheddingChange) -> None:
+        """Called by an adaptive limiter when a shedding period starts or stops; only
+        enqueues (the limiter's hysteresis makes it one pair of events per overload)."""
+        event = self._envelope(self._wall_clock_ns(), current_trace_id())
+        event.type = TYPE_LOAD_SHEDDING
+        payload = event.load_shedding
+        payload.service = self.service
+        payload.instance = self.instance
+        payload.upstream = change.upstream
+        payload.phase = change.phase
+        payload.limit = max(1, change.limit)
+        payload.in_flight = max(0, change.in_flight)
+        payload.shed = max(0, change.shed)
+        payload.algorithm = change.algorithm
+        payload.duration_ms = _ms(change.duration_s) if change.phase == "stopped" else 0
         self._sink.offer(event)
 
     def config_applied(self, config_sha256: str, upstreams: Iterable[str], source: str) -> None:
