@@ -48,6 +48,7 @@ from sidecar.telemetry.metrics import (
     SidecarMetrics,
 )
 from sidecar.telemetry.observer import TelemetryObserver
+from sidecar.telemetry.resilience_logging import LoggingSheddingListener
 from sidecar.telemetry.resilience_metrics import ConcurrencyCollector
 from sidecar.telemetry.tracing import (
     TracingObserver,
@@ -155,6 +156,7 @@ class Telemetry:
             observers=self.observers,
             breaker_listeners=self.breaker_listeners,
             endpoint_listeners=self.endpoint_listeners,
+            shedding_listeners=(LoggingSheddingListener(),),
             start=self.start,
             stop=self.stop,
             config_applied=self.config_applied,
