@@ -86,7 +86,6 @@ ORDERS_RETRY: Final[dict[str, Any]] = {
     "max_attempts": 3,
     "retryable_codes": ["UNAVAILABLE"],
     "methods": [f"/{ORDERS_SERVICE}/"],
-    "per_try_timeout_ms": 300,
     "backoff": {"base_ms": 5, "max_ms": 50, "multiplier": 2.0, "jitter": 0.2},
     "budget": {"ratio": 0.2, "min_per_s": 10},
 }
@@ -102,14 +101,6 @@ CATALOG_LIMIT: Final[dict[str, Any]] = {
 """The limit starts at 20 calls in flight and follows catalog's latency (Gradient2): when calls
 queue in the server their latency rises and the limit falls towards what it can serve; calls
 over the limit are refused at once (RESOURCE_EXHAUSTED, ``x-sidecar-overflow: true``)."""
-
-
-def _adaptive_limit_known() -> bool:
-    """Whether this sidecar's config knows ``adaptive_concurrency`` (the demo runs on a tree
-    where it does not yet, without it)."""
-    from sidecar.config._upstream import UpstreamConfig
-
-    return "adaptive_concurrency" in UpstreamConfig.model_fields
 
 
 def replica_name(index: int) -> str:
@@ -140,10 +131,6 @@ class Ports:
 def sidecar_config(ports: Ports, data_dir: Path) -> dict[str, Any]:
     """The demo sidecar's configuration (see the configuration reference in README.md)."""
     upstream = f"127.0.0.1:{ports.upstream}"
-    catalog: dict[str, Any] = {"address": upstream, "routes": [f"/{CATALOG_SERVICE}/"],
-                               "timeout_ms": 1000, "breaker": DEMO_BREAKER}
-    if _adaptive_limit_known():
-        catalog["adaptive_concurrency"] = CATALOG_LIMIT
     return {
         "service": SERVICE,
         "instance": INSTANCE,
@@ -161,7 +148,9 @@ def sidecar_config(ports: Ports, data_dir: Path) -> dict[str, Any]:
                        "balancer": "p2c_ewma", "ewma_decay_ms": ORDERS_EWMA_DECAY_MS,
                        "outlier_detection": ORDERS_OUTLIER, "breaker": ORDERS_BREAKER,
                        "retry": ORDERS_RETRY},
-            "catalog": catalog,
+            "catalog": {"address": upstream, "routes": [f"/{CATALOG_SERVICE}/"],
+                        "timeout_ms": 1000, "breaker": DEMO_BREAKER,
+                        "adaptive_concurrency": CATALOG_LIMIT},
         },
         "eventlog": {"address": f"127.0.0.1:{ports.eventlog}",
                      "outbox_path": str(data_dir / "sidecar-outbox.db")},

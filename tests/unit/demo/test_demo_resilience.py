@@ -96,7 +96,7 @@ def test_a_shed_call_is_told_from_an_upstream_s_resource_exhausted(
 
 # --- the config ---------------------------------------------------------------------------------
 
-def test_orders_retries_its_methods_and_catalog_is_routed(tmp_path: Path) -> None:
+def test_orders_retries_its_methods_and_catalog_has_a_gradient2_limit(tmp_path: Path) -> None:
     raw = sidecar_config(PORTS, tmp_path)
     config = parse_config(yaml.safe_dump(raw))
     orders = config.upstreams["orders"]
@@ -108,6 +108,9 @@ def test_orders_retries_its_methods_and_catalog_is_routed(tmp_path: Path) -> Non
     assert ORDERS_RETRY["budget"]["ratio"] <= 0.2  # a whole-orders outage: no retry storm
     catalog = config.upstreams["catalog"]
     assert any(CATALOG_METHOD.startswith(route) for route in catalog.routes)
+    limit = catalog.adaptive_concurrency
+    assert limit is not None and limit.algorithm == "gradient2"
+    assert limit.min_limit <= CATALOG_CAPACITY.concurrency < limit.initial_limit
     assert config.upstreams["payments"].retry is None  # payments' outage is for the breaker
 
 
