@@ -39,6 +39,9 @@ from typing import Any, Final, TypeAlias
 import grpc
 
 from sidecar.balancer import Balancer, Endpoint
+from sidecar.proxy._attempts import no_endpoints_details
+from sidecar.proxy._hedging import forward_hedged
+from sidecar.proxy._retrying import CallPlan, forward_retried
 from sidecar.proxy.guard import MD_FALLBACK, MD_UPSTREAM, Admission, Rejection, admit
 from sidecar.proxy.hooks import (
     NOOP_OBSERVER,
@@ -50,6 +53,7 @@ from sidecar.proxy.hooks import (
     MetadataItem,
 )
 from sidecar.proxy.upstream import MAX_CACHED_HANDLERS, Connection, EndpointLink, Routing, Upstream
+from sidecar.resilience import HedgingPolicy, RetryPolicy
 
 _log = logging.getLogger("sidecar.proxy")
 
@@ -222,11 +226,17 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             await context.abort(decision.code, decision.details, decision.trailing_metadata)
             return None  # not reached: abort raises
         upstream, admission = decision
+        if upstream.budget is not None:
+            policy = upstream.policy_for(method)
+            if policy is not None:
+                return await self._call_with_policy(upstream, admission, policy, first, method,
+                                                    kind, request, context, incoming, scope,
+                                                    started)
         endpoint = upstream.pick()
         if endpoint is None:
             admission.settle(None, 0.0)  # nothing was sent: the breaker counts nothing
             scope.finish(_UNAVAILABLE, perf_counter() - started)
-            await context.abort(_UNAVAILABLE, _no_endpoints(upstream),
+            await context.abort(_UNAVAILABLE, no_endpoints_details(upstream),
                                 ((MD_UPSTREAM, upstream.name),))
             return None  # not reached: abort raises
         if scope is not NOOP_SCOPE:
@@ -248,6 +258,27 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             attempt, multicallable, kind, request, timeout, metadata, context,
             scope, started, extra_trailers)
         return None
+
+    async def _call_with_policy(self, upstream: Upstream, admission: Admission,
+                                policy: RetryPolicy | HedgingPolicy, first: Upstream,
+                                method: str, kind: CallKind, request: bytes | None,
+                                context: Context, incoming: Sequence[MetadataItem],
+                                scope: CallScope, started: float) -> bytes | None:
+        """A call under a retry or hedging policy: several attempts, one admission."""
+        budget = upstream.budget
+        assert budget is not None
+        budget.deposit()
+        remaining = context.time_remaining()
+        metadata = _outgoing_metadata(incoming)
+        if scope is not NOOP_SCOPE:
+            scope.outgoing_metadata(metadata)
+        plan = CallPlan(upstream, admission, method, kind, request, context, metadata, scope,
+                        started, started + (upstream.timeout_s if remaining is None
+                                            else remaining),
+                        () if upstream is first else _FALLBACK_UPSTREAM_MD)
+        if isinstance(policy, RetryPolicy):
+            return await forward_retried(plan, policy)
+        return await forward_hedged(plan, policy)
 
     async def _unary_response(self, attempt: _Attempt, multicallable: Any, kind: CallKind,
                               request: bytes | None,
@@ -368,19 +399,6 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if code is _DEADLINE_EXCEEDED and first_message_at is None:
             attempt.connection.timed_out(attempt.admission.permit.probe)
         scope.finish(code or _CANCELLED, ended - started)
-
-
-def _no_endpoints(upstream: Upstream) -> str:
-    discovery = upstream.discovery
-    why = ""
-    if discovery is not None:
-        # A failing source's error already names it ("file PATH: line 2: ..."); after a good
-        # attempt an older error is not why the set is empty.
-        if discovery.failing and discovery.last_error:
-            why = f" ({discovery.last_error})"
-        else:
-            why = f" ({discovery.source.describe} returned none)"
-    return f"upstream {upstream.name!r} has no endpoints{why}"
 
 
 async def _pump_requests(context: Context, call: Any) -> None:

@@ -54,11 +54,13 @@ from sidecar.config import (
     load_config,
 )
 from sidecar.proxy._forward import ProxyHandler
+from sidecar.proxy._shedding import poll_limiters
 from sidecar.proxy.admin import SidecarAdminServicer, upstream_of
 from sidecar.proxy.discovery import DnsSource, EndpointSource, FileSource
 from sidecar.proxy.guard import BreakerRegistry, Bulkhead, GuardSettings, UpstreamGuard
 from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin, combine_observers
 from sidecar.proxy.upstream import CHANNEL_OPTIONS, Routing, Upstream, upstream_channel_options
+from sidecar.resilience import SheddingListener
 from sidecar.rpc_guard import DecodeGuardInterceptor
 from sidecar.tls import TlsFileError, server_credentials
 from sidecar.v1 import admin_pb2, admin_pb2_grpc
@@ -109,6 +111,7 @@ class ProxyApp:
         self.breakers = BreakerRegistry(breaker_listeners)
         """Every breaker of this proxy, by name (the admin API and telemetry read it)."""
         self._endpoint_listeners: list[EndpointListener] = []
+        self._shedding_listeners: list[SheddingListener] = []
         self._handler = ProxyHandler(Routing({}, {}), combine_observers(self._observers))
         self._server: Any = None
         self._admin_server: Any = None
@@ -132,6 +135,7 @@ class ProxyApp:
         for listener in plugin.breaker_listeners:
             self.breakers.add_listener(listener)
         self._endpoint_listeners.extend(plugin.endpoint_listeners)
+        self._shedding_listeners.extend(plugin.shedding_listeners)
         if plugin.watch_upstreams is not None:
             plugin.watch_upstreams(lambda: self.upstreams)
 
@@ -172,6 +176,7 @@ class ProxyApp:
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set("sidecar.v1.SidecarAdmin", health_pb2.HealthCheckResponse.SERVING)
         self._config_applied(self.config, "start")
+        self._spawn(poll_limiters(lambda: [u.guard.limiter for u in self.upstreams.values()]))
         _log.info("sidecar proxy serving on %s (admin %s), upstreams: %s",
                   self.config.listen, self.config.admin_listen,
                   ", ".join(sorted(self.config.upstreams)),
@@ -290,24 +295,29 @@ class ProxyApp:
                 retired.append(prev)
         for name, cfg in config.upstreams.items():
             settings = GuardSettings.from_config(cfg)
-            options = upstream_channel_options(cfg.keepalive_ms, cfg.keepalive_timeout_ms)
+            policies = cfg.resilience_policies()
+            options = upstream_channel_options(cfg.keepalive_ms, cfg.keepalive_timeout_ms,
+                                               own_retries=policies.enabled)
             kept = current.get(name)
             if kept is not None and kept not in retired:
                 kept.guard.reconfigure(settings)
                 kept.reconfigure(cfg.timeout_ms / 1000.0, options, cfg.balancer_settings(),
                                  cfg.outlier_detection.to_settings())
+                kept.set_policies(policies)
                 old = self.config.upstreams.get(name)
                 if old is None or (old.address, old.endpoints, old.discovery) != (
                         cfg.address, cfg.endpoints, cfg.discovery):
                     _apply_endpoints(kept, name, cfg)
                 upstreams[name] = kept
             else:
-                guard = UpstreamGuard(name, settings, self.breakers)
+                guard = UpstreamGuard(name, settings, self.breakers,
+                                      shedding_listeners=self._shedding_listeners)
                 upstream = Upstream(name, cfg.timeout_ms / 1000.0, guard,
                                     self._handler.forget_handlers, options,
                                     balancer=cfg.balancer_settings(),
                                     outlier=cfg.outlier_detection.to_settings(),
                                     listeners=self._endpoint_listeners)
+                upstream.set_policies(policies)
                 _apply_endpoints(upstream, name, cfg)
                 upstreams[name] = upstream
         routes = {route: upstreams[name]

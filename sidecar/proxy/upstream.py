@@ -47,6 +47,13 @@ from sidecar.proxy._shapes import ShapeBook
 from sidecar.proxy.discovery import Discovery, EndpointSource
 from sidecar.proxy.guard import UpstreamGuard
 from sidecar.proxy.hooks import CallKind
+from sidecar.resilience import (
+    NO_POLICIES,
+    HedgingPolicy,
+    ResiliencePolicies,
+    RetryBudget,
+    RetryPolicy,
+)
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -96,8 +103,8 @@ ChannelOption: TypeAlias = tuple[str, int]
 T = TypeVar("T")
 
 
-def upstream_channel_options(keepalive_ms: int | None,
-                             keepalive_timeout_ms: int) -> tuple[ChannelOption, ...]:
+def upstream_channel_options(keepalive_ms: int | None, keepalive_timeout_ms: int,
+                             *, own_retries: bool = False) -> tuple[ChannelOption, ...]:
     """The options of an endpoint's channel.
 
     - A local subchannel pool: every channel (and so every replacement after
@@ -110,8 +117,13 @@ def upstream_channel_options(keepalive_ms: int | None,
       ``grpc.http2.ping_timeout_ms`` is set to the same timeout: measured with grpc 1.85, an
       unanswered ping (keepalive or flow-control) drops the connection only after that
       setting (default 60 s), whatever ``grpc.keepalive_timeout_ms`` says.
+    - ``own_retries`` (the upstream has a ``retry`` or ``hedging`` policy): grpc's own retry
+      machinery is off (``grpc.enable_retries`` 0). The proxy retries itself, and with grpc's
+      retries on, grpc drops the ``grpc-previous-rpc-attempts`` the proxy sends upstream.
     """
     options: list[ChannelOption] = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+    if own_retries:
+        options.append(("grpc.enable_retries", 0))
     if keepalive_ms is not None:
         options += [
             ("grpc.keepalive_time_ms", keepalive_ms),
@@ -240,8 +252,9 @@ class Upstream:
     endpoints are configured differently).
     """
 
-    __slots__ = ("_clock", "_links", "_options", "_retired", "_stopping", "address", "balancer",
-                 "discovery", "guard", "name", "shapes", "source", "timeout_s")
+    __slots__ = ("_clock", "_links", "_options", "_policy_memo", "_retired", "_stopping",
+                 "address", "balancer", "budget", "discovery", "guard", "hedges", "name",
+                 "policies", "retries", "shapes", "source", "timeout_s")
 
     def __init__(self, name: str, timeout_s: float, guard: UpstreamGuard,
                  on_shapes_learned: Callable[[], None],
@@ -268,6 +281,15 @@ class Upstream:
             clock=clock, wall_clock=wall_clock, listeners=listeners)
         self.discovery: Discovery | None = None
         self.shapes = ShapeBook(name, self._shape_channel, on_shapes_learned)
+        self.policies: ResiliencePolicies = NO_POLICIES
+        """Which methods are retried or hedged (:meth:`set_policies`)."""
+        self.budget: RetryBudget | None = None
+        """The retry budget retries and hedges share; None while neither is configured."""
+        self.retries = 0
+        """Retries the budget granted since start (admin)."""
+        self.hedges = 0
+        """Hedges the budget granted since start (admin)."""
+        self._policy_memo: dict[str, RetryPolicy | HedgingPolicy | None] = {}
         if endpoints:
             self.set_endpoints(endpoints, source)
 
@@ -332,6 +354,31 @@ class Upstream:
     def links(self) -> Mapping[str, EndpointLink]:
         return self._links
 
+    # --- retries and hedging --------------------------------------------------------------
+
+    def set_policies(self, policies: ResiliencePolicies) -> None:
+        """Use ``policies`` from now on. The budget (its credit and counters) is kept while its
+        settings stay the same, so a reload does not hand out a fresh allowance."""
+        if policies.enabled:
+            if self.budget is None or policies.budget != self.policies.budget:
+                self.budget = policies.budget.new_budget(self._clock)
+        else:
+            self.budget = None
+        self.policies = policies
+        self._policy_memo = {}
+
+    def policy_for(self, method: str) -> RetryPolicy | HedgingPolicy | None:
+        """The retry or hedging policy of ``method`` (None: one attempt); O(1) after the first
+        call of a method."""
+        try:
+            return self._policy_memo[method]
+        except KeyError:
+            pass
+        found = self.policies.for_method(method) if self.budget is not None else None
+        if len(self._policy_memo) >= MAX_CACHED_METHODS:
+            self._policy_memo.clear()
+        self._policy_memo[method] = found
+        return found
 
     # --- settings and life ----------------------------------------------------------------
 

@@ -23,6 +23,9 @@ Control, over real gRPC (JSON bytes in and out, unary, service ``sidecar.test.Co
   defaults; ``{"scope": s}`` clears it. ``trailing_metadata_hex`` carries ``-bin`` values.
   ``failure_ratio`` spreads failures evenly (deterministic): 0.5 fails every second call.
   ``fail_after``: stream responses send that many messages before failing.
+  ``delay_ratio`` (default 1.0): the fraction of calls ``delay_ms`` delays, spread the same way.
+  ``pushback_ms`` (default none): a failing call's trailers carry ``grpc-retry-pushback-ms``
+  with that value (a string, so tests can send malformed ones).
 - ``Stats``: per method path: ``calls``, ``in_flight``, ``max_in_flight``, ``cancelled``,
   ``last_metadata`` (``[[key, value]]``, binary values hex), ``last_time_remaining_s``.
 - ``Reset``: clears faults and stats.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import math
 from dataclasses import dataclass, field
@@ -43,6 +47,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, wrappers_pb2
 CONTROL_SERVICE = "sidecar.test.Control"
 REFLECTED_SERVICE = "sidecar.test.Echo"
 SHAPES = ("Unary", "ServerStream", "ClientStream", "Bidi")
+_DELAYED: contextvars.ContextVar[bool] = contextvars.ContextVar("delayed", default=True)
+"""Whether ``delay_ratio`` picked the call being served (per call: each runs in its own task)."""
 
 
 @dataclass
@@ -51,6 +57,8 @@ class Faults:
     details: str = ""
     failure_ratio: float = 1.0
     delay_ms: float = 0.0
+    delay_ratio: float = 1.0
+    pushback_ms: str | None = None
     hang: bool = False
     fail_after: int = 0
     stream_count: int = 3
@@ -112,10 +120,12 @@ class Upstream:
         n = faults.calls
         ratio = faults.failure_ratio
         fail = faults.code != "OK" and math.floor(n * ratio) > math.floor((n - 1) * ratio)
+        spread = faults.delay_ratio
+        _DELAYED.set(math.floor(n * spread) > math.floor((n - 1) * spread))
         return stats, faults, fail
 
     async def _prelude(self, faults: Faults, context: grpc.aio.ServicerContext) -> None:
-        if faults.delay_ms:
+        if faults.delay_ms and _DELAYED.get():
             await asyncio.sleep(faults.delay_ms / 1000.0)
         if faults.hang:
             await asyncio.Event().wait()
@@ -126,6 +136,8 @@ class Upstream:
         trailing = (*faults.trailing_metadata.items(),
                     *((k, bytes.fromhex(v)) for k, v in faults.trailing_metadata_hex.items()))
         if fail:
+            if faults.pushback_ms is not None:
+                trailing = (*trailing, ("grpc-retry-pushback-ms", faults.pushback_ms))
             await context.abort(grpc.StatusCode[faults.code], faults.details, trailing)
         if trailing:
             context.set_trailing_metadata(trailing)
