@@ -21,8 +21,11 @@ How calls are classified (one rule for every call shape)
   nothing wrong. A call that ran past the caller's deadline counts as DEADLINE_EXCEEDED.
 
 Admission order: the breaker first (an OPEN breaker answers at once, with a fallback if one is
-configured), then the concurrency limit (:class:`Bulkhead`): a call over the limit gets
-RESOURCE_EXHAUSTED with ``x-sidecar-overflow: true`` and gives its breaker permit back unused.
+configured), then the adaptive concurrency limit (``adaptive_concurrency``, an
+:class:`~sidecar.resilience.limits.AdaptiveLimiter`: a call over it is shed), then the fixed
+ceiling (:class:`Bulkhead`, ``max_concurrent_requests``). A call shed or over the ceiling gets
+RESOURCE_EXHAUSTED with ``x-sidecar-overflow: true`` at once and gives its breaker permit back
+unused (never counted against the breaker).
 
 Threading: everything here is non-blocking and O(1) per call. :class:`BreakerRegistry` and
 :class:`Bulkhead` take a short ``threading.Lock``, so the sync interceptors may call from any
@@ -48,7 +51,10 @@ from sidecar.breaker import (
     Permit,
     State,
 )
+from sidecar.proxy._shedding import reconfigured_limiter, settle_limiter
 from sidecar.proxy.hooks import CallScope
+from sidecar.resilience import SheddingListener
+from sidecar.resilience.limits import AdaptiveLimiter, LimitSettings
 
 if TYPE_CHECKING:
     from sidecar.config import UpstreamConfig
@@ -93,8 +99,9 @@ def status_codes(names: Iterable[str]) -> frozenset[grpc.StatusCode]:
 class Rejection:
     """An answer the sidecar gives itself instead of the upstream's.
 
-    ``reason``: ``open``, ``half_open_full``, ``forced_open`` (breaker), ``overflow`` (limit),
-    or ``fallback`` (a fixed-status fallback answered for an open breaker).
+    ``reason``: ``open``, ``half_open_full``, ``forced_open`` (breaker), ``overflow`` (the
+    ``max_concurrent_requests`` ceiling), ``shed`` (the adaptive limit), or ``fallback`` (a
+    fixed-status fallback answered for an open breaker).
     """
 
     code: grpc.StatusCode
@@ -213,6 +220,8 @@ class GuardSettings:
     fallback_status: grpc.StatusCode | None = None
     fallback_message: str = ""
     fallback_upstream: str | None = None
+    adaptive: LimitSettings | None = None
+    """``adaptive_concurrency``; None: only the fixed ceiling."""
 
     @classmethod
     def from_config(cls, upstream: UpstreamConfig) -> GuardSettings:
@@ -228,6 +237,8 @@ class GuardSettings:
             ),
             fallback_message=fallback.message if fallback is not None else "",
             fallback_upstream=fallback.upstream if fallback is not None else None,
+            adaptive=(upstream.adaptive_concurrency.to_settings()
+                      if upstream.adaptive_concurrency is not None else None),
         )
 
 
@@ -238,11 +249,18 @@ class UpstreamGuard:
     the in-flight count and the overflow count carry over.
     """
 
-    __slots__ = ("_method_breakers", "_registry", "breaker", "bulkhead", "failure_codes",
-                 "name", "settings")
+    __slots__ = ("_clock", "_method_breakers", "_registry", "_shedding_listeners", "breaker",
+                 "bulkhead", "failure_codes", "limiter", "name", "settings")
 
-    def __init__(self, name: str, settings: GuardSettings, registry: BreakerRegistry) -> None:
+    def __init__(self, name: str, settings: GuardSettings, registry: BreakerRegistry, *,
+                 shedding_listeners: Sequence[SheddingListener] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``shedding_listeners`` (kept by reference) hear the adaptive limiter's periods."""
         self.name = name
+        self._shedding_listeners = shedding_listeners
+        self._clock = clock
+        self.limiter: AdaptiveLimiter | None = self._limiter(None, settings)
+        """The adaptive concurrency limit; None without ``adaptive_concurrency``."""
         self._registry = registry
         self._method_breakers: dict[str, CircuitBreaker] = {}
         self.settings = settings
@@ -261,8 +279,15 @@ class UpstreamGuard:
         self.settings = settings
         self.failure_codes = settings.failure_codes
         self.bulkhead.limit = settings.max_concurrent_requests
+        self.limiter = self._limiter(self.limiter, settings)
         for name in self.breaker_names():
             self._registry.configure(name, settings.breaker)
+
+    def _limiter(self, current: AdaptiveLimiter | None,
+                 settings: GuardSettings) -> AdaptiveLimiter | None:
+        return reconfigured_limiter(current, settings.adaptive, upstream=self.name,
+                                    ceiling=settings.max_concurrent_requests,
+                                    listeners=self._shedding_listeners, clock=self._clock)
 
     def breaker_names(self) -> list[str]:
         """Names of the breakers this guard has created so far."""
@@ -349,6 +374,18 @@ class UpstreamGuard:
         )
 
 
+    def shed_rejection(self, limiter: AdaptiveLimiter) -> Rejection:
+        """The answer for a call the adaptive limit shed."""
+        return Rejection(
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            details=(f"upstream {self.name!r} is at its adaptive concurrency limit "
+                     f"({limiter.limit}, {limiter.algorithm}); call shed"),
+            trailing_metadata=((MD_OVERFLOW, "true"), (MD_UPSTREAM, self.name)),
+            reason="shed",
+            retry_after_ms=0,
+        )
+
+
 class Guarded(Protocol):
     """Anything protected by an :class:`UpstreamGuard` (the proxy's upstreams, the
     interceptors' guards)."""
@@ -363,17 +400,24 @@ G = TypeVar("G", bound=Guarded)
 class Admission:
     """A call that was let through: hand it back with :meth:`settle` exactly once."""
 
-    __slots__ = ("breaker", "guard", "permit")
+    __slots__ = ("breaker", "guard", "limiter", "permit")
 
-    def __init__(self, guard: UpstreamGuard, breaker: CircuitBreaker, permit: Permit) -> None:
+    def __init__(self, guard: UpstreamGuard, breaker: CircuitBreaker, permit: Permit,
+                 limiter: AdaptiveLimiter | None = None) -> None:
         self.guard = guard
         self.breaker = breaker
         self.permit = permit
+        self.limiter = limiter
+        """The adaptive limiter that admitted the call (kept: a reload may replace the
+        guard's), or None."""
 
     def settle(self, code: grpc.StatusCode | None, duration_s: float) -> None:
         """Count the call's outcome (``code`` None: the caller cancelled, count nothing) and
-        free its concurrency slot. ``duration_s`` as defined in the module docstring."""
+        free its concurrency slots; the adaptive limiter learns ``duration_s`` as the call's
+        RTT. ``duration_s`` as defined in the module docstring."""
         self.guard.bulkhead.leave()
+        if self.limiter is not None:
+            settle_limiter(self.limiter, code, duration_s, self.guard.failure_codes)
         if code is None:
             self.breaker.release(self.permit)
         else:
@@ -386,9 +430,9 @@ def admit(
     """Decide one call: the upstream (``first``, or a fallback upstream found by ``lookup``)
     that takes it and its :class:`Admission`, or the :class:`Rejection` to answer with.
 
-    Reports ``rejected`` (first upstream's breaker only), ``fallback`` and ``overflow`` to
-    ``scope``. Fallback upstreams are followed in a chain, each through its own breaker and
-    limit, never twice the same (a cycle in the config ends as the first rejection).
+    Reports ``rejected`` (first upstream's breaker only), ``fallback``, ``shed`` and
+    ``overflow`` to ``scope``. Fallback upstreams are followed in a chain, each through its own
+    breaker and limits, never twice the same (a cycle in the config ends as the first rejection).
     """
     target = first
     first_rejection: Rejection | None = None
@@ -398,8 +442,15 @@ def admit(
         breaker = guard.breaker_for(method)
         permit = breaker.try_acquire()
         if permit is not None:
+            limiter = guard.limiter
+            if limiter is not None and not limiter.try_acquire():
+                breaker.release(permit)  # shed: never counted against the breaker
+                scope.shed(limiter.limit, limiter.in_flight)
+                return guard.shed_rejection(limiter)
             if guard.bulkhead.try_enter():
-                return target, Admission(guard, breaker, permit)
+                return target, Admission(guard, breaker, permit, limiter)
+            if limiter is not None:
+                limiter.release_ignored()
             breaker.release(permit)
             scope.overflow()
             return guard.overflow_rejection()
