@@ -92,6 +92,7 @@ class EventlogConfig(_Model):
     outbox_path: Annotated[str, Field(min_length=1)] = _EVENTS.outbox_path
     queue_size: PositiveInt = _EVENTS.queue_size
     outbox_max_events: PositiveInt = _EVENTS.outbox_max_events
+    outbox_keep_acked: Annotated[int, Field(ge=0)] = _EVENTS.outbox_keep_acked
     batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] = _EVENTS.batch_size
     linger_ms: Annotated[float, Field(ge=0.0)] = _EVENTS.linger_ms
     flush_interval_ms: PositiveFloat = _EVENTS.flush_interval_ms
@@ -106,6 +107,7 @@ class EventlogConfig(_Model):
             outbox_path=self.outbox_path,
             queue_size=self.queue_size,
             outbox_max_events=self.outbox_max_events,
+            outbox_keep_acked=self.outbox_keep_acked,
             batch_size=self.batch_size,
             linger_ms=self.linger_ms,
             flush_interval_ms=self.flush_interval_ms,

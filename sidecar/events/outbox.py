@@ -24,8 +24,14 @@ events are refused. They are counted (:attr:`OutboxStats.refused`, exported as
 already in the outbox is dropped. Refusing the newest is the only chain-safe choice: an event
 that was refused never got a version, so the chain of what is stored stays unbroken, whereas
 dropping an older, numbered event would leave a hole no later event could be appended after.
-Acknowledged events are deleted at once (the head table keeps what the chain needs), so the
-bound counts unshipped events only.
+Acknowledged events leave the pending set at once, so the bound counts unshipped events only.
+
+Rollback memory. The outbox remembers, per stream, the last version and hash the log
+acknowledged (table ``acked_head``) and keeps the newest ``keep_acked`` acknowledged events
+(table ``acked``, oldest pruned beyond it). An event log restored from an older backup cannot see
+its own truncation; the shipper compares the log's head against this memory on (re)connect
+(:mod:`sidecar.events.rollback`) and :meth:`Outbox.requeue_acked` puts the kept events back into
+the pending set, with their original arrival order, so they are shipped again.
 
 Conflicts. If the log refuses a batch as a conflict (another event at our version, or a chain
 that does not continue its head), :meth:`Outbox.rebase` drops the events the log already has
@@ -61,6 +67,7 @@ from sidecar.events.producer import EventQueue
 from sidecar.v1 import events_pb2
 
 __all__ = [
+    "DEFAULT_KEEP_ACKED",
     "DEFAULT_WRITER_POLL_S",
     "DEFAULT_WRITER_RETRY_S",
     "GENESIS_HEAD",
@@ -83,6 +90,8 @@ DEFAULT_WRITER_RETRY_S: Final = 1.0
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5_000
 """SQLite busy timeout (only a reader such as a backup tool can hold the file briefly)."""
 _SQL_PARAMS_PER_STATEMENT: Final = 500
+DEFAULT_KEEP_ACKED: Final = 10_000
+"""Acknowledged events the outbox keeps to re-ship after a rollback of the event log."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -105,6 +114,20 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_stream_version
     ON events (stream, version) WHERE version IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_stream_seq ON events (stream, seq);
+CREATE TABLE IF NOT EXISTS acked_head (  -- the last version and hash the log acknowledged
+    stream  TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    hash    BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acked (       -- acknowledged events kept for a rollback repair
+    seq            INTEGER PRIMARY KEY,   -- the seq the event had in ``events``
+    event_id       TEXT NOT NULL UNIQUE,
+    stream         TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    occurred_at_ns INTEGER NOT NULL,
+    body           BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS acked_stream_version ON acked (stream, version);
 """
 
 
@@ -196,11 +219,15 @@ class Outbox:
         outbox.close()
     """
 
-    def __init__(self, path: str | Path, *, max_events: int) -> None:
+    def __init__(self, path: str | Path, *, max_events: int,
+                 keep_acked: int = DEFAULT_KEEP_ACKED) -> None:
         if max_events < 1:
             raise ValueError(f"max_events: must be >= 1, got {max_events}")
+        if keep_acked < 0:
+            raise ValueError(f"keep_acked: must be >= 0, got {keep_acked}")
         self.path = Path(path)
         self.max_events = max_events
+        self.keep_acked = keep_acked
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lockfile = _lock_file(self.path)
         try:
@@ -381,7 +408,9 @@ class Outbox:
         return None if row[0] is None else int(row[0])
 
     def acknowledge(self, event_ids: Collection[str]) -> int:
-        """The log has these events: delete them (prune). Returns how many were deleted."""
+        """The log has these events: move them from the pending set to the acknowledged ones
+        (the newest ``keep_acked`` are kept) and advance each stream's acknowledged head.
+        Returns how many left the pending set."""
         ids = list(event_ids)
         deleted = 0
         with self._lock:
@@ -389,10 +418,72 @@ class Outbox:
                 for start in range(0, len(ids), _SQL_PARAMS_PER_STATEMENT):
                     chunk = ids[start:start + _SQL_PARAMS_PER_STATEMENT]
                     marks = ",".join("?" * len(chunk))
+                    rows = db.execute(
+                        "SELECT seq, event_id, stream, version, occurred_at_ns, body FROM events "
+                        f"WHERE version IS NOT NULL AND event_id IN ({marks})", chunk).fetchall()
+                    for seq, event_id, stream, version, occurred_at_ns, body in rows:
+                        event = events_pb2.Event.FromString(body)
+                        db.execute(
+                            "INSERT INTO acked_head (stream, version, hash) VALUES (?, ?, ?) "
+                            "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, "
+                            "hash = excluded.hash WHERE excluded.version > acked_head.version",
+                            (stream, version, bytes(event.hash)))
+                        if self.keep_acked:
+                            db.execute(
+                                "INSERT OR REPLACE INTO acked (seq, event_id, stream, version, "
+                                "occurred_at_ns, body) VALUES (?, ?, ?, ?, ?, ?)",
+                                (seq, event_id, stream, version, occurred_at_ns, body))
                     deleted += db.execute(
                         f"DELETE FROM events WHERE event_id IN ({marks})", chunk).rowcount
+                db.execute("DELETE FROM acked WHERE seq NOT IN "
+                           "(SELECT seq FROM acked ORDER BY seq DESC LIMIT ?)", (self.keep_acked,))
             self._pending -= deleted
         return deleted
+
+    def acknowledged_head(self, stream: str) -> StreamHead | None:
+        """The last version and hash the log acknowledged for ``stream`` (None: nothing yet)."""
+        with self._lock:
+            row = self._db.execute("SELECT version, hash FROM acked_head WHERE stream = ?",
+                                   (stream,)).fetchone()
+        return None if row is None else StreamHead(int(row[0]), bytes(row[1]))
+
+    def acknowledged_streams(self) -> list[str]:
+        """Streams the log has acknowledged events of (the ones a rollback check looks at)."""
+        with self._lock:
+            rows = self._db.execute("SELECT stream FROM acked_head ORDER BY stream").fetchall()
+        return [str(row[0]) for row in rows]
+
+    def acknowledged_events(self, stream: str, after_version: int = 0) -> list[events_pb2.Event]:
+        """The kept acknowledged events of ``stream`` after ``after_version``, by version."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM acked WHERE stream = ? AND version > ? ORDER BY version",
+                (stream, after_version)).fetchall()
+        return [events_pb2.Event.FromString(row[0]) for row in rows]
+
+    def requeue_acked(self, stream: str, after_version: int, log_head: StreamHead) -> int:
+        """After a rollback of the log: put the kept acknowledged events of ``stream`` after
+        ``after_version`` back into the pending set (their arrival order kept), set the
+        acknowledged head to the log's ``log_head`` and renumber every pending event of the
+        stream after it (:meth:`rebase`). Events whose version and chain the log lost are thus
+        re-shipped with the same ids; when the log still ends where they began, with the same
+        versions and hashes. Returns how many were requeued."""
+        with self._lock:
+            with self._transaction() as db:
+                moved = db.execute(
+                    "INSERT OR IGNORE INTO events (seq, event_id, stream, version, "
+                    "occurred_at_ns, body) SELECT seq, event_id, stream, NULL, occurred_at_ns, "
+                    "body FROM acked WHERE stream = ? AND version > ?",
+                    (stream, after_version)).rowcount
+                db.execute("DELETE FROM acked WHERE stream = ? AND version > ?",
+                           (stream, after_version))
+                db.execute(
+                    "INSERT INTO acked_head (stream, version, hash) VALUES (?, ?, ?) "
+                    "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, "
+                    "hash = excluded.hash", (stream, log_head.version, log_head.hash))
+            self._pending += moved
+        self.rebase(stream, log_head)
+        return moved
 
     def stats(self) -> OutboxStats:
         """Pending count, awaiting-head count, oldest unshipped event, refusals."""

@@ -117,7 +117,8 @@ class EventPipeline:
         """
         if self.outbox is not None:
             return
-        outbox = Outbox(self.settings.outbox_path, max_events=self.settings.outbox_max_events)
+        outbox = Outbox(self.settings.outbox_path, max_events=self.settings.outbox_max_events,
+                        keep_acked=self.settings.outbox_keep_acked)
         tls = self.config.eventlog.tls if self.config.eventlog is not None else None
         exporter = self._exporter or GrpcEventExporter(
             self.address, token=resolve_token(self._environ),

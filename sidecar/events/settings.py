@@ -71,6 +71,10 @@ class EventsSettings:
     events are refused and counted (``sidecar_events_dropped_total{reason="outbox_full"}``)
     with a loud log line; nothing already in the outbox is ever dropped, because dropping an
     older event would break the hash chain of every event after it."""
+    outbox_keep_acked: int = 10_000
+    """Acknowledged events the outbox keeps (oldest pruned beyond it, 0: none) so that, when the
+    event log turns out to have been rolled back (restored from an older backup, a JetStream
+    stream recreated), the shipper can ship them again (``sidecar_eventlog_rollbacks_total``)."""
     batch_size: int = 500
     """Events per ``Append`` call at most (and per outbox write transaction); at most
     ``MAX_BATCH_SIZE``."""
@@ -113,6 +117,9 @@ class EventsSettings:
             value = getattr(self, name)
             if not _finite_above(value, 0.0):
                 problems.append(f"{name}: must be a finite number > 0, got {value!r}")
+        if not _int_at_least(self.outbox_keep_acked, 0):
+            problems.append(
+                f"outbox_keep_acked: must be an integer >= 0, got {self.outbox_keep_acked!r}")
         if not _finite_above(self.linger_ms, 0.0, inclusive=True):
             problems.append(f"linger_ms: must be a finite number >= 0, got {self.linger_ms!r}")
         if not _finite_above(self.backoff_multiplier, 1.0, inclusive=True):

@@ -262,3 +262,39 @@ def test_an_event_id_already_in_the_outbox_takes_no_version(path: Path) -> None:
         batch = outbox.next_batch(10)
     assert len(batch) == 2
     assert_chain(batch)
+
+
+def test_acknowledged_head_and_events_are_kept_up_to_keep_acked(tmp_path: Path) -> None:
+
+    with Outbox(tmp_path / "keep.db", max_events=100, keep_acked=3) as box:
+        box.rebase("checkout/pod-1", GENESIS_HEAD)
+        events = [new_event() for _ in range(5)]
+        box.append(events)
+        assert box.acknowledged_head("checkout/pod-1") is None
+        box.acknowledge([e.event_id for e in events])
+        head = box.acknowledged_head("checkout/pod-1")
+        assert head is not None and head.version == 5 and head.hash == bytes(events[4].hash)
+        kept = box.acknowledged_events("checkout/pod-1")
+        assert [e.version for e in kept] == [3, 4, 5]
+        assert box.stats().pending == 0
+
+
+def test_requeued_acknowledged_events_are_renumbered_with_the_same_versions_and_hashes(
+        tmp_path: Path) -> None:
+
+    stream = "checkout/pod-1"
+    with Outbox(tmp_path / "requeue.db", max_events=100) as box:
+        box.rebase(stream, GENESIS_HEAD)
+        events = [new_event() for _ in range(4)]
+        box.append(events)
+        box.acknowledge([e.event_id for e in events])
+        later = new_event()
+        box.append([later])  # unshipped, version 5
+        log_head = StreamHead(2, bytes(events[1].hash))
+        assert box.requeue_acked(stream, 2, log_head) == 2
+        batch = box.next_batch(10)
+        assert [e.event_id for e in batch] == [events[2].event_id, events[3].event_id,
+                                                later.event_id]
+        assert [bytes(e.hash) for e in batch[:2]] == [bytes(e.hash) for e in events[2:]]
+        assert batch[2].version == 5 and bytes(batch[2].hash) == bytes(later.hash)
+        assert box.acknowledged_head(stream) == log_head
