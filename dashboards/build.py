@@ -64,10 +64,23 @@ SIDECAR_ENDPOINT_METRICS: Final = (
     SIDECAR_UPSTREAM_ENDPOINTS, SIDECAR_ENDPOINT_EJECTIONS, SIDECAR_ENDPOINTS_CHANGES,
     SIDECAR_EJECTIONS_REFUSED,
 )
+# Retries, hedging and the adaptive limit (sidecar/telemetry/resilience_metrics.py): contract
+# names of DESIGN section 6 except the in-flight gauge, declared for the name check.
+SIDECAR_RETRIES: Final = "sidecar_retries_total"
+SIDECAR_BUDGET_EXHAUSTED: Final = "sidecar_retry_budget_exhausted_total"
+SIDECAR_HEDGES: Final = "sidecar_hedges_total"
+SIDECAR_CONCURRENCY_LIMIT: Final = "sidecar_concurrency_limit"
+SIDECAR_CONCURRENCY_IN_FLIGHT: Final = "sidecar_concurrency_in_flight"
+SIDECAR_LOAD_SHED: Final = "sidecar_load_shed_total"
+SIDECAR_RESILIENCE_METRICS: Final = (
+    SIDECAR_RETRIES, SIDECAR_BUDGET_EXHAUSTED, SIDECAR_HEDGES, SIDECAR_CONCURRENCY_LIMIT,
+    SIDECAR_CONCURRENCY_IN_FLIGHT, SIDECAR_LOAD_SHED,
+)
 EXTRA_METRICS: Final = (
     SIDECAR_OVERFLOWS, SIDECAR_OUTBOX_OLDEST_AGE, SIDECAR_SHIPPING_FAILURES,
     SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG, EVENTLOG_MEAN_TIME_TO_RECOVER,
     EVENTLOG_ENDPOINT_EJECTIONS, EVENTLOG_ENDPOINTS_EJECTED, *SIDECAR_ENDPOINT_METRICS,
+    *SIDECAR_RESILIENCE_METRICS,
 )
 
 # Breaker states as numbers on the state timelines (0 is healthy, higher is worse).
@@ -414,7 +427,57 @@ def sidecar_overview() -> dash.Dashboard:
                     f"{{{shipping_scope}}}{rate}))", "dropped {{reason}} {{instance}}", "C")],
             width=6))
     )
-    return _with_endpoint_panels(overview)
+    return _with_resilience_panels(_with_endpoint_panels(overview))
+
+
+def _with_resilience_panels(overview: dash.Dashboard) -> dash.Dashboard:
+    """The Overview's row on retries, hedging and the adaptive concurrency limit."""
+    rate = "[$__rate_interval]"
+
+    def by_upstream(metric: str, extra: str = "") -> str:
+        return f"sum by (upstream{extra}) (rate({metric}{{{SIDECAR_SEL}}}{rate}))"
+
+    return (
+        overview
+        .with_row(dash.Row("Retries, hedging and adaptive concurrency"))
+        .with_panel(_graph(
+            "Retries and budget",
+            "Attempts retried per second, by upstream and the status that failed the attempt "
+            "(a hedge is not a retry); and retries or hedges the retry budget refused (the "
+            "budget caps retries at a share of recent calls so they cannot amplify an outage).",
+            "ops",
+            [_query(by_upstream(SIDECAR_RETRIES, ", reason"), "{{upstream}} {{reason}}", "A"),
+             _query(by_upstream(SIDECAR_BUDGET_EXHAUSTED), "budget exhausted {{upstream}}",
+                    "B")],
+            width=6))
+        .with_panel(_graph(
+            "Hedges won/lost",
+            "Hedged attempts per second: won (its answer was the one the caller got) or lost "
+            "(cancelled or failed while another attempt answered). Mostly lost hedges mean the "
+            "hedging delay is shorter than the upstream's usual latency.",
+            "ops",
+            [_query(by_upstream(SIDECAR_HEDGES, ", outcome"), "{{outcome}} {{upstream}}", "A")],
+            width=6))
+        .with_panel(_graph(
+            "Concurrency limit vs in flight",
+            "Calls each upstream admits at once (the adaptive limit when "
+            "adaptive_concurrency is on, else max_concurrent_requests) and the calls in "
+            "flight now, summed over instances. In flight at the limit means calls are shed.",
+            "short",
+            [_query(f"sum by (upstream) ({SIDECAR_CONCURRENCY_LIMIT}{{{SIDECAR_SEL}}})",
+                    "limit {{upstream}}", "A"),
+             _query(f"sum by (upstream) ({SIDECAR_CONCURRENCY_IN_FLIGHT}{{{SIDECAR_SEL}}})",
+                    "in flight {{upstream}}", "B")],
+            width=6))
+        .with_panel(_graph(
+            "Load shed",
+            "Calls refused at once with RESOURCE_EXHAUSTED per second because the upstream's "
+            "adaptive concurrency limit was reached (the fixed bulkhead's refusals are the "
+            "overflows panel).",
+            "reqps",
+            [_query(by_upstream(SIDECAR_LOAD_SHED), "{{upstream}}", "A")],
+            width=6))
+    )
 
 
 def _with_endpoint_panels(overview: dash.Dashboard) -> dash.Dashboard:

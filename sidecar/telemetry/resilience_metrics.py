@@ -134,7 +134,8 @@ class ConcurrencyCollector(Collector):
             labels=["upstream"])
         for name, upstream in sorted(self._upstreams().items()):
             guard = upstream.guard
-            limiter = guard.limiter
+            # getattr: an upstream guard without an adaptive limiter has no such attribute
+            limiter = getattr(guard, "limiter", None)
             limit.add_metric([name], float(limiter.limit if limiter is not None
                                            else guard.bulkhead.limit))
             in_flight.add_metric([name], float(guard.bulkhead.in_flight))

@@ -83,6 +83,8 @@ MUST_BE_POSITIVE = {
     ("Endpoint ejections by service and upstream", "A"), ("Endpoints ejected now", "A"),
     ("Endpoints per upstream", "A"), ("Endpoints per upstream", "B"), ("Endpoint ejections", "A"),
     ("Endpoint set changes", "A"),
+    # inventory's max_concurrent_requests, and its calls held while it is slow
+    ("Concurrency limit vs in flight", "A"), ("Concurrency limit vs in flight", "B"),
 }
 
 

@@ -64,7 +64,8 @@ def test_sidecar_overview_has_the_panels_an_operator_looks_for(overview: dict[st
     assert titles >= {
         "Requests per second", "Error ratio", "Latency p50 / p95 / p99", "Breaker state",
         "Rejections and fallbacks", "Current open duration", "Concurrency-limit overflows",
-        "Outbox depth", "Shipping lag",
+        "Outbox depth", "Shipping lag", "Retries and budget", "Hedges won/lost",
+        "Concurrency limit vs in flight", "Load shed",
     }
     timeline = next(p for p in panels(overview) if p["title"] == "Breaker state")
     assert timeline["type"] == "state-timeline"
@@ -174,6 +175,7 @@ def _exported_names() -> set[str]:
     from sidecar.events.producer import EventQueue
     from sidecar.telemetry.endpoint_metrics import EndpointMetrics
     from sidecar.telemetry.metrics import BreakerCollector, SidecarMetrics
+    from sidecar.telemetry.resilience_metrics import ConcurrencyCollector
 
     registry = CollectorRegistry()
     metrics = SidecarMetrics(registry)
@@ -181,6 +183,7 @@ def _exported_names() -> set[str]:
     EndpointMetrics(registry).declare_upstreams(["payments"])
     metrics.duration.labels("payments", "/shop.Payments/Charge").observe(0.01)  # buckets appear
     registry.register(BreakerCollector(lambda: []))
+    registry.register(ConcurrencyCollector(lambda: {}))
     registry.register(EventsCollector(queue=EventQueue(1), outbox=lambda: None,
                                       shipper=lambda: None))
     registry.register(EventLogCollector(lambda: MetricsSnapshot()))
