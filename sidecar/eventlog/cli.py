@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from sidecar.cli_types import non_negative_finite_float, positive_finite_float
+from sidecar.eventlog import nats_auth
 from sidecar.eventlog import settings as defaults
 from sidecar.v1 import events_pb2
 
@@ -133,10 +134,12 @@ def _add_serve(eventlog_sub: SubParsers) -> None:
         f"${defaults.ENV_TOKEN}, else the file named by ${defaults.ENV_TOKEN_FILE}.",
         epilog=_EXIT_STATUS_HELP,
     )
-    serve.add_argument("--store", required=True, help="store URL: sqlite:///PATH or nats://H:P")
+    serve.add_argument("--store", required=True,
+                       help="store URL: sqlite:///PATH, nats://H:P or tls://H:P")
     serve.add_argument("--listen", default=defaults.DEFAULT_LISTEN, metavar="HOST:PORT")
     serve.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                        help="serve Prometheus /metrics here (default: off)")
+    nats_auth.add_arguments(serve)
     serve.add_argument("--metrics-tls-cert", type=Path, default=None,
                        help="serve /metrics over HTTPS with this certificate (PEM)")
     serve.add_argument("--metrics-tls-key", type=Path, default=None,
@@ -226,6 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
         if tls is not None:
             tls.read()  # fail now, naming the file, rather than at bind time
         metrics_tls = _metrics_tls(args)
+        auth = nats_auth.from_arguments(args)
         settings = defaults.ServerSettings(
             store_url=args.store,
             listen=args.listen,
@@ -246,7 +250,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(SERVE_PROG, f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_USAGE)
     except ValueError as exc:
         return _fail(SERVE_PROG, str(exc), EXIT_USAGE)
-    store = _open_store_or_fail(SERVE_PROG, settings.store_url, create=True)
+    store = _open_store_or_fail(SERVE_PROG, settings.store_url, create=True, nats_auth=auth)
     if isinstance(store, int):
         return store
 
@@ -293,14 +297,15 @@ def _store_failure(prog: str, url: str, exc: Exception) -> int:
     return _fail(prog, re.sub(r"(?<=[/,])[^/,@\s]+@", "***@", line), EXIT_FAILED)
 
 
-def _open_store_or_fail(prog: str, url: str, *, create: bool) -> Any:
+def _open_store_or_fail(prog: str, url: str, *, create: bool,
+                        nats_auth: object | None = None) -> Any:
     """The store for ``url``, or an exit code after printing the problem (2: a malformed URL;
     1: a SQLite file that cannot be opened, or is missing when ``create`` is false)."""
     from sidecar.eventlog.store import StoreError
     from sidecar.eventlog.stores import open_store
 
     try:
-        return open_store(url, create=create)
+        return open_store(url, create=create, nats_auth=nats_auth)
     except StoreError as exc:
         return _store_failure(prog, url, exc)
     except ValueError as exc:

@@ -119,6 +119,7 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 
 from sidecar import chain
+from sidecar.eventlog.nats_auth import NatsAuth, quiet_ssl_eof_warning
 from sidecar.eventlog.records import validate_new_event
 from sidecar.eventlog.store import (
     DEFAULT_FOLLOW_WAIT_S,
@@ -256,6 +257,8 @@ class NatsSettings:
     max_inflight_batches: int = DEFAULT_MAX_INFLIGHT_BATCHES
     read_batch: int = DEFAULT_READ_BATCH
     recent_events: int = DEFAULT_RECENT_EVENTS
+    auth: NatsAuth = field(default_factory=NatsAuth)
+    """TLS files and credential (``sidecar.eventlog.nats_auth``); ``tls://`` servers use TLS."""
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -296,10 +299,11 @@ class NatsSettings:
         return self.kv_bucket or f"{self.stream}_CHECKPOINTS"
 
     @classmethod
-    def from_url(cls, url: str) -> NatsSettings:
-        """Parse ``nats://h:p[,h:p...][?key=value...]``; ``ValueError`` names the bad part."""
+    def from_url(cls, url: str, auth: NatsAuth | None = None) -> NatsSettings:
+        """Parse ``nats://h:p[,h:p...][?key=value...]`` (or ``tls://``: TLS to every server);
+        ``ValueError`` names the bad part."""
         scheme, sep, rest = url.partition("://")
-        if scheme != "nats" or not sep:
+        if scheme not in ("nats", "tls") or not sep:
             raise ValueError(f"store: {url!r} is not a nats://HOST:PORT[,HOST:PORT...] URL")
         hosts, _, query = rest.partition("?")
         hosts = hosts.rstrip("/")
@@ -310,7 +314,7 @@ class NatsSettings:
             name, colon, port = address.rpartition(":")
             if not host or not colon or not name or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"store: {url!r}: server {host!r} must be HOST:PORT")
-            servers.append(f"nats://{host}")
+            servers.append(f"{scheme}://{host}")
         converters: dict[str, Callable[[str], object]] = {
             "stream": str,
             "replicas": int,
@@ -337,14 +341,14 @@ class NatsSettings:
             except ValueError:
                 raise ValueError(f"store: {url!r}: {key}: {text!r} is not a valid value") from None
         try:
-            return cls(servers=tuple(servers), **kwargs)
+            return cls(servers=tuple(servers), auth=auth or NatsAuth(), **kwargs)
         except ValueError as exc:
             raise ValueError(f"store: {url!r}: {exc}") from None
 
 
-def open_nats_store(url: str) -> NatsEventStore:
+def open_nats_store(url: str, auth: NatsAuth | None = None) -> NatsEventStore:
     """The JetStream store for ``url`` (see ``NatsSettings.from_url``); connects on first use."""
-    return NatsEventStore(NatsSettings.from_url(url))
+    return NatsEventStore(NatsSettings.from_url(url, auth))
 
 
 # --- subjects ---------------------------------------------------------------------------------
@@ -618,6 +622,7 @@ class NatsEventStore(EventStore):
         self._poller: asyncio.Task[None] | None = None
         self._replicated = False
         self._max_payload = 1024 * 1024
+        self._refused: list[str] = []
 
     @property
     def settings(self) -> NatsSettings:
@@ -639,11 +644,27 @@ class NatsEventStore(EventStore):
     async def _connect(self) -> None:
         s = self._settings
         nc = NatsClient()
+        refused = self._refused  # a TLS/auth/permission failure: retrying will not help
+        refused.clear()
+        if s.auth.wants_tls or any(server.startswith("tls://") for server in s.servers):
+            quiet_ssl_eof_warning()
+        options = s.auth.connect_options(
+            tls_scheme=any(server.startswith("tls://") for server in s.servers))
+
+        async def on_error(exc: Exception) -> None:
+            reason = s.auth.explain(exc)
+            if reason is not None and self._nc is None:
+                refused.append(reason)
+                if connecting is not None:
+                    connecting.cancel()
+            await _log_nats_error(exc)
+
+        connecting: asyncio.Task[None] | None = None
         try:
             # nats-py retries the first connection forever with max_reconnect_attempts=-1
             # (wanted later: a restarted or failed-over server must be reconnected), so the
-            # first connection is bounded here.
-            await asyncio.wait_for(
+            # first connection is bounded here, and cut short by a refusal.
+            connecting = asyncio.ensure_future(
                 nc.connect(
                     servers=list(s.servers),
                     # nats-py annotates these as int but sleeps on floats
@@ -652,15 +673,23 @@ class NatsEventStore(EventStore):
                     reconnect_time_wait=_RECONNECT_WAIT_S,  # type: ignore[arg-type]
                     allow_reconnect=True,
                     name=f"sidecar-eventlog:{s.stream}",
-                    error_cb=_log_nats_error,
+                    error_cb=on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=_log_reconnected,
+                    **options,
                 ),
-                timeout=s.connect_timeout_s * (len(s.servers) + 1),
             )
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            await asyncio.wait_for(connecting, timeout=s.connect_timeout_s * (len(s.servers) + 1))
+        except (TimeoutError, OSError, nats.errors.Error, asyncio.CancelledError) as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
+            if refused:
+                raise StoreError(refused[-1]) from None
+            reason = s.auth.explain(exc)
+            if reason is not None:
+                raise StoreError(reason) from None
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise StoreError(
                 f"cannot connect to NATS at {', '.join(s.servers)} within "
                 f"{s.connect_timeout_s * (len(s.servers) + 1):.0f}s: {exc!r}"
@@ -670,8 +699,13 @@ class NatsEventStore(EventStore):
             await self._ensure_stream(js)
             self._kv = await self._ensure_bucket(js)
             await nc.subscribe(self._subjects.head, cb=self._on_head_notice)
-        except BaseException:
+            await nc.flush(timeout=s.request_timeout_s)  # type: ignore[arg-type]
+            if refused:
+                raise StoreError(refused[-1])
+        except BaseException as exc:
             await nc.close()
+            if refused and not isinstance(exc, asyncio.CancelledError):
+                raise StoreError(refused[-1]) from None
             raise
         self._max_payload = nc.max_payload
         self._nc, self._js = nc, js
@@ -769,6 +803,8 @@ class NatsEventStore(EventStore):
             try:
                 return await step()
             except _SETUP_RETRYABLE as exc:
+                if self._refused:  # e.g. a permissions violation: no retry will fix it
+                    raise StoreError(self._refused[-1]) from None
                 pause = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S)) - 1]
                 if loop.time() + pause > deadline:
                     raise StoreError(f"{what}: {exc!r}") from exc

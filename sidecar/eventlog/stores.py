@@ -22,25 +22,26 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sidecar.eventlog.store import EventStore
 
-SCHEMES = ("sqlite", "nats")
+SCHEMES = ("sqlite", "nats", "tls")
 
 
-def open_store(url: str, *, create: bool = True) -> EventStore:
+def open_store(url: str, *, create: bool = True, nats_auth: object | None = None) -> EventStore:
     """The store for ``url``; ``ValueError`` naming the problem for a bad or unknown URL,
     ``StoreError`` when a SQLite file cannot be opened.
 
     ``create=False`` (the offline tools ``verify``/``rebuild``) refuses a SQLite file that does
     not exist yet instead of creating an empty log (a mistyped path must not "verify"). The
-    JetStream adapter always creates its stream and bucket on first use.
+    JetStream adapter always creates its stream and bucket on first use. ``nats_auth``: a
+    ``sidecar.eventlog.nats_auth.NatsAuth`` (TLS files, credential) for ``nats://``/``tls://``.
     """
     scheme, sep, _ = url.partition(":")
     if not sep or scheme not in SCHEMES:
         raise ValueError(
             f"store: unknown store URL {url!r}; expected sqlite:///PATH or nats://HOST:PORT"
         )
-    if scheme == "nats":
+    if scheme in ("nats", "tls"):
         module = import_module("sidecar.eventlog.nats_store")
-        store: EventStore = module.open_nats_store(url)
+        store: EventStore = module.open_nats_store(url, nats_auth)
         return store
     return _open_sqlite(url, create)
 
