@@ -26,6 +26,9 @@ Control, over real gRPC (JSON bytes in and out, unary, service ``sidecar.test.Co
   ``delay_ratio`` (default 1.0): the fraction of calls ``delay_ms`` delays, spread the same way.
   ``pushback_ms`` (default none): a failing call's trailers carry ``grpc-retry-pushback-ms``
   with that value (a string, so tests can send malformed ones).
+  ``capacity`` (default 0: unlimited): at most that many calls of the scope spend their
+  ``delay_ms`` at once; the others wait their turn in the server (a saturated service: latency
+  grows with load). Stats' ``max_in_flight`` counts the waiting ones too.
 - ``Stats``: per method path: ``calls``, ``in_flight``, ``max_in_flight``, ``cancelled``,
   ``last_metadata`` (``[[key, value]]``, binary values hex), ``last_time_remaining_s``.
 - ``Reset``: clears faults and stats.
@@ -59,6 +62,8 @@ class Faults:
     delay_ms: float = 0.0
     delay_ratio: float = 1.0
     pushback_ms: str | None = None
+    capacity: int = 0
+    slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
     hang: bool = False
     fail_after: int = 0
     stream_count: int = 3
@@ -125,7 +130,12 @@ class Upstream:
         return stats, faults, fail
 
     async def _prelude(self, faults: Faults, context: grpc.aio.ServicerContext) -> None:
-        if faults.delay_ms and _DELAYED.get():
+        if faults.capacity:
+            if faults.slots is None:
+                faults.slots = asyncio.Semaphore(faults.capacity)
+            async with faults.slots:
+                await asyncio.sleep(faults.delay_ms / 1000.0)
+        elif faults.delay_ms and _DELAYED.get():
             await asyncio.sleep(faults.delay_ms / 1000.0)
         if faults.hang:
             await asyncio.Event().wait()
