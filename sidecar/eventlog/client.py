@@ -335,7 +335,17 @@ def _detail(event: events_pb2.Event) -> str:
     if which == "endpoint_returned":
         r = event.endpoint_returned
         return f"{r.upstream}: {r.endpoint} returned after {r.ejected_for_ms} ms"
+    if which == "load_shedding":
+        return _shedding(event.load_shedding)
     return ""
+
+
+def _shedding(p: events_pb2.LoadShedding) -> str:
+    if p.phase == "stopped":
+        return (f"{p.upstream}: shedding stopped after {p.duration_ms} ms ({p.shed} shed; "
+                f"{p.algorithm} limit {p.limit}, {p.in_flight} in flight)")
+    return (f"{p.upstream}: shedding {p.phase} ({p.algorithm} limit {p.limit}, "
+            f"{p.in_flight} in flight, {p.shed} shed)")
 
 
 def table_row(event: events_pb2.Event) -> str:

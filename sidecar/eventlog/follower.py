@@ -37,6 +37,7 @@ from sidecar.eventlog.projections import (
 )
 from sidecar.eventlog.records import PAYLOAD_KINDS, Payload
 from sidecar.eventlog.settings import DEFAULT_PROJECTION_BATCH_EVENTS, DEFAULT_PROJECTION_WAIT_S
+from sidecar.eventlog.shedding_projections import SheddingPeriodsProjection, SheddingViews
 from sidecar.eventlog.store import EventStore, StoredEvent, StoreError
 
 log = logging.getLogger("sidecar.eventlog.follower")
@@ -88,6 +89,7 @@ def server_projections() -> list[Projection[Any]]:
         *default_projections(),
         EventCountsProjection(),
         EndpointEjectionsProjection(),
+        SheddingPeriodsProjection(),
         UnknownValuesProjection(),
     ]
 
@@ -130,6 +132,9 @@ class ProjectionFollower:
 
     def endpoint_views(self) -> EndpointViews:
         return EndpointViews(self._runner.state(EndpointEjectionsProjection.name))
+
+    def shedding_views(self) -> SheddingViews:
+        return SheddingViews(self._runner.state(SheddingPeriodsProjection.name))
 
     def unknown_values(self) -> dict[str, int]:
         """Stored enum values without a name, per field: every enum field of every payload,

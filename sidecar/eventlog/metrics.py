@@ -18,6 +18,10 @@ name                                               labels                       
 ``eventlog_breaker_mean_time_to_recover_seconds``  service, upstream                        gauge
 ``eventlog_endpoint_ejections_total``              service, upstream                        counter
 ``eventlog_endpoints_ejected``                     service, upstream                        gauge
+``eventlog_shedding_periods_total``                service, upstream                        counter
+``eventlog_shed_calls_total``                      service, upstream                        counter
+``eventlog_shedding_seconds_total``                service, upstream                        counter
+``eventlog_instances_shedding``                    service, upstream                        gauge
 ``eventlog_unknown_values_total``                  field (a payload's enum field path)      counter
 ``eventlog_head_position``                                                                  gauge
 ``eventlog_projection_position``                                                            gauge
@@ -42,6 +46,11 @@ State label values are lowercase (``closed``, ``open``, ``half_open``), as in th
 Endpoints (the ``endpoint_ejections`` projection): ejections and the endpoints ejected now,
 summed over the instances of the service; every upstream the log knows for the service (from
 ConfigApplied or an endpoint event) is reported, at 0 before its first ejection.
+
+Shedding (the ``load_shedding`` projection of ``LoadShedding`` events): periods started, calls
+shed and seconds spent shedding in the periods that stopped, and the instances shedding now,
+summed over the instances of the service; every known upstream is reported, at 0 before its
+first period.
 
 Unknown values: a stored enum value the proto does not define (stored before Append checked
 enums, or by a newer producer) is shown by the readers as ``UNKNOWN(n)`` (a transition to it
@@ -73,6 +82,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from sidecar.eventlog.settings import parse_host_port
+from sidecar.eventlog.shedding_projections import SheddingTotals
 
 SCRAPE_TIMEOUT_S: Final = 5.0
 """Longest a scrape waits for the event loop to hand over a snapshot."""
@@ -140,6 +150,7 @@ class MetricsSnapshot:
     """(completed recoveries, their summed seconds) per (service, upstream)."""
     endpoint_ejections: dict[tuple[str, str], int] = field(default_factory=dict)
     endpoints_ejected: dict[tuple[str, str], int] = field(default_factory=dict)
+    shedding: dict[tuple[str, str], SheddingTotals] = field(default_factory=dict)
     unknown_values: dict[str, int] = field(default_factory=dict)
     """Stored enum values without a name, per field path."""
     head_position: int = 0
@@ -299,6 +310,7 @@ def _endpoint_families(s: MetricsSnapshot) -> Iterator[Metric]:
     for (service, upstream), count in sorted(s.endpoints_ejected.items()):
         ejected.add_metric([service, upstream], count)
     yield ejected
+    yield from _shedding_families(s)
     unknown = CounterMetricFamily(
         "eventlog_unknown_values",
         "Stored enum values the proto does not define (shown as UNKNOWN(n)), per field.",
@@ -307,6 +319,31 @@ def _endpoint_families(s: MetricsSnapshot) -> Iterator[Metric]:
     for path, count in sorted(s.unknown_values.items()):
         unknown.add_metric([path], count)
     yield unknown
+
+
+def _shedding_families(s: MetricsSnapshot) -> Iterator[Metric]:
+    labels = ["service", "upstream"]
+    periods = CounterMetricFamily(
+        "eventlog_shedding_periods",
+        "Load-shedding periods of adaptive concurrency limits, summed over instances.",
+        labels=labels)
+    shed = CounterMetricFamily(
+        "eventlog_shed_calls", "Calls shed in the shedding periods that stopped.", labels=labels)
+    seconds = CounterMetricFamily(
+        "eventlog_shedding_seconds", "Seconds spent shedding in the periods that stopped.",
+        labels=labels)
+    now = GaugeMetricFamily(
+        "eventlog_instances_shedding", "Instances of the service shedding calls now.",
+        labels=labels)
+    for (service, upstream), totals in sorted(s.shedding.items()):
+        periods.add_metric([service, upstream], totals.periods)
+        shed.add_metric([service, upstream], totals.shed)
+        seconds.add_metric([service, upstream], totals.shedding_s)
+        now.add_metric([service, upstream], totals.shedding_now)
+    yield periods
+    yield shed
+    yield seconds
+    yield now
 
 
 def take_snapshot(follower: Any, counters: AppendCounters, head_position: int) -> MetricsSnapshot:
@@ -334,6 +371,7 @@ def take_snapshot(follower: Any, counters: AppendCounters, head_position: int) -
         },
         endpoint_ejections=endpoints.ejection_totals(),
         endpoints_ejected=endpoints.ejected_now(),
+        shedding=follower.shedding_views().totals(),
         unknown_values=follower.unknown_values(),
         head_position=max(head_position, follower.position),
         projection_position=follower.position,
