@@ -8,14 +8,16 @@ whose answer wins; the slow upstream sees its attempt cancelled.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.integration.proxy._calls import unary
+from tests.integration.proxy._calls import server_stream, unary
 from tests.integration.proxy._traffic import Replica, Traffic, success_rate, summary
 from tests.support.sidecar import SidecarProcess
 from tests.support.upstream import UpstreamProcess
@@ -75,3 +77,31 @@ async def test_hedging_cuts_the_tail_of_a_sometimes_slow_endpoint(
     assert p99 < (HEDGE_DELAY_MS + 50.0) / 1000 + fast_p99, (p99, fast_p99, summary(judged))
     # the losing attempts were cancelled, and the slow upstream saw it
     assert slow["cancelled"] >= delayed // 2, slow
+
+
+async def test_a_hedged_server_stream_is_answered_by_the_fast_endpoint(
+        tmp_path: Path, replicas: list[Replica]) -> None:
+    stream = "/sidecar.test.Echo/ServerStream"
+    fast, _, slow = replicas
+    for replica in (fast, slow):
+        replica.process.reset()
+        replica.set("*")
+    slow.set("*", delay_ms=3000.0)
+    config = {"upstreams": {"svc": {
+        "endpoints": [fast.address, slow.address], "routes": ["/sidecar.test.Echo/"],
+        "balancer": "round_robin", "timeout_ms": 5000,
+        "hedging": {"methods": [stream], "delay_ms": HEDGE_DELAY_MS, "max_attempts": 2},
+    }}}
+    with SidecarProcess(tmp_path, config) as sidecar:
+        async with grpc.aio.insecure_channel(sidecar.address) as channel:
+            await unary(channel, "/sidecar.test.Echo/Unary", timeout=5)
+            await asyncio.sleep(0.3)  # the stream's shape, learned by reflection
+            for _ in range(4):
+                started = time.monotonic()
+                outcome = await server_stream(channel, stream, b"h", timeout=5)
+                assert outcome.code is grpc.StatusCode.OK, outcome
+                assert outcome.messages == [b"h#0", b"h#1", b"h#2"]
+                assert time.monotonic() - started < 1.5
+    stats = slow.process.method_stats(stream)
+    assert stats["calls"] >= 2, stats  # round robin gave it first attempts
+    assert stats["cancelled"] == stats["calls"], stats  # every one of them lost
