@@ -30,6 +30,8 @@ class AdaptiveConcurrencyConfig(_Model):
     tolerance: Annotated[float, Field(ge=1.0, le=100.0)] = _LIMITS.tolerance
     long_window: Annotated[int, Field(ge=10)] = _LIMITS.long_window
     quiet_ms: PositiveFloat = _LIMITS.quiet_ms
+    window_ms: Annotated[float, Field(ge=0.0, le=60_000.0)] = _LIMITS.window_ms
+    window_samples: PositiveInt = _LIMITS.window_samples
 
     @model_validator(mode="after")
     def _min_not_above_initial(self) -> AdaptiveConcurrencyConfig:
@@ -42,7 +44,8 @@ class AdaptiveConcurrencyConfig(_Model):
         return LimitSettings(
             algorithm=self.algorithm, initial_limit=self.initial_limit,
             min_limit=self.min_limit, smoothing=self.smoothing, tolerance=self.tolerance,
-            long_window=self.long_window, quiet_ms=self.quiet_ms,
+            long_window=self.long_window, quiet_ms=self.quiet_ms, window_ms=self.window_ms,
+            window_samples=self.window_samples,
         )
 
 

@@ -103,7 +103,7 @@ class Gradient2Limit:
         self._estimate = min(max(self._estimate, settings.min_limit), max_limit)
 
     def update(self, rtt_s: float, in_flight: int, dropped: bool,
-               saturated: bool | None = None) -> int:
+               saturated: bool | None = None, samples: int = 1) -> int:
         """One measured call: ``rtt_s`` its RTT, ``in_flight`` the calls in flight when it
         ended (itself included), ``saturated`` whether the limit is being reached (default:
         ``in_flight >= limit``; the limiter also says so while it sheds). Returns the new
@@ -114,10 +114,10 @@ class Gradient2Limit:
         if saturated is None:
             saturated = in_flight >= int(estimate)
         if not dropped:
-            self._learn(short, saturated)
+            self._learn(short, saturated, samples)
         long = self._long_rtt_s
         if long / short > DRIFT_RATIO:
-            self._long_rtt_s = long * DRIFT_DECAY
+            self._long_rtt_s = long * DRIFT_DECAY ** samples
         if in_flight < estimate / 2 and not dropped:
             return int(estimate)  # app-limited: the caller is the bottleneck
         if dropped or long <= 0.0:
@@ -129,14 +129,16 @@ class Gradient2Limit:
         self._estimate = max(float(settings.min_limit), min(float(self.max_limit), new))
         return int(self._estimate)
 
-    def _learn(self, short: float, saturated: bool) -> None:
+    def _learn(self, short: float, saturated: bool, samples: int = 1) -> None:
+        """``short`` is the mean RTT of ``samples`` calls: the long window learns it as it
+        would learn that many calls one by one."""
         if self._samples < WARMUP_SAMPLES:
-            self._samples += 1
-            self._sum_s += short
+            self._samples += samples
+            self._sum_s += short * samples
             self._long_rtt_s = self._sum_s / self._samples
             return
         long = self._long_rtt_s
         low = self._estimate <= LOW_LIMIT * self.settings.min_limit
         if short > long and saturated and not low:
             return  # the up guard: see the module docstring
-        self._long_rtt_s = long + (short - long) * self._factor
+        self._long_rtt_s = long + (short - long) * (1.0 - (1.0 - self._factor) ** samples)

@@ -46,7 +46,7 @@ class LimitAlgorithm(Protocol):
     def estimate(self) -> float: ...
 
     def update(self, rtt_s: float, in_flight: int, dropped: bool,
-               saturated: bool | None = None) -> int: ...
+               saturated: bool | None = None, samples: int = 1) -> int: ...
 
     def reconfigure(self, settings: LimitSettings, max_limit: int) -> None: ...
 
@@ -58,6 +58,40 @@ def new_algorithm(settings: LimitSettings, ceiling: int, start: float | None = N
     if name == "vegas":
         return VegasLimit(settings, ceiling, start, rng)
     return Gradient2Limit(settings, ceiling, start)
+
+
+class _SampleWindow:
+    """Calls measured since the algorithm last moved the limit: it moves once per window (at
+    least ``window_samples`` calls over at least ``window_ms``), on the window's mean RTT, the
+    most calls in flight, and whether any call was dropped or the limit was reached. A single
+    call's RTT is too noisy to steer by: per call, the limit swings around the capacity."""
+
+    __slots__ = ("count", "dropped", "max_in_flight", "saturated", "started", "sum_rtt_s")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.count = 0
+        self.sum_rtt_s = 0.0
+        self.max_in_flight = 0
+        self.dropped = False
+        self.saturated = False
+        self.started = 0.0
+
+    def add(self, now: float, rtt_s: float, in_flight: int, dropped: bool,
+            saturated: bool) -> None:
+        if not self.count:
+            self.started = now
+        self.count += 1
+        self.sum_rtt_s += rtt_s
+        self.max_in_flight = max(self.max_in_flight, in_flight)
+        self.dropped = self.dropped or dropped
+        self.saturated = self.saturated or saturated
+
+    @property
+    def mean_rtt_s(self) -> float:
+        return self.sum_rtt_s / self.count if self.count else 0.0
 
 
 class AdaptiveLimiter:
@@ -79,7 +113,7 @@ class AdaptiveLimiter:
 
     __slots__ = ("_algorithm", "_clock", "_in_flight", "_last_shed_at", "_listeners", "_lock",
                  "_period_shed", "_period_start", "_rng", "_shed_total", "_shedding",
-                 "ceiling", "settings", "upstream")
+                 "_window", "ceiling", "settings", "upstream")
 
     def __init__(self, settings: LimitSettings, *, upstream: str, ceiling: int,
                  clock: Callable[[], float] = time.monotonic,
@@ -103,6 +137,7 @@ class AdaptiveLimiter:
         self._period_start = 0.0
         self._period_shed = 0
         self._last_shed_at = 0.0
+        self._window = _SampleWindow()
 
     # --- what telemetry and the admin API read -----------------------------------------------
 
@@ -167,8 +202,16 @@ class AdaptiveLimiter:
             in_flight = self._in_flight
             self._in_flight = max(0, in_flight - 1)
             saturated = self._shedding or in_flight >= self._algorithm.limit
-            self._algorithm.update(rtt_s, in_flight, dropped, saturated)
-            changes = self._end_quiet_period(self._clock())
+            now = self._clock()
+            window = self._window
+            window.add(now, rtt_s, in_flight, dropped, saturated)
+            settings = self.settings
+            if (window.count >= settings.window_samples
+                    and now - window.started >= settings.window_ms / 1000.0):
+                self._algorithm.update(window.mean_rtt_s, window.max_in_flight, window.dropped,
+                                       window.saturated, window.count)
+                window.clear()
+            changes = self._end_quiet_period(now)
         self._tell(changes)
 
     def release_ignored(self) -> None:

@@ -58,6 +58,10 @@ class LimitSettings:
     """Gradient2: samples in the long-window RTT average (an EWMA over this many calls)."""
     quiet_ms: float = 1000.0
     """A shedding period ends once no call was shed for this long (hysteresis)."""
+    window_ms: float = 100.0
+    """The limit moves at most once per this long, on the mean RTT of the calls in between."""
+    window_samples: int = 10
+    """... and only once that many calls were measured since it last moved."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -73,6 +77,8 @@ class LimitSettings:
         _number_in(problems, "tolerance", self.tolerance, 1.0, 100.0)
         _int_at_least(problems, "long_window", self.long_window, 10)
         _number_in(problems, "quiet_ms", self.quiet_ms, 0.0, 3_600_000.0, low_open=True)
+        _number_in(problems, "window_ms", self.window_ms, 0.0, 60_000.0)
+        _int_at_least(problems, "window_samples", self.window_samples, 1)
         if problems:
             raise ValueError("; ".join(problems))
 

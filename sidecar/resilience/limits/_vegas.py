@@ -78,7 +78,7 @@ class VegasLimit:
         self._estimate = min(max(self._estimate, settings.min_limit), max_limit)
 
     def update(self, rtt_s: float, in_flight: int, dropped: bool,
-               saturated: bool | None = None) -> int:
+               saturated: bool | None = None, samples: int = 1) -> int:
         """One measured call (see :meth:`Gradient2Limit.update`; ``saturated`` is unused)."""
         rtt = max(rtt_s, 1e-6)
         self._probe_count += 1
