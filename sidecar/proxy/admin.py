@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sidecar.breaker import BreakerView, CircuitBreaker, Mode, State
 from sidecar.proxy.admin_endpoints import UpstreamLookup, list_endpoints
 from sidecar.proxy.guard import BreakerRegistry, Bulkhead
+from sidecar.proxy.upstream import Upstream
 from sidecar.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 
 __all__ = ["SidecarAdminServicer", "breaker_info", "upstream_of"]
@@ -90,6 +91,8 @@ def breaker_info(view: BreakerView, limit: Bulkhead | None = None) -> admin_pb2.
             in_flight=max(0, limit.in_flight),
             max_concurrent_requests=limit.limit,
             overflows=limit.overflows,
+            algorithm="fixed",
+            limit=limit.limit,
         ))
     last = view.last_transition
     if last is not None:
@@ -100,6 +103,23 @@ def breaker_info(view: BreakerView, limit: Bulkhead | None = None) -> admin_pb2.
             at=_timestamp(last.at_wall),
         ))
     return info
+
+
+def add_resilience(info: admin_pb2.BreakerInfo, upstream: Upstream) -> None:
+    """The upstream's adaptive limit (when on) and retry budget (when retries or hedging are
+    configured) into ``info``."""
+    limiter = upstream.guard.limiter
+    if limiter is not None:
+        concurrency = info.concurrency
+        concurrency.algorithm = limiter.algorithm
+        concurrency.limit = limiter.limit
+        concurrency.shed = limiter.shed_total
+        concurrency.shedding = limiter.shedding
+    budget = upstream.budget
+    if budget is not None:
+        info.retry_budget.CopyFrom(admin_pb2.RetryBudgetInfo(
+            ratio=budget.ratio, min_per_s=budget.min_per_s, available=budget.available(),
+            retries=upstream.retries, hedges=upstream.hedges, exhausted=budget.exhausted))
 
 
 class SidecarAdminServicer(admin_pb2_grpc.SidecarAdminServicer):
@@ -121,7 +141,12 @@ class SidecarAdminServicer(admin_pb2_grpc.SidecarAdminServicer):
 
     def _info(self, breaker: CircuitBreaker) -> admin_pb2.BreakerInfo:
         limit = self._limit_of(breaker.name) if self._limit_of is not None else None
-        return breaker_info(breaker.view(), limit)
+        info = breaker_info(breaker.view(), limit)
+        if self._upstreams is not None:
+            upstream = self._upstreams().get(upstream_of(breaker.name))
+            if upstream is not None:
+                add_resilience(info, upstream)
+        return info
 
     async def ListBreakers(self, request: admin_pb2.ListBreakersRequest,
                            context: Context) -> admin_pb2.ListBreakersResponse:

@@ -217,6 +217,7 @@ def breaker_dict(info: Any) -> dict[str, Any]:
     window = info.window
     last = info.last_transition if info.HasField("last_transition") else None
     limit = info.concurrency if info.HasField("concurrency") else None
+    budget = info.retry_budget if info.HasField("retry_budget") else None
     return {
         "name": info.name,
         "upstream": info.upstream,
@@ -239,6 +240,18 @@ def breaker_dict(info: Any) -> dict[str, Any]:
             "in_flight": limit.in_flight,
             "max_concurrent_requests": limit.max_concurrent_requests,
             "overflows": limit.overflows,
+            "algorithm": limit.algorithm or "fixed",
+            "limit": limit.limit or limit.max_concurrent_requests,
+            "shed": limit.shed,
+            "shedding": limit.shedding,
+        },
+        "retry_budget": None if budget is None else {
+            "ratio": budget.ratio,
+            "min_per_s": budget.min_per_s,
+            "available": budget.available,
+            "retries": budget.retries,
+            "hedges": budget.hedges,
+            "exhausted": budget.exhausted,
         },
         "last_transition": None if last is None else {
             "from_state": state(last.from_state),
@@ -249,6 +262,12 @@ def breaker_dict(info: Any) -> dict[str, Any]:
     }
 
 
+def _shed(limit: dict[str, Any] | None) -> str:
+    if limit is None or limit["algorithm"] == "fixed":
+        return "-"
+    return f"{limit['algorithm']}:{limit['shed']}{'*' if limit['shedding'] else ''}"
+
+
 def _duration(ms: int) -> str:
     """``12.3s`` for a positive number of milliseconds, ``-`` for 0."""
     return f"{ms / 1000:.1f}s" if ms > 0 else "-"
@@ -256,23 +275,32 @@ def _duration(ms: int) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width text table of :func:`breaker_dict` rows. ``IN_FLIGHT`` is the upstream's
-    calls in flight over its ``max_concurrent_requests``, ``OVERFLOWS`` the calls that limit
-    refused since start (both upstream-wide; ``-`` when unknown). ``STREAK_DECAY_IN`` is the
-    time until the trip streak falls by one if the breaker stays CLOSED (``-`` when it cannot
-    fall: streak 0, not CLOSED, or disabled)."""
+    calls in flight over the limit in force (the adaptive limit with ``adaptive_concurrency``,
+    else ``max_concurrent_requests``), ``OVERFLOWS`` the calls ``max_concurrent_requests``
+    refused since start, ``SHED`` the calls the adaptive limit shed (``algorithm:shed``, a ``*``
+    while shedding), ``RETRY_BUDGET`` the retries the budget would grant now / retries and
+    hedges granted / refused (all upstream-wide; ``-`` when unknown or not configured).
+    ``STREAK_DECAY_IN`` is the time until the trip streak falls by one if the breaker stays
+    CLOSED (``-`` when it cannot fall: streak 0, not CLOSED, or disabled)."""
     header = ("BREAKER", "STATE", "MODE", "CALLS", "FAIL%", "SLOW%", "STREAK", "IN_FLIGHT",
-              "OVERFLOWS", "STREAK_DECAY_IN", "OPEN_UNTIL", "LAST TRANSITION")
+              "OVERFLOWS", "SHED", "RETRY_BUDGET", "STREAK_DECAY_IN", "OPEN_UNTIL",
+              "LAST TRANSITION")
     lines = [header]
     for row in rows:
         window = row["window"]
         last = row["last_transition"]
         limit = row.get("concurrency")
+        budget = row.get("retry_budget")
         lines.append((
             row["name"], row["state"], row["mode"], str(window["calls"]),
             f"{window['failure_rate'] * 100:.0f}", f"{window['slow_call_rate'] * 100:.0f}",
             str(row["trip_streak"]),
-            "-" if limit is None else f"{limit['in_flight']}/{limit['max_concurrent_requests']}",
+            "-" if limit is None else f"{limit['in_flight']}/{limit['limit']}",
             "-" if limit is None else str(limit["overflows"]),
+            _shed(limit),
+            "-" if budget is None else (f"{budget['available']:.0f}/"
+                                        f"{budget['retries'] + budget['hedges']}/"
+                                        f"{budget['exhausted']}"),
             _duration(row.get("streak_decay_in_ms", 0)),
             row["open_until"] or "-",
             "-" if last is None else

@@ -18,7 +18,10 @@ def test_a_breaker_carries_its_upstreams_in_flight_limit_and_overflows() -> None
     limit.limit = 2
     assert not limit.try_enter()
     row = breaker_dict(breaker_info(_view(), limit))
-    assert row["concurrency"] == {"in_flight": 2, "max_concurrent_requests": 2, "overflows": 1}
+    assert row["concurrency"] == {"in_flight": 2, "max_concurrent_requests": 2, "overflows": 1,
+                                  "algorithm": "fixed", "limit": 2, "shed": 0,
+                                  "shedding": False}
+    assert row["retry_budget"] is None
     header, line = format_table([row]).splitlines()
     cells = dict(zip(header.split()[:9], line.split()[:9], strict=True))
     assert (cells["IN_FLIGHT"], cells["OVERFLOWS"]) == ("2/2", "1")
