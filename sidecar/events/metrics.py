@@ -12,6 +12,7 @@ metric                                          labels   meaning
 ``sidecar_events_ship_failures_total``          code     failed Append/ReadStream calls
 ``sidecar_events_dropped_total``                reason   lost: ``queue_full``, ``outbox_full``
 ``sidecar_eventlog_breaker_state``              state    the shipper's own breaker (1 = current)
+``sidecar_eventlog_rollbacks_total``                     log found behind what it acknowledged
 ==============================================  =======  =========================================
 
 The pieces keep plain counters; :class:`EventsCollector` reads them (and the outbox) when
@@ -117,4 +118,10 @@ class EventsCollector(Collector):
         current = shipper.breaker_state if shipper else State.CLOSED
         for state in State:
             breaker.add_metric([state.value], 1.0 if state is current else 0.0)
-        return [pending, awaiting, age, queued, shipped, duplicates, failures, dropped, breaker]
+        rollbacks = CounterMetricFamily(
+            "sidecar_eventlog_rollbacks",
+            "Times the event log's head was found behind, or with another hash than, what it had "
+            "acknowledged (restored from an older backup, stream recreated).",
+            value=shipper.rollbacks if shipper else 0)
+        return [pending, awaiting, age, queued, shipped, duplicates, failures, dropped, breaker,
+                rollbacks]

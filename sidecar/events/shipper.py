@@ -54,6 +54,7 @@ from sidecar.breaker import (
 )
 from sidecar.events._loud import LoudLimiter
 from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
+from sidecar.events.rollback import RollbackGuard
 from sidecar.events.settings import EventsSettings
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
 
@@ -279,6 +280,8 @@ class ShipperStats:
     rebases: int
     """Times a stream was (re)numbered after the log's head (head learned or conflict)."""
     breaker_state: State
+    rollbacks: int = 0
+    """Times the log's head was found behind (or off) what it had acknowledged."""
 
 
 def _breaker_settings(settings: EventsSettings) -> BreakerSettings:
@@ -343,6 +346,8 @@ class Shipper:
         self._failures_in_row = 0
         self._conflicts_in_row = 0
         self._rebase_needed: set[str] = set()
+        self.rollback = RollbackGuard(outbox)
+        """Checks the log's heads against what it acknowledged on each (re)connect."""
         self._deadline: float | None = None
         self._shipped = 0
         self._duplicates = 0
@@ -368,7 +373,7 @@ class Shipper:
         """A copy of the counters (safe from any thread)."""
         with self._counter_lock:
             return ShipperStats(self._shipped, self._duplicates, dict(self._failures),
-                                self._rebases, self.breaker.state)
+                                self._rebases, self.breaker.state, self.rollback.rollbacks)
 
     # --- one unit of work ------------------------------------------------------------------------
 
@@ -403,7 +408,7 @@ class Shipper:
         started = self._clock()
         try:
             if stream is not None:
-                self._resolve(stream)
+                self._check_then_resolve(stream)
             else:
                 self._ship(batch)
         except ExportError as exc:
@@ -436,6 +441,9 @@ class Shipper:
         return wait
 
     def _stream_to_resolve(self) -> str | None:
+        checking = self.rollback.next_stream()
+        if checking is not None:
+            return checking
         if self._rebase_needed:
             return min(self._rebase_needed)
         awaiting = self._outbox.streams_awaiting_head()
@@ -458,6 +466,19 @@ class Shipper:
         if len(acked) != len(batch):
             _log.error("the event log acknowledged %d of %d events; the rest will be resent",
                        len(acked), len(batch), extra={"event": "ship_partial_ack"})
+
+    def _check_then_resolve(self, stream: str) -> None:
+        """A rollback check first (on (re)connect, and before adopting the log's head after a
+        conflict: a log restored from a backup first shows as a conflict); then the head lookup
+        if the stream needs one. A detected rollback already renumbered the stream."""
+        marked = self.rollback.next_stream() == stream
+        if self.rollback.check(stream, self._read_head, self._event_at) is not None:
+            self._rebase_needed.discard(stream)
+            return
+        if marked and stream not in self._rebase_needed and (
+                stream not in self._outbox.streams_awaiting_head()):
+            return
+        self._resolve(stream)
 
     def _resolve(self, stream: str) -> None:
         """Learn the log's head of ``stream`` and (re)number the outbox's unshipped events."""
@@ -538,6 +559,8 @@ class Shipper:
             delay = self._backoff.delay_s(self._conflicts_in_row - 1, self._rng)
         else:
             self._failures_in_row += 1
+            if exc.unhealthy:  # the log may come back as an older copy of itself
+                self.rollback.mark_all()
             delay = self._backoff.delay_s(self._failures_in_row, self._rng)
             limiter = self._unreachable if exc.unhealthy else self._refused
             limiter.hit(extra={"event": "ship_failed", "code": exc.code, "error": exc.message,

@@ -42,6 +42,7 @@ def test_every_family_is_exported_at_zero_before_the_pipeline_starts() -> None:
     assert registry.get_sample_value("sidecar_events_dropped_total",
                                      {"reason": "outbox_full"}) == 0
     assert registry.get_sample_value("sidecar_eventlog_breaker_state", {"state": "closed"}) == 1
+    assert registry.get_sample_value("sidecar_eventlog_rollbacks_total") == 0
 
 
 def test_pending_age_and_drops_follow_the_outbox(outbox: Outbox) -> None:
