@@ -54,6 +54,8 @@ EVENTLOG_PROJECTION_LAG: Final = "eventlog_projection_lag_events"
 EVENTLOG_MEAN_TIME_TO_RECOVER: Final = "eventlog_breaker_mean_time_to_recover_seconds"
 EVENTLOG_ENDPOINT_EJECTIONS: Final = "eventlog_endpoint_ejections_total"
 EVENTLOG_ENDPOINTS_EJECTED: Final = "eventlog_endpoints_ejected"
+EVENTLOG_SHEDDING_PERIODS: Final = "eventlog_shedding_periods_total"
+EVENTLOG_INSTANCES_SHEDDING: Final = "eventlog_instances_shedding"
 # The sidecar's endpoint metrics (sidecar/telemetry/endpoint_metrics.py): the first three are
 # contract names of DESIGN section 6, declared here too so the dashboards' name check knows them.
 SIDECAR_UPSTREAM_ENDPOINTS: Final = "sidecar_upstream_endpoints"
@@ -79,7 +81,8 @@ SIDECAR_RESILIENCE_METRICS: Final = (
 EXTRA_METRICS: Final = (
     SIDECAR_OVERFLOWS, SIDECAR_OUTBOX_OLDEST_AGE, SIDECAR_SHIPPING_FAILURES,
     SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG, EVENTLOG_MEAN_TIME_TO_RECOVER,
-    EVENTLOG_ENDPOINT_EJECTIONS, EVENTLOG_ENDPOINTS_EJECTED, *SIDECAR_ENDPOINT_METRICS,
+    EVENTLOG_ENDPOINT_EJECTIONS, EVENTLOG_ENDPOINTS_EJECTED, EVENTLOG_SHEDDING_PERIODS,
+    EVENTLOG_INSTANCES_SHEDDING, *SIDECAR_ENDPOINT_METRICS,
     *SIDECAR_RESILIENCE_METRICS,
 )
 
@@ -618,6 +621,25 @@ def breaker_event_log() -> dash.Dashboard:
             "short",
             # max: every event log replica reports the same value, from the same log
             [_query(f"max by (service, upstream) ({EVENTLOG_ENDPOINTS_EJECTED}"
+                    f"{{{EVENTLOG_SU_SEL}}})", "{{service}}/{{upstream}}", "A")],
+            width=12))
+        .with_row(dash.Row("Load shedding (adaptive concurrency)"))
+        .with_panel(_graph(
+            "Shedding periods by service and upstream",
+            "Periods in which an upstream's adaptive concurrency limit shed calls (one "
+            "LoadShedding started/stopped pair per overload, not per call), summed over the "
+            "instances of each service, as recorded in the log.",
+            "short",
+            [_query(f"sum by (service, upstream) (increase({EVENTLOG_SHEDDING_PERIODS}"
+                    f"{{{EVENTLOG_SU_SEL}}}{rate}))", "{{service}}/{{upstream}}", "A")],
+            width=12, bars=True))
+        .with_panel(_graph(
+            "Instances shedding now",
+            "Instances of each service whose limit for the upstream is shedding calls now "
+            "(a period started and not yet stopped).",
+            "short",
+            # max: every event log replica reports the same value, from the same log
+            [_query(f"max by (service, upstream) ({EVENTLOG_INSTANCES_SHEDDING}"
                     f"{{{EVENTLOG_SU_SEL}}})", "{{service}}/{{upstream}}", "A")],
             width=12))
         .with_row(dash.Row("The event log"))

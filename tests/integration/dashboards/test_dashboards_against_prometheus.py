@@ -18,8 +18,8 @@ that runs). A scripted scenario drives traffic through the sidecar:
 6. ``payments`` heals: the breaker recovers through HALF_OPEN;
 7. a shipper-style retry appends an already stored event again (a duplicate);
 8. outlier detection on a second ``checkout`` pod: its endpoint events (endpoints joined, two
-   ejected, one back) are appended straight to the event log, as that pod's sidecar would ship
-   them;
+   ejected, one back; and a LoadShedding period, started then stopped) are appended straight to
+   the event log, as that pod's sidecar would ship them;
 9. a reload takes the failing process out of ``orders``' endpoints (a set change).
 
 Then each dashboard's variables, annotations and panel targets are expanded the way Grafana
@@ -53,6 +53,7 @@ from tests.contract.endpoint_events import (
     endpoint_returned,
     endpoints_changed,
 )
+from tests.contract.resilience_events import load_shedding
 from tests.integration.dashboards.k8s_pods import ROOT, fake_pod
 from tests.support.events import StreamFactory, to_proto
 from tests.support.procs import SIDECAR_BIN, ManagedProcess, free_port, wait_for_port
@@ -85,6 +86,7 @@ MUST_BE_POSITIVE = {
     ("Endpoint set changes", "A"),
     # inventory's max_concurrent_requests, and its calls held while it is slow
     ("Concurrency limit vs in flight", "A"), ("Concurrency limit vs in flight", "B"),
+    ("Shedding periods by service and upstream", "A"), ("Instances shedding now", "A"),
 }
 
 
@@ -326,13 +328,21 @@ def _endpoint_events(eventlog: EventLogProcess, prometheus: PrometheusServer) ->
                                       f"{{{selector}}}[1m]) >= 2"),
                     15, "the endpoint ejections counter at 0")
         append(endpoint_ejected(pod, "payments", ENDPOINT_A, at_ns=time.time_ns()),
-               endpoint_ejected(pod, "payments", ENDPOINT_B, at_ns=time.time_ns()))
+               endpoint_ejected(pod, "payments", ENDPOINT_B, at_ns=time.time_ns()),
+               load_shedding(pod, "payments", phase="started", at_ns=time.time_ns()))
         _wait_until(_seen(prometheus, f"eventlog_endpoints_ejected{{{selector}}}"),
                     15, "the ejected endpoints to reach Prometheus")
-        append(endpoint_returned(pod, "payments", ENDPOINT_A, at_ns=time.time_ns()))
+        _wait_until(_seen(prometheus, f"eventlog_instances_shedding{{{selector}}}"),
+                    15, "the shedding period to reach Prometheus")
+        append(endpoint_returned(pod, "payments", ENDPOINT_A, at_ns=time.time_ns()),
+               load_shedding(pod, "payments", phase="stopped", shed=40, duration_ms=2_000,
+                             at_ns=time.time_ns()))
     _wait_until(_seen(prometheus, f"max_over_time(increase(eventlog_endpoint_ejections_total"
                                   f"{{{selector}}}[4s])[1m:1s])"),
                 15, "the ejections to show as an increase")
+    _wait_until(_seen(prometheus, f"max_over_time(increase(eventlog_shedding_periods_total"
+                                  f"{{{selector}}}[4s])[1m:1s])"),
+                15, "the shedding period to show as an increase")
 
 
 def _has_data(result: list[dict[str, Any]]) -> bool:

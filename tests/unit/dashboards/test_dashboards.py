@@ -81,6 +81,7 @@ def test_breaker_event_log_has_the_panels_an_operator_looks_for(
         "Transitions by service and upstream", "Instances with an open breaker",
         "Seconds spent open", "Availability (time not open)", "Mean time to recover",
         "Append rate by event type", "Duplicate appends", "Head position", "Projection lag",
+        "Shedding periods by service and upstream", "Instances shedding now",
     }
 
 
