@@ -249,7 +249,7 @@ class _MetricsScope:
 
     def retry_refused(self, reason: str) -> None:
         if reason == "budget":
-            self._call.resilience.budget_exhausted.inc()
+            self._call.resilience.budget_refused()
 
     def hedge(self, attempt: int) -> None:
         pass  # counted by outcome when the hedged attempt ends

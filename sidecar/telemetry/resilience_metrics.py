@@ -19,7 +19,10 @@ the upstream's bulkhead holds now.
 ``reason`` of a retry is the status that made the attempt fail (``UNAVAILABLE``...) or
 ``per_try_timeout``; a hedge is not a retry. ``outcome`` of a hedge is ``won`` (its answer was
 the one the caller got) or ``lost`` (cancelled, or failed, while another attempt answered).
-A retry or hedge the budget refused counts in ``sidecar_retry_budget_exhausted_total``.
+A retry or hedge the budget refused counts in ``sidecar_retry_budget_exhausted_total`` and is
+logged, rate-limited (:class:`~sidecar.events._loud.LoudLimiter`: the first refusal of an
+upstream at once, then at most one WARNING line per 10 s carrying how many it stands for,
+``event="retry_budget_exhausted"``), never a line per call.
 
 Every counter starts at 0 for each configured upstream (retries: for each of its retryable
 codes, and ``per_try_timeout`` when ``per_try_timeout_ms`` is set), so ``rate()`` works from the
@@ -28,12 +31,17 @@ first scrape.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from sidecar.events._loud import LoudLimiter
 
 if TYPE_CHECKING:
     from sidecar.config import UpstreamConfig
@@ -45,12 +53,21 @@ HEDGE_OUTCOMES: Final = ("won", "lost")
 DEFAULT_RETRY_REASONS: Final = ("UNAVAILABLE",)
 """Retry reasons declared for an upstream without ``retry`` (hedging's default non-fatal code)."""
 PER_TRY_TIMEOUT_REASON: Final = "per_try_timeout"
+EVENT_BUDGET_EXHAUSTED: Final = "retry_budget_exhausted"
+BUDGET_LOG_INTERVAL_S: Final = 10.0
+"""At most one budget-refusal line per upstream this often (the first is logged at once)."""
 
 
 class ResilienceMetrics:
     """The retry, hedge and shedding counters, registered in ``registry``."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *,
+                 logger: logging.Logger | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger or logging.getLogger("sidecar.proxy")
+        self._clock = clock
+        self._budget_logs: dict[str, LoudLimiter] = {}
+        self._lock = threading.Lock()
         self.retries = Counter(
             "sidecar_retries", "Attempts retried after a failure, by upstream and the failure.",
             ["upstream", "reason"], registry=registry,
@@ -83,6 +100,18 @@ class ResilienceMetrics:
     def for_upstream(self, upstream: str) -> UpstreamResilience:
         return UpstreamResilience(self, upstream)
 
+    def budget_log(self, upstream: str) -> LoudLimiter:
+        """The upstream's rate-limited budget-refusal line (one per upstream, shared by its
+        calls so the limit holds across methods)."""
+        with self._lock:
+            limiter = self._budget_logs.get(upstream)
+            if limiter is None:
+                limiter = self._budget_logs[upstream] = LoudLimiter(
+                    self._logger,
+                    f"upstream {upstream}: retry budget exhausted, retries and hedges not sent",
+                    level=logging.WARNING, interval_s=BUDGET_LOG_INTERVAL_S, clock=self._clock)
+            return limiter
+
 
 def _retry_reasons(config: UpstreamConfig) -> tuple[str, ...]:
     retry = config.retry
@@ -95,8 +124,8 @@ def _retry_reasons(config: UpstreamConfig) -> tuple[str, ...]:
 class UpstreamResilience:
     """Cached label children of one upstream, for the per-call metrics scope."""
 
-    __slots__ = ("_metrics", "_reasons", "_upstream", "budget_exhausted", "hedges_lost",
-                 "hedges_won", "load_shed")
+    __slots__ = ("_budget_log", "_metrics", "_reasons", "_upstream", "budget_exhausted",
+                 "hedges_lost", "hedges_won", "load_shed")
 
     def __init__(self, metrics: ResilienceMetrics, upstream: str) -> None:
         self._metrics = metrics
@@ -106,6 +135,12 @@ class UpstreamResilience:
         self.hedges_won = metrics.hedges.labels(upstream, "won")
         self.hedges_lost = metrics.hedges.labels(upstream, "lost")
         self.load_shed = metrics.load_shed.labels(upstream)
+        self._budget_log = metrics.budget_log(upstream)
+
+    def budget_refused(self) -> None:
+        """A retry or hedge the budget refused: counted, and logged rate-limited."""
+        self.budget_exhausted.inc()
+        self._budget_log.hit(extra={"event": EVENT_BUDGET_EXHAUSTED, "upstream": self._upstream})
 
     def retried(self, reason: str) -> None:
         child = self._reasons.get(reason)

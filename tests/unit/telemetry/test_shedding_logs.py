@@ -29,3 +29,30 @@ def test_a_shedding_period_is_a_warning_line_and_an_info_line() -> None:
                              "(limit 11)"
     assert (stopped["event"], stopped["shed"], stopped["duration_ms"]) == (
         "load_shedding_stopped", 412, 3200)
+
+
+def test_budget_refusals_are_one_json_line_per_interval_not_one_per_call() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.telemetry.resilience_metrics import BUDGET_LOG_INTERVAL_S, ResilienceMetrics
+    from tests.support.fake_clock import FakeClock
+
+    stream = io.StringIO()
+    pipeline = configure_logging("INFO", stream)
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    metrics = ResilienceMetrics(registry, clock=clock)
+    for _ in range(50):  # two methods' call scopes of one upstream share its limiter
+        metrics.for_upstream("orders").budget_refused()
+    clock.advance(BUDGET_LOG_INTERVAL_S)
+    metrics.for_upstream("orders").budget_refused()
+    metrics.for_upstream("payments").budget_refused()
+    pipeline.close()
+
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [(x["upstream"], x["occurrences"], x["occurrences_total"]) for x in lines] == [
+        ("orders", 1, 1), ("orders", 50, 51), ("payments", 1, 1)]
+    assert {(x["level"], x["event"]) for x in lines} == {("WARNING", "retry_budget_exhausted")}
+    assert lines[0]["msg"].startswith("upstream orders: retry budget exhausted")
+    assert registry.get_sample_value("sidecar_retry_budget_exhausted_total",
+                                     {"upstream": "orders"}) == 51
