@@ -23,6 +23,9 @@ pytestmark = pytest.mark.integration
 PASSWORD = "s3cret-pass-word-7f3a"
 TOKEN = "tok-9b1c-never-printed"
 STARTUP_TIMEOUT_S = 60.0
+# The least a user needs, as README's "NATS over TLS, with credentials" documents it.
+SCOPED = ('{ publish: { allow: ["$JS.API.>", "$JS.FC.>", "EVENTLOG.>", '
+          '"$KV.EVENTLOG_CHECKPOINTS.>"] }, subscribe: { allow: ["_INBOX.>", "EVENTLOG.head"] } }')
 
 
 class NatsEventLog(EventLogProcess):
@@ -41,16 +44,30 @@ class NatsEventLog(EventLogProcess):
 
 def _round_trip(workdir: Path, store_url: str, *flags: str,
                 env: dict[str, str] | None = None) -> str:
-    """Serve on ``store_url``, append three events and read them back; the server's output."""
+    """Serve on ``store_url``, append three events, read them back, subscribe and get three
+    more live (the ordered consumer's subjects too); the server's output."""
     workdir.mkdir(parents=True, exist_ok=True)
     with NatsEventLog(workdir, store_url, *flags, env=env) as server:
-        events = StreamFactory("auth", workdir.name).transitions(3)
-        reply = server.append(events)
+        events = StreamFactory("auth", workdir.name).transitions(6)
+        reply = server.append(events[:3])
         assert [r.version for r in reply.results] == [1, 2, 3]
         page = server.stub.ReadStream(
             eventlog_pb2.ReadStreamRequest(stream=f"auth/{workdir.name}", from_version=1),
             timeout=10.0)
-        assert [e.event_id for e in page.events] == [e.event_id for e in events]
+        assert [e.event_id for e in page.events] == [e.event_id for e in events[:3]]
+        received: list[str] = []
+        mine = {e.event_id for e in events}  # the module's server holds other tests' too
+        stream = server.stub.Subscribe(eventlog_pb2.SubscribeRequest(from_position=1),
+                                       timeout=30.0)
+        for message in stream:
+            if message.WhichOneof("message") == "event" and message.event.event_id in mine:
+                received.append(message.event.event_id)
+                if len(received) == 3:
+                    server.append(events[3:])
+                if len(received) == 6:
+                    break
+        stream.cancel()
+        assert received == [e.event_id for e in events]
         return server.output()
 
 
@@ -88,7 +105,8 @@ def tls_nats(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> SecureNats:
              f'ca_file: "{pki.ca_cert}", verify: true }}\n'
              f'authorization {{ users: [ {{ user: el, password: "{PASSWORD}" }}, '
              f'{{ user: nojs, password: "{PASSWORD}", '
-             'permissions: { publish: { deny: ["$JS.API.>"] } } } ] }\n')
+             'permissions: { publish: { deny: ["$JS.API.>"] } } }, '
+             f'{{ user: scoped, password: "{PASSWORD}", permissions: {SCOPED} }} ] }}\n')
     with SecureNats(tmp_path_factory.mktemp("nats-tls"), block) as nats:
         yield nats  # type: ignore[misc]
 
@@ -105,6 +123,14 @@ def test_tls_with_a_client_certificate_and_a_password_appends_and_reads(
                          "--nats-user", "el", "--nats-password-env", "EL_NATS_PASSWORD",
                          env={"EL_NATS_PASSWORD": PASSWORD})
     _no_secret(output)
+
+
+def test_the_documented_least_permissions_are_enough(
+        tmp_path: Path, pki: Pki, tls_nats: SecureNats) -> None:
+    client = pki.issue("eventlog-client-5", client=True)
+    _round_trip(tmp_path / "scoped", tls_nats.tls_url, *_tls_flags(pki, client.cert, client.key),
+                "--nats-user", "scoped", "--nats-password-env", "EL_NATS_PASSWORD",
+                env={"EL_NATS_PASSWORD": PASSWORD})
 
 
 def test_a_wrong_ca_is_refused_in_one_line_naming_the_ca(
