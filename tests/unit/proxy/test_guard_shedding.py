@@ -101,7 +101,9 @@ def test_the_ceiling_still_applies_and_frees_the_limiter_slot() -> None:
 
 def test_a_dropped_call_lowers_the_limit() -> None:
     clock, recorder, scope = FakeClock(), Recorder(), Scope()
-    target = Target(_guard(clock, recorder, LimitSettings(initial_limit=8, min_limit=1)))
+    # one call per sample window, so each drop moves the limit (the default window is 10 calls)
+    target = Target(_guard(clock, recorder, LimitSettings(initial_limit=8, min_limit=1,
+                                                          window_ms=0.0, window_samples=1)))
     admissions = [_admit(target, scope) for _ in range(8)]
     for admission in admissions:
         assert isinstance(admission, Admission)
