@@ -92,7 +92,18 @@ def register(subparsers: SubParsers) -> None:
     )
     verify.add_argument("--store", required=True,
                         help="store URL of an existing log: sqlite:///PATH or nats://H:P")
+    nats_auth.add_arguments(verify)
+    verify.add_argument("--against", metavar="FILE", default=None,
+                        help="also check that no stream is behind, or has another hash at, the "
+                             "heads saved in FILE by `sidecar eventlog heads`")
     verify.set_defaults(func=_verify)
+
+    heads = eventlog_sub.add_parser(
+        "heads", help="print every stream's head (version, hash) as JSON lines, to save for "
+                      "`verify --against`", epilog=_EXIT_STATUS_HELP)
+    heads.add_argument("--store", required=True,
+                       help="store URL of an existing log: sqlite:///PATH or nats://H:P")
+    heads.set_defaults(func=_heads)
 
     rebuild = eventlog_sub.add_parser(
         "rebuild", help="rebuild every projection from the log and replace its checkpoint",
@@ -100,6 +111,7 @@ def register(subparsers: SubParsers) -> None:
     )
     rebuild.add_argument("--store", required=True,
                          help="store URL of an existing log: sqlite:///PATH or nats://H:P")
+    nats_auth.add_arguments(rebuild)
     rebuild.set_defaults(func=_rebuild)
 
     events = subparsers.add_parser("events", help="query or follow a running event log")
@@ -312,7 +324,8 @@ def _open_store_or_fail(prog: str, url: str, *, create: bool,
         return _fail(prog, str(exc), EXIT_USAGE)
 
 
-def _run_offline(prog: str, url: str, work: Callable[[Any], Any]) -> tuple[Any, int | None]:
+def _run_offline(prog: str, url: str, work: Callable[[Any], Any],
+                 args: argparse.Namespace | None = None) -> tuple[Any, int | None]:
     """Open the store at ``url`` (which must exist), run ``await work(store)`` and close it.
 
     Returns (result, None), or (None, exit code) after printing one line: a store that cannot
@@ -322,7 +335,11 @@ def _run_offline(prog: str, url: str, work: Callable[[Any], Any]) -> tuple[Any, 
 
     from sidecar.eventlog.store import StoreError
 
-    store = _open_store_or_fail(prog, url, create=False)
+    try:  # the --nats-* flags (TLS files, credential) of verify and rebuild
+        auth = nats_auth.from_arguments(args) if args is not None else None
+    except ValueError as exc:
+        return None, _fail(prog, str(exc), EXIT_USAGE)
+    store = _open_store_or_fail(prog, url, create=False, nats_auth=auth)
     if isinstance(store, int):
         return None, store
 
@@ -343,7 +360,7 @@ def _run_offline(prog: str, url: str, work: Callable[[Any], Any]) -> tuple[Any, 
 def _verify(args: argparse.Namespace) -> int:
     from sidecar.eventlog.audit import verify
 
-    report, failed = _run_offline(VERIFY_PROG, args.store, verify)
+    report, failed = _run_offline(VERIFY_PROG, args.store, verify, args)
     if failed is not None:
         return failed
     print(report.summary())
@@ -361,7 +378,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         runner = await rebuild(store, server_projections())
         return runner.events_folded, runner.position, time.perf_counter() - started
 
-    result, failed = _run_offline(REBUILD_PROG, args.store, work)
+    result, failed = _run_offline(REBUILD_PROG, args.store, work, args)
     if failed is not None:
         return failed
     folded, position, elapsed_s = result

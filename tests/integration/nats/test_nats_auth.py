@@ -191,6 +191,11 @@ def test_a_token_from_a_file_is_accepted_and_a_wrong_one_refused(tmp_path: Path)
     wrong.write_text("tok-wrong-0000\n")
     with SecureNats(tmp_path / "nats", f'authorization {{ token: "{TOKEN}" }}\n') as nats:
         _no_secret(_round_trip(tmp_path / "token-ok", nats.url, "--nats-token-file", str(token)))
+        verified = subprocess.run(  # the offline tools take the same flags
+            [SIDECAR_BIN, "eventlog", "verify", "--store", nats.url, "--nats-token-file",
+             str(token)], capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
+        assert verified.returncode == 0, verified.stderr
+        _no_secret(verified.stdout + verified.stderr)
         stderr = _refused(nats.url, "--nats-token-env", "EL_NATS_TOKEN",
                           env={"EL_NATS_TOKEN": "tok-wrong-0000"})
     assert len(stderr.strip().splitlines()) == 1, stderr
