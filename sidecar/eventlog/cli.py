@@ -93,17 +93,7 @@ def register(subparsers: SubParsers) -> None:
     verify.add_argument("--store", required=True,
                         help="store URL of an existing log: sqlite:///PATH or nats://H:P")
     nats_auth.add_arguments(verify)
-    verify.add_argument("--against", metavar="FILE", default=None,
-                        help="also check that no stream is behind, or has another hash at, the "
-                             "heads saved in FILE by `sidecar eventlog heads`")
     verify.set_defaults(func=_verify)
-
-    heads = eventlog_sub.add_parser(
-        "heads", help="print every stream's head (version, hash) as JSON lines, to save for "
-                      "`verify --against`", epilog=_EXIT_STATUS_HELP)
-    heads.add_argument("--store", required=True,
-                       help="store URL of an existing log: sqlite:///PATH or nats://H:P")
-    heads.set_defaults(func=_heads)
 
     rebuild = eventlog_sub.add_parser(
         "rebuild", help="rebuild every projection from the log and replace its checkpoint",
