@@ -1,8 +1,10 @@
 """`sidecar demo`, the quick start's main job, run exactly as a newcomer runs it (through the
 CLI, not on a terminal, so it prints plain lines): the whole system starts, the breaker trips
 and recovers, the transitions come back from the event log, the sick orders replica is ejected
-and comes back while the others serve, and every process it started is gone when it ends
-(duration over, Ctrl-C, or even the demo killed outright)."""
+and comes back while the others serve and retries hide its failures from the callers,
+catalog's surge is shed by the adaptive limit (shedding started and stopped read back from
+the log), and every process it started is gone when it ends (duration over, Ctrl-C, or even
+the demo killed outright)."""
 
 from __future__ import annotations
 
@@ -141,8 +143,55 @@ def test_the_sick_orders_replica_is_ejected_returns_is_ejected_longer_and_stays_
                         output, re.MULTILINE)
     assert summary, output
     ok, failed = int(summary[1]), int(summary[2] or 0)
-    assert ok > 300 and failed / (ok + failed) < 0.03, output
+    assert ok > 300 and failed / (ok + failed) < 0.01, output
     assert re.search(r"^  orders-2\s+2 ejections, 2 returns", output, re.MULTILINE)
+    # retries hid the sick replica's failures: told a moment into the spell and at its end
+    masked = re.findall(r"^\s*[\d.]+s\s+\[\s*(sick|healed)\]\s+orders\s+(?:sick spell over: )?"
+                        r"(\d+) failures of orders-2 retried on another replica; callers saw "
+                        r"(\d+) failures", output, re.MULTILINE)
+    assert [phase for phase, *_ in masked] == ["sick", "healed"], output
+    (_, early, early_seen), (_, spell, spell_seen) = masked
+    assert 0 < int(early) <= int(spell) and int(early_seen) <= int(spell_seen) <= 2, output
+    retried = re.search(r"^  orders\s+retried (\d+) calls? \(budget refused \d+\); callers' "
+                        r"failures (\d+) of (\d+) calls$", output, re.MULTILINE)
+    assert retried and int(retried[1]) >= int(spell) and int(retried[2]) == failed, output
+    _assert_nothing_left(output, tmp_path / "data")
+
+
+# catalog: normal load (well under its ~160 calls/s capacity), then 3x it for 7 s, then normal
+CATALOG_PHASES = "normal=3,surge=7,normal=30"
+_SHEDDING_LINE = re.compile(
+    r"^\s*(?P<elapsed>[\d.]+)s\s+\[\s*(?P<phase>\w+)\]\s+catalog\s+shedding "
+    r"(?P<change>started|stopped)\b.*\s\((?P<where>log #\d+|seen in the admin API)",
+    re.MULTILINE)
+
+
+def test_catalog_s_surge_is_shed_by_the_adaptive_limit_while_admitted_calls_are_served(
+        tmp_path: Path) -> None:
+    with _demo(tmp_path, "--catalog-phases", CATALOG_PHASES, "--duration", "15") as demo:
+        status = demo.wait(EXIT_TIMEOUT_S)
+        output = demo.output()
+    print(output)
+    assert status == 0, output
+    changes = [(m["change"], float(m["elapsed"]), m["phase"], m["where"])
+               for m in _SHEDDING_LINE.finditer(output)]
+    assert changes and changes[0][0] == "started" and changes[-1][0] == "stopped", output
+    started, stopped = changes[0], changes[-1]
+    assert 2.5 <= started[1] < 10.0, output  # once the surge begins (at 3 s)
+    assert stopped[1] >= 10.0 and stopped[2] == "normal", output  # the surge over: it stops
+    assert all(where.startswith("log #") for *_, where in changes), output  # LoadShedding
+    summary = re.search(r"^  catalog\s+\d+ trips?, \d+ recover\w+; calls: (\d+) ok(.*)$", output,
+                        re.MULTILINE)
+    assert summary, output
+    overflow = re.search(r"(\d+) overflow", summary[2])
+    assert overflow and int(overflow[1]) > 500, output  # refused at once, not queued
+    assert "failed" not in summary[2], output  # nothing timed out waiting in a queue
+    assert int(summary[1]) > 0.4 * 160 * 7, output  # the admitted calls were served
+    shed = re.search(r"^  catalog\s+shed (\d+) calls \(callers saw (\d+) overflow\) in (\d+) "
+                     r"shedding periods?: ", output, re.MULTILINE)
+    assert shed and int(shed[3]) >= 1, output
+    # the callers' overflows are the limit's sheds (the sidecar's count, read from its admin API)
+    assert abs(int(shed[1]) - int(overflow[1])) <= 0.05 * int(overflow[1]), output
     _assert_nothing_left(output, tmp_path / "data")
 
 
