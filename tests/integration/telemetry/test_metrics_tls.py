@@ -120,3 +120,23 @@ def test_prometheus_scrapes_both_over_https(tmp_path: Path, sidecar: SidecarProc
             time.sleep(0.3)
         created = prometheus.api("query", query='{__name__=~".+_created"}')
         assert created["result"] == []
+
+
+def test_half_a_metrics_tls_pair_or_a_bad_key_is_refused_naming_it(tmp_path: Path,
+                                                                   pki: Pki) -> None:
+    import subprocess
+
+    from tests.support.procs import SIDECAR_BIN, free_port
+
+    issued, other = pki.issue("half"), pki.issue("other")
+    base = [SIDECAR_BIN, "eventlog", "serve", "--store", f"sqlite:///{tmp_path / 'e.db'}",
+            "--listen", f"127.0.0.1:{free_port()}", "--metrics-listen", f"127.0.0.1:{free_port()}"]
+    half = subprocess.run([*base, "--metrics-tls-cert", str(issued.cert)],
+                          capture_output=True, text=True, timeout=30)
+    assert half.returncode == 2
+    assert "--metrics-tls-cert and --metrics-tls-key go together" in half.stderr
+    mismatched = subprocess.run([*base, "--metrics-tls-cert", str(issued.cert),
+                                 "--metrics-tls-key", str(other.key)],
+                                capture_output=True, text=True, timeout=30)
+    assert mismatched.returncode == 2 and "Traceback" not in mismatched.stderr
+    assert f"metrics tls: {issued.cert} / {other.key}" in mismatched.stderr
