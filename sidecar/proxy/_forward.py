@@ -41,6 +41,7 @@ import grpc
 from sidecar.balancer import Balancer, Endpoint
 from sidecar.proxy._attempts import no_endpoints_details
 from sidecar.proxy._hedging import forward_hedged
+from sidecar.proxy._request_buffer import pump_requests
 from sidecar.proxy._retrying import CallPlan, forward_retried
 from sidecar.proxy.guard import MD_FALLBACK, MD_UPSTREAM, Admission, Rejection, admit
 from sidecar.proxy.hooks import (
@@ -290,7 +291,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             call = multicallable(request, timeout=timeout_s, metadata=metadata or None)
         else:
             call = multicallable(timeout=timeout_s, metadata=metadata or None)
-            pump = asyncio.get_running_loop().create_task(_pump_requests(context, call))
+            pump = asyncio.get_running_loop().create_task(pump_requests(context, call))
         try:
             response: bytes = await call
         except grpc.aio.AioRpcError as error:
@@ -330,7 +331,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
             call = multicallable(request, timeout=timeout_s, metadata=metadata or None)
         else:
             call = multicallable(timeout=timeout_s, metadata=metadata or None)
-            pump = asyncio.get_running_loop().create_task(_pump_requests(context, call))
+            pump = asyncio.get_running_loop().create_task(pump_requests(context, call))
         first_message_at: float | None = None
         headers_sent = False
         try:
@@ -399,25 +400,3 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if code is _DEADLINE_EXCEEDED and first_message_at is None:
             attempt.connection.timed_out(attempt.admission.permit.probe)
         scope.finish(code or _CANCELLED, ended - started)
-
-
-async def _pump_requests(context: Context, call: Any) -> None:
-    """Copy the caller's request stream to the upstream call, then half-close it.
-
-    Stops quietly when either call has ended: the upstream's (its status tells the caller
-    why) or the caller's (the handler answered, e.g. aborted with the upstream's error).
-    """
-    try:
-        while True:
-            message = await context.read()
-            if message is _EOF:
-                await call.done_writing()
-                return
-            await call.write(message)
-    except (grpc.aio.AioRpcError, grpc.aio.BaseError, asyncio.InvalidStateError):
-        return
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        _log.exception("request pump failed; cancelling the upstream call")
-        call.cancel()

@@ -123,3 +123,25 @@ class RequestBuffer:
             _log.exception("request pump failed; cancelling the upstream call")
             with contextlib.suppress(Exception):
                 call.cancel()
+
+
+async def pump_requests(context: Any, call: Any) -> None:
+    """Copy the caller's request stream to the upstream call, then half-close it.
+
+    Stops quietly when either call has ended: the upstream's (its status tells the caller
+    why) or the caller's (the handler answered, e.g. aborted with the upstream's error).
+    """
+    try:
+        while True:
+            message = await context.read()
+            if message is _EOF:
+                await call.done_writing()
+                return
+            await call.write(message)
+    except (grpc.aio.AioRpcError, grpc.aio.BaseError, asyncio.InvalidStateError):
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        _log.exception("request pump failed; cancelling the upstream call")
+        call.cancel()
