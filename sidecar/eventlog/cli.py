@@ -93,7 +93,18 @@ def register(subparsers: SubParsers) -> None:
     verify.add_argument("--store", required=True,
                         help="store URL of an existing log: sqlite:///PATH or nats://H:P")
     nats_auth.add_arguments(verify)
+    verify.add_argument("--against", metavar="FILE", default=None,
+                        help="also check that no stream is behind, or has another hash at, the "
+                             "heads saved in FILE by `sidecar eventlog heads`")
     verify.set_defaults(func=_verify)
+
+    heads = eventlog_sub.add_parser(
+        "heads", help="print every stream's head (version, hash) as JSON lines, to save for "
+                      "`verify --against`", epilog=_EXIT_STATUS_HELP)
+    heads.add_argument("--store", required=True,
+                       help="store URL of an existing log: sqlite:///PATH or nats://H:P")
+    nats_auth.add_arguments(heads)
+    heads.set_defaults(func=_heads)
 
     rebuild = eventlog_sub.add_parser(
         "rebuild", help="rebuild every projection from the log and replace its checkpoint",
@@ -350,11 +361,48 @@ def _run_offline(prog: str, url: str, work: Callable[[Any], Any],
 def _verify(args: argparse.Namespace) -> int:
     from sidecar.eventlog.audit import verify
 
+    if getattr(args, "against", None) is not None:
+        return _verify_against(args)
     report, failed = _run_offline(VERIFY_PROG, args.store, verify, args)
     if failed is not None:
         return failed
     print(report.summary())
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _verify_against(args: argparse.Namespace) -> int:
+    """``verify`` plus the heads saved in ``--against``: one line per stream the log lost."""
+    from sidecar.eventlog.audit import verify
+    from sidecar.eventlog.heads import check_against, parse_heads
+
+    try:
+        saved = parse_heads(Path(args.against).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return _fail(VERIFY_PROG, f"--against {args.against}: {exc}", EXIT_USAGE)
+
+    async def work(store: Any) -> tuple[Any, Any]:
+        return await verify(store), await check_against(store, saved)
+
+    result, failed = _run_offline(VERIFY_PROG, args.store, work, args)
+    if failed is not None:
+        return failed
+    report, breaks = result
+    print(report.summary())
+    for lost in breaks:
+        print(f"{VERIFY_PROG}: {lost}")
+    print(f"{len(saved)} saved heads checked, {len(breaks)} behind or changed")
+    return EXIT_OK if report.ok and not breaks else EXIT_FAILED
+
+
+def _heads(args: argparse.Namespace) -> int:
+    """Every stream's head as JSON lines on stdout (``> FILE`` for ``verify --against``)."""
+    from sidecar.eventlog.heads import format_heads, read_heads
+
+    heads, failed = _run_offline("sidecar eventlog heads", args.store, read_heads, args)
+    if failed is not None:
+        return failed
+    sys.stdout.write(format_heads(heads))
+    return EXIT_OK
 
 
 def _rebuild(args: argparse.Namespace) -> int:
