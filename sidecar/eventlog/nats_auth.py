@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,3 +226,8 @@ _SSL_EOF_FILTER = _DropSslEofWarning()
 def quiet_ssl_eof_warning() -> None:
     """Drop asyncio's TLS ``eof_received`` warning (idempotent)."""
     logging.getLogger("asyncio").addFilter(_SSL_EOF_FILTER)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` (or ``token@``) of its servers masked, for logs."""
+    return re.sub(r"(?<=[/,])[^/,@\s]+@", "***@", url)

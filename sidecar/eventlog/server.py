@@ -46,6 +46,7 @@ from sidecar.eventlog.auth import BearerTokenInterceptor
 from sidecar.eventlog.breaker_views import InstanceStatus, UpstreamStatus
 from sidecar.eventlog.follower import ProjectionFollower
 from sidecar.eventlog.metrics import AppendCounters, loop_snapshot, start_metrics_server
+from sidecar.eventlog.nats_auth import redact_url
 from sidecar.eventlog.records import to_proto
 from sidecar.eventlog.settings import (
     MIN_HEARTBEAT_INTERVAL_S,
@@ -557,7 +558,7 @@ class EventLogServer:
         log.info(
             "event log serving on %s (store %s, tls %s, token %s)",
             self.settings.listen,
-            self.settings.store_url,
+            redact_url(self.settings.store_url),
             "on" if self.settings.tls else "off",
             "required" if self.settings.token else "off",
         )

@@ -87,3 +87,11 @@ def test_tls_urls_keep_their_scheme_and_carry_the_auth(tmp_path: Path) -> None:
     assert settings.servers == ("tls://a:4222", "tls://b:4222") and settings.auth is auth
     with pytest.raises(ValueError, match="is not a nats://"):
         NatsSettings.from_url("http://a:4222")
+
+
+def test_credentials_in_a_store_url_are_masked_for_logs() -> None:
+    from sidecar.eventlog.nats_auth import redact_url
+
+    assert redact_url(f"nats://el:{SECRET}@a:4222,tok@b:4222?replicas=3") == (
+        "nats://***@a:4222,***@b:4222?replicas=3")
+    assert redact_url("sqlite:///var/lib/e.db") == "sqlite:///var/lib/e.db"
