@@ -111,6 +111,8 @@ class _Hedging:
 
     def _cancel_others(self, winner: _Attempt | None) -> None:
         for attempt in self.attempts:
+            if attempt.task.done() and not attempt.task.cancelled():
+                attempt.task.exception()  # retrieved: a late failure is no loose end
             if attempt is winner or (attempt.task.done() and attempt.trip.done):
                 continue
             attempt.call.cancel()
