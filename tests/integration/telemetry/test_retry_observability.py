@@ -1,7 +1,11 @@
-"""Retries seen everywhere: a real ``sidecar proxy`` (started through its CLI) retries calls
-that one of its two real upstream processes fails, and /metrics counts the retries by reason
-while a real OTLP/gRPC receiver gets one ``sidecar.attempt`` child span per attempt under the
-call span, with the retry as an event of the call span."""
+"""Retries and hedges seen everywhere, on a real ``sidecar proxy`` (started through its CLI) in
+front of two real upstream processes and a real OTLP/gRPC receiver.
+
+- One upstream fails: /metrics counts the retries by reason, and each attempt is a
+  ``sidecar.attempt`` child span of the call span, the retry an event of the call span.
+- One upstream is slow: hedges count won or lost (never as retries), and the attempt spans say
+  which one was the hedge and which one lost.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from tests.support.upstream import UpstreamProcess
 pytestmark = pytest.mark.integration
 
 METHOD = "/orders.Svc/Unary"
+ECHO = "sidecar.test.Echo"  # described by reflection: the proxy's native unary path
+ECHO_UNARY = f"/{ECHO}/Unary"
 CALLS = 8
 UNAVAILABLE_CODE = grpc.StatusCode.UNAVAILABLE.value[0]
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "50"}
@@ -104,3 +110,52 @@ def test_retries_show_on_metrics_and_as_attempt_spans_under_the_call_span(
                 assert attempt.attributes["rpc.grpc.status_code"] == UNAVAILABLE_CODE
                 assert attempt.attributes["server.port"] == sick.port
                 assert attempt.attributes["sidecar.attempt.hedge"] is False
+
+
+def test_hedges_count_won_or_lost_never_as_retries_and_their_attempts_say_hedge(
+        tmp_path: Path, replicas: tuple[UpstreamProcess, UpstreamProcess]) -> None:
+    fast, slow = replicas
+    slow.configure(ECHO, delay_ms=400)  # answers OK, too late: the hedge wins
+    with OtlpReceiver() as receiver:
+        config = _config(fast, slow, receiver)
+        orders = config["upstreams"]["orders"]
+        del orders["retry"]
+        orders["routes"] = [f"/{ECHO}/"]
+        orders["hedging"] = {"methods": [f"/{ECHO}/"], "delay_ms": 50, "max_attempts": 2}
+        with SidecarProcess(tmp_path, config, env=FAST_EXPORT) as sidecar, \
+                grpc.insecure_channel(sidecar.address) as channel:
+            metrics = f"http://{sidecar.config['metrics_listen']}/metrics"
+            before = Scrape(metrics)
+            for outcome in ("won", "lost"):
+                assert before.value("sidecar_hedges_total", upstream="orders",
+                                    outcome=outcome) == 0
+            hosts = [HostTrace.new() for _ in range(CALLS)]
+            codes = [call(channel, ECHO_UNARY, [("traceparent", h.traceparent)])[0]
+                     for h in hosts]
+            assert codes == [grpc.StatusCode.OK] * CALLS
+
+            hedged = []
+            for host in hosts:
+                (span,) = receiver.wait_for(
+                    lambda s, t=host.trace_id: s.trace_id == t and s.name == ECHO_UNARY[1:])
+                if span.event("sidecar.hedge") is not None:
+                    hedged.append(span)
+            assert len(hedged) >= CALLS // 2 - 1  # round robin: every other first try is slow
+            # the lost attempt ends when it is cancelled: wait for every hedge's two attempts
+            for span in hedged:
+                receiver.wait_for(lambda s, t=span.trace_id: s.trace_id == t
+                                  and s.name == "sidecar.attempt", count=2)
+            after = Scrape(metrics)
+            won = after.value("sidecar_hedges_total", upstream="orders", outcome="won")
+            lost = after.value("sidecar_hedges_total", upstream="orders", outcome="lost")
+            assert won is not None and lost is not None
+            assert won + lost == len(hedged)
+            assert won >= 1
+            assert after.value("sidecar_retries_total", upstream="orders",
+                               reason="UNAVAILABLE") == 0
+            for span in hedged:
+                attempts = _attempts(receiver, span)
+                assert [a.attributes["sidecar.attempt.hedge"] for a in attempts] == [False, True]
+                assert {a.attributes["sidecar.attempt.outcome"] for a in attempts} == {
+                    "committed", "lost"}
+                assert all(a.parent_span_id == span.span_id for a in attempts)
