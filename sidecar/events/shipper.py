@@ -1,7 +1,8 @@
 """Ships the outbox to the event log: a batch processor and an exporter, OpenTelemetry style.
 
-- :class:`GrpcEventExporter` (the exporter) only encodes and sends: ``EventLog.Append`` and
-  ``EventLog.ReadStream`` over one gRPC channel, turning a failed RPC into :class:`ExportError`.
+- :class:`GrpcEventExporter` (the exporter, in :mod:`sidecar.events.exporter`) only encodes and
+  sends: ``EventLog.Append`` and ``EventLog.ReadStream`` over one gRPC channel, turning a failed
+  RPC into :class:`ExportError`.
 - :class:`Shipper` (the processor) decides what and when: it takes batches of numbered events
   from the :class:`~sidecar.events.outbox.Outbox`, appends them, and prunes what the log
   acknowledged. It retries with exponential backoff and jitter (:class:`Backoff`) behind its own
@@ -39,11 +40,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
-
-import grpc
+from typing import Final
 
 from sidecar.breaker import (
     BreakerListener,
@@ -53,10 +52,16 @@ from sidecar.breaker import (
     Transition,
 )
 from sidecar.events._loud import LoudLimiter
+from sidecar.events.exporter import (
+    Acknowledgement,
+    EventExporter,
+    ExportError,
+    GrpcEventExporter,
+)
 from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
 from sidecar.events.rollback import RollbackGuard
 from sidecar.events.settings import EventsSettings
-from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
+from sidecar.v1 import events_pb2
 
 __all__ = [
     "READ_PAGE_EVENTS",
@@ -75,161 +80,8 @@ READ_PAGE_EVENTS: Final = 1_000
 """Events per ReadStream page when the shipper reads what the log already has of a stream."""
 MIN_RETRY_S: Final = 0.01
 """Shortest wait the shipper schedules (guards against a zero-length busy loop)."""
-UNHEALTHY_CODES: Final = frozenset(
-    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INTERNAL", "UNKNOWN",
-     "CANCELLED"}
-)
-"""Failures that say the event log is unwell: they count against the shipper's breaker. Others
-(a conflict, a refused request) are answers from a healthy log."""
 CONFLICT_CODE: Final = "FAILED_PRECONDITION"
 _CLOCK_EPSILON_S: Final = 1e-6  # a linger this close to its end is over (float clock sums)
-TOKEN_METADATA_KEY: Final = "authorization"
-"""Metadata key of the event log's bearer token (``Bearer <token>``)."""
-STALE_AFTER_TIMEOUTS: Final = 2
-"""RPCs in a row ending DEADLINE_EXCEEDED after which :class:`GrpcEventExporter` drops its
-channel and opens a new one. A deadline does not close a connection, and gRPC never notices a
-connection that a partition (or a lost NAT entry) swallowed unless keepalive pings run, which
-the server would have to permit: without this the shipper would retry on a dead TCP connection
-after the network healed, until the kernel gave up on it (~15 min). tests/chaos shows it."""
-
-
-class ExportError(Exception):
-    """An RPC to the event log failed; ``code`` is the gRPC status name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-    @property
-    def unhealthy(self) -> bool:
-        """True when the failure says the log is down or overloaded (breaker failure)."""
-        return self.code in UNHEALTHY_CODES
-
-
-@dataclass(frozen=True, slots=True)
-class Acknowledgement:
-    """The log's answer for one appended event."""
-
-    event_id: str
-    version: int
-    global_position: int
-    duplicate: bool
-
-
-class EventExporter(Protocol):
-    """Encodes and sends; decides nothing. Methods block up to ``timeout_s`` and raise
-    :class:`ExportError` when the RPC fails."""
-
-    def append(self, events: Sequence[events_pb2.Event],
-               timeout_s: float) -> list[Acknowledgement]:
-        """Append one atomic batch; one acknowledgement per event, in order."""
-        ...
-
-    def read_stream(self, stream: str, from_version: int, limit: int,
-                    timeout_s: float) -> list[events_pb2.Event]:
-        """Up to ``limit`` events of ``stream`` from ``from_version``, in version order."""
-        ...
-
-    def close(self) -> None:
-        """Release the connection."""
-        ...
-
-
-class GrpcEventExporter:
-    """:class:`EventExporter` over a synchronous gRPC channel to ``sidecar.v1.EventLog``.
-
-    The channel's reconnect backoff is capped at ``max_reconnect_backoff_ms`` (gRPC's default
-    grows to 120 s, which would hide a recovered log for minutes). After
-    :data:`STALE_AFTER_TIMEOUTS` timeouts in a row the channel is replaced by a new one (a new
-    TCP connection): the old one may be stuck on a connection a partition swallowed. ``credentials``
-    (:func:`sidecar.tls.channel_credentials`) make it a TLS channel; ``server_name`` overrides
-    the name checked in the server's certificate.
-
-    Example::
-
-        exporter = GrpcEventExporter("127.0.0.1:7070", token=None)
-        acks = exporter.append([event], timeout_s=5.0)
-    """
-
-    def __init__(self, address: str, *, token: str | None = None,
-                 max_reconnect_backoff_ms: int = 10_000,
-                 credentials: grpc.ChannelCredentials | None = None,
-                 server_name: str | None = None) -> None:
-        backoff_ms = max(100, int(max_reconnect_backoff_ms))
-        self.address = address
-        self._options: list[tuple[str, object]] = [
-            ("grpc.initial_reconnect_backoff_ms", min(backoff_ms, 200)),
-            ("grpc.min_reconnect_backoff_ms", min(backoff_ms, 200)),
-            ("grpc.max_reconnect_backoff_ms", backoff_ms),
-            # a channel of its own connection: with grpc's shared subchannel pool, the new
-            # channel opened after repeated timeouts could pick up the old, dead connection
-            ("grpc.use_local_subchannel_pool", 1),
-        ]
-        if server_name is not None:
-            self._options.append(("grpc.ssl_target_name_override", server_name))
-        self._credentials = credentials
-        self._open()
-        self._metadata: tuple[tuple[str, str], ...] = (
-            ((TOKEN_METADATA_KEY, f"Bearer {token}"),) if token else ()
-        )
-        self._timeouts_in_a_row = 0
-        self.reopened = 0
-        """Channels dropped after STALE_AFTER_TIMEOUTS timeouts in a row (since start)."""
-
-    def _open(self) -> None:
-        self._channel = (
-            grpc.insecure_channel(self.address, options=self._options)
-            if self._credentials is None
-            else grpc.secure_channel(self.address, self._credentials, options=self._options))
-        self._stub = eventlog_pb2_grpc.EventLogStub(self._channel)  # type: ignore[no-untyped-call]
-
-    def _failed(self, exc: grpc.RpcError) -> ExportError:
-        """The ExportError for a failed RPC; opens a new channel after repeated timeouts."""
-        code: str = exc.code().name
-        if code != "DEADLINE_EXCEEDED":
-            self._timeouts_in_a_row = 0
-        else:
-            self._timeouts_in_a_row += 1
-            if self._timeouts_in_a_row >= STALE_AFTER_TIMEOUTS:
-                _log.info("event log calls timed out %d times in a row: opening a new "
-                          "connection to %s", self._timeouts_in_a_row, self.address,
-                          extra={"event": "reconnect", "eventlog": self.address})
-                stale = self._channel
-                self._open()
-                stale.close()
-                self._timeouts_in_a_row = 0
-                self.reopened += 1
-        return ExportError(code, str(exc.details()))
-
-    def __repr__(self) -> str:  # never show the token
-        return f"GrpcEventExporter({self.address!r})"
-
-    def append(self, events: Sequence[events_pb2.Event],
-               timeout_s: float) -> list[Acknowledgement]:
-        try:
-            response = self._stub.Append(eventlog_pb2.AppendRequest(events=events),
-                                         timeout=timeout_s, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise self._failed(exc) from None
-        self._timeouts_in_a_row = 0
-        return [Acknowledgement(r.event_id, int(r.version), int(r.global_position),
-                                bool(r.duplicate)) for r in response.results]
-
-    def read_stream(self, stream: str, from_version: int, limit: int,
-                    timeout_s: float) -> list[events_pb2.Event]:
-        try:
-            response = self._stub.ReadStream(
-                eventlog_pb2.ReadStreamRequest(stream=stream, from_version=from_version,
-                                               limit=limit),
-                timeout=timeout_s, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise self._failed(exc) from None
-        self._timeouts_in_a_row = 0
-        return list(response.events)
-
-    def close(self) -> None:
-        self._channel.close()
 
 
 @dataclass(frozen=True, slots=True)
