@@ -431,8 +431,11 @@ class Outbox:
                                 (seq, event_id, stream, version, occurred_at_ns, body))
                     deleted += db.execute(
                         f"DELETE FROM events WHERE event_id IN ({marks})", chunk).rowcount
-                db.execute("DELETE FROM acked WHERE seq NOT IN "
-                           "(SELECT seq FROM acked ORDER BY seq DESC LIMIT ?)", (self.keep_acked,))
+                if self.keep_acked:  # the newest keep_acked stay (seq: arrival order)
+                    db.execute("DELETE FROM acked WHERE seq < (SELECT seq FROM acked "
+                               "ORDER BY seq DESC LIMIT 1 OFFSET ?)", (self.keep_acked - 1,))
+                else:
+                    db.execute("DELETE FROM acked")
             self._pending -= deleted
         return deleted
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,11 @@ def test_a_log_restored_from_an_earlier_copy_under_traffic_is_made_whole_by_the_
     copy = tmp_path / "backup.db"
 
     def take_copy() -> None:
-        with sqlite3.connect(server.db) as live, sqlite3.connect(copy) as backup:
-            live.backup(backup)  # a consistent copy of the live log
+        # a consistent copy of the live log; both connections closed at once (a connection left
+        # to the garbage collector would checkpoint its WAL into the restored file later)
+        with closing(sqlite3.connect(server.db)) as live, \
+                closing(sqlite3.connect(copy)) as backup:
+            live.backup(backup)
 
     def restore() -> None:
         for suffix in ("-wal", "-shm"):
