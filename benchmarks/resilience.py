@@ -70,6 +70,10 @@ CALL_DEADLINE_S = 1.0
 DEFAULT_CAPACITY, DEFAULT_SERVICE_MS = 8, 25.0
 DEFAULT_OVERLOAD_SECONDS, DEFAULT_OVERLOAD_ROUNDS = 5.0, 2
 OVERLOAD_WARMUP_S = 3.0  # long enough for gradient2 to find the limit from its initial 20
+LIGHT_SHARE, LIGHT_S = 0.25 / OVERLOAD_FACTOR, 2.0
+"""Before the first overload each sidecar sees 2 s at a quarter of the capacity: gradient2 learns
+the unloaded RTT it compares against (started straight into an overload it learns the overloaded
+RTT as its baseline and settles too high, a known limit of latency-based limits)."""
 LAUNCH_TICK_S = 0.005  # the open-loop client launches the calls due every 5 ms
 
 
@@ -249,6 +253,8 @@ def run_overload(workdir: Path, seconds: float, rounds: int, capacity: int,
                                 env=NO_TRACING)
         time.sleep(1.0)
         rate = OVERLOAD_FACTOR * capacity / (service_ms / 1000)
+        for name in OVERLOAD_CONFIGS:  # a service starts under its usual load, not overloaded
+            asyncio.run(_open_loop(procs.ports[name], rate * LIGHT_SHARE, LIGHT_S, 0.0))
         cells: dict[str, list[OverloadCell]] = {}
         for round_index in range(rounds):
             for name in _rotated(OVERLOAD_CONFIGS, round_index):
@@ -299,11 +305,17 @@ def overload_report(cells: dict[str, list[OverloadCell]], capacity: int, service
             f" | {_median_by(rounds, 'shed_p99_ms'):.1f}"
             f" | {_median_by(rounds, 'deadline') / seconds:,.0f}"
             f" | {limit if limit is not None else '—'} |")
-    ok = _median_by(cells[GRADIENT2], "p99_ms") < _median_by(cells[NO_LIMIT], "p99_ms")
+    def p99(name: str) -> float:  # no admitted call at all: as bad as it gets
+        value = _median_by(cells[name], "p99_ms")
+        return float("inf") if value != value else value
+
+    ok = (p99(GRADIENT2) < p99(NO_LIMIT)
+          and _median_by(cells[GRADIENT2], "goodput") >= 0.8 * capacity_per_s)
     lines += ["", "Expected shape: without a limit the queue builds in the upstream until calls "
               "miss their deadline; a fixed limit bounds the queue but must be guessed; gradient2 "
               f"finds a limit near the capacity from latency alone ({'seen' if ok else 'NOT seen'}"
-              ": gradient2's admitted p99 below the no-limit one)."]
+              ": gradient2's admitted p99 below the no-limit one, and its goodput at least 80% "
+              "of the capacity)."]
     return lines, ok
 
 
