@@ -403,11 +403,16 @@ class Outbox:
             ).fetchone()
         return None if row[0] is None else int(row[0])
 
-    def acknowledge(self, event_ids: Collection[str]) -> int:
+    def acknowledge(self, event_ids: Collection[str],
+                    stored_elsewhere: Collection[str] = ()) -> int:
         """The log has these events: move them from the pending set to the acknowledged ones
         (the newest ``keep_acked`` are kept) and advance each stream's acknowledged head.
+        ``stored_elsewhere`` are ids of ``event_ids`` the log holds at another version than
+        ours (stored earlier): they leave the pending set but neither advance the head nor
+        are kept, since our version and hash of them are not the log's.
         Returns how many left the pending set."""
         ids = list(event_ids)
+        elsewhere = set(stored_elsewhere)
         deleted = 0
         with self._lock:
             with self._transaction() as db:
@@ -418,6 +423,8 @@ class Outbox:
                         "SELECT seq, event_id, stream, version, occurred_at_ns, body FROM events "
                         f"WHERE version IS NOT NULL AND event_id IN ({marks})", chunk).fetchall()
                     for seq, event_id, stream, version, occurred_at_ns, body in rows:
+                        if event_id in elsewhere:
+                            continue
                         event = events_pb2.Event.FromString(body)
                         db.execute(
                             "INSERT INTO acked_head (stream, version, hash) VALUES (?, ?, ?) "

@@ -305,12 +305,14 @@ class Shipper:
         acks = self._exporter.append(batch, self._timeout_s())
         sent = {event.event_id: event for event in batch}
         acked = [ack for ack in acks if ack.event_id in sent]
+        elsewhere = [ack.event_id for ack in acked
+                     if ack.version != sent[ack.event_id].version]
         for ack in acked:
             if ack.version != sent[ack.event_id].version:
                 _log.warning("event %s was stored at version %d, not %d (stored earlier)",
                              ack.event_id, ack.version, sent[ack.event_id].version,
                              extra={"event": "ship_version_mismatch"})
-        self._outbox.acknowledge([ack.event_id for ack in acked])
+        self._outbox.acknowledge([ack.event_id for ack in acked], elsewhere)
         duplicates = sum(1 for ack in acked if ack.duplicate)
         with self._counter_lock:
             self._shipped += len(acked)

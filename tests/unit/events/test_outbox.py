@@ -298,3 +298,16 @@ def test_requeued_acknowledged_events_are_renumbered_with_the_same_versions_and_
         assert [bytes(e.hash) for e in batch[:2]] == [bytes(e.hash) for e in events[2:]]
         assert batch[2].version == 5 and bytes(batch[2].hash) == bytes(later.hash)
         assert box.acknowledged_head(stream) == log_head
+
+
+def test_an_event_the_log_stored_at_another_version_does_not_move_the_acknowledged_head(
+        tmp_path: Path) -> None:
+    with Outbox(tmp_path / "elsewhere.db", max_events=100) as box:
+        box.rebase(STREAM, GENESIS_HEAD)
+        first, second = new_event(), new_event()
+        box.append([first, second])
+        box.acknowledge([first.event_id])
+        box.acknowledge([second.event_id], stored_elsewhere=[second.event_id])
+        assert box.acknowledged_head(STREAM) == StreamHead(1, bytes(first.hash))
+        assert [e.event_id for e in box.acknowledged_events(STREAM)] == [first.event_id]
+        assert box.stats().pending == 0
