@@ -9,6 +9,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar import chain
 from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
@@ -166,3 +168,32 @@ def test_a_log_that_kept_everything_is_not_a_rollback(tmp_path: Path) -> None:
         assert shipper.stats().rollbacks == 0
     assert _rollback_events(log) == []
     assert len(log.events()) == 7
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shipped=st.integers(1, 30), kept_by_log=st.integers(0, 30), keep_acked=st.integers(0, 40),
+       later=st.integers(0, 5))
+def test_any_rollback_leaves_a_whole_log_with_every_kept_event_once(
+        tmp_path_factory: pytest.TempPathFactory, shipped: int, kept_by_log: int,
+        keep_acked: int, later: int) -> None:
+    kept_by_log = min(kept_by_log, shipped)
+    path = tmp_path_factory.mktemp("prop") / "o.db"
+    clock, log = FakeClock(), FakeEventLog()
+    with Outbox(path, max_events=1000, keep_acked=keep_acked) as outbox:
+        _shipped(outbox, log, clock, shipped)
+    originals = log.events()
+    _restore(log, kept_by_log)
+    with Outbox(path, max_events=1000, keep_acked=keep_acked) as outbox:
+        outbox.append([new_event() for _ in range(later)])
+        shipper = Shipper(outbox, log, SETTINGS, clock=clock, rng=random.Random(3))
+        _run(shipper, clock)
+        assert shipper.stats().rollbacks == (1 if kept_by_log < shipped else 0)
+    _assert_whole(log)
+    stored_ids = {e.event_id for e in log.events()}
+    held = min(keep_acked, shipped)
+    assert {e.event_id for e in originals[shipped - held:]} <= stored_ids
+    if kept_by_log < shipped:
+        (record,) = _rollback_events(log)
+        assert record.lost == max(0, shipped - kept_by_log - held)
+        assert record.reshipped == min(held, shipped - kept_by_log)

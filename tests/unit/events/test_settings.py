@@ -23,6 +23,7 @@ upstreams:
     ("backoff_max_ms", 10.0, "backoff_max_ms: must be >= backoff_base_ms"),
     ("flush_interval_ms", float("nan"), "flush_interval_ms: must be a finite number > 0"),
     ("outbox_path", " ", "outbox_path: must be a non-empty path"),
+    ("outbox_keep_acked", -1, "outbox_keep_acked: must be an integer >= 0, got -1"),
 ])
 def test_a_bad_setting_is_refused_naming_the_field(field: str, value: object,
                                                    message: str) -> None:
@@ -65,3 +66,11 @@ eventlog:
     assert "eventlog.outbox_max_events: Input should be greater than or equal to 1" in text
     assert "eventlog.backoff: max_ms (100) must be >= base_ms (500)" in text
     assert "eventlog.batch_sise: unknown key" in text
+
+
+def test_outbox_keep_acked_defaults_to_ten_thousand_and_a_negative_one_names_its_key() -> None:
+    assert EventsSettings().outbox_keep_acked == 10_000
+    config = parse_config(BASE + "eventlog: {address: '127.0.0.1:7070', outbox_keep_acked: 0}\n")
+    assert config.eventlog is not None and config.eventlog.to_settings().outbox_keep_acked == 0
+    with pytest.raises(ConfigError, match="outbox_keep_acked"):
+        parse_config(BASE + "eventlog: {address: '127.0.0.1:7070', outbox_keep_acked: -5}\n")
