@@ -175,7 +175,9 @@ async def test_breakers_show_their_upstreams_calls_in_flight_limit_and_overflows
             rows = json.loads(listed.stdout)
             # upstream-wide numbers on each of the upstream's breakers
             assert [row["concurrency"] for row in rows] == [
-                {"in_flight": 2, "max_concurrent_requests": 2, "overflows": 3}] * len(rows)
+                {"in_flight": 2, "max_concurrent_requests": 2, "overflows": 3,
+                 "algorithm": "fixed", "limit": 2, "shed": 0, "shedding": False}] * len(rows)
+            assert [row["retry_budget"] for row in rows] == [None] * len(rows)
             table = await _breakers_cli(sidecar.admin_address)
             header, first, *_ = table.stdout.splitlines()
             cells = dict(zip(header.split()[:9], first.split()[:9], strict=True))
