@@ -81,6 +81,10 @@ def test_retries_show_on_metrics_and_as_attempt_spans_under_the_call_span(
         retries = after.value("sidecar_retries_total", upstream="orders", reason="UNAVAILABLE")
         assert retries is not None and retries >= 1
         assert after.value("sidecar_retry_budget_exhausted_total", upstream="orders") == 0
+        budget = sidecar.breaker("orders").retry_budget  # the admin API's view of the budget
+        assert (budget.ratio, budget.min_per_s) == (1.0, 1000.0)
+        assert (budget.retries, budget.hedges, budget.exhausted) == (retries, 0, 0)
+        assert budget.available > 0
 
         retried: list[tuple[ReceivedSpan, list[ReceivedSpan]]] = []
         for host in hosts:
