@@ -48,8 +48,8 @@ from opentelemetry import trace
 
 from sidecar.balancer import Ejection, EndpointListener, EndpointsChange, Return
 from sidecar.breaker import BreakerListener, Mode, ModeChange, State, Transition, WindowSnapshot
-from sidecar.events._loud import LoudLimiter
 from sidecar.ids import uuid7
+from sidecar.loud import LoudLimiter
 from sidecar.resilience import SheddingChange, SheddingListener
 from sidecar.v1 import events_pb2
 

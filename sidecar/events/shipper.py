@@ -51,7 +51,6 @@ from sidecar.breaker import (
     State,
     Transition,
 )
-from sidecar.events._loud import LoudLimiter
 from sidecar.events.exporter import (
     Acknowledgement,
     EventExporter,
@@ -61,6 +60,7 @@ from sidecar.events.exporter import (
 from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
 from sidecar.events.rollback import RollbackGuard
 from sidecar.events.settings import EventsSettings
+from sidecar.loud import LoudLimiter
 from sidecar.v1 import events_pb2
 
 __all__ = [

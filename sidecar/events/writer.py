@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from sidecar.events._loud import LoudLimiter
 from sidecar.events.producer import EventQueue
+from sidecar.loud import LoudLimiter
 from sidecar.v1 import events_pb2
 
 if TYPE_CHECKING:

@@ -364,25 +364,21 @@ class UpstreamGuard:
 
     def overflow_rejection(self) -> Rejection:
         """The answer for a call over ``max_concurrent_requests``."""
-        return Rejection(
-            code=grpc.StatusCode.RESOURCE_EXHAUSTED,
-            details=(f"upstream {self.name!r} has {self.bulkhead.limit} calls in flight "
-                     f"(max_concurrent_requests); call refused"),
-            trailing_metadata=((MD_OVERFLOW, "true"), (MD_UPSTREAM, self.name)),
-            reason="overflow",
-            retry_after_ms=0,
-        )
-
+        return self._refused(f"upstream {self.name!r} has {self.bulkhead.limit} calls in flight "
+                             f"(max_concurrent_requests); call refused", "overflow")
 
     def shed_rejection(self, limiter: AdaptiveLimiter) -> Rejection:
         """The answer for a call the adaptive limit shed."""
+        return self._refused(f"upstream {self.name!r} is at its adaptive concurrency limit "
+                             f"({limiter.limit}, {limiter.algorithm}); call shed", "shed")
+
+    def _refused(self, details: str, reason: str) -> Rejection:
+        """RESOURCE_EXHAUSTED at once with ``x-sidecar-overflow: true``: a concurrency limit
+        (fixed or adaptive) refused the call before it reached the upstream."""
         return Rejection(
-            code=grpc.StatusCode.RESOURCE_EXHAUSTED,
-            details=(f"upstream {self.name!r} is at its adaptive concurrency limit "
-                     f"({limiter.limit}, {limiter.algorithm}); call shed"),
+            code=grpc.StatusCode.RESOURCE_EXHAUSTED, details=details,
             trailing_metadata=((MD_OVERFLOW, "true"), (MD_UPSTREAM, self.name)),
-            reason="shed",
-            retry_after_ms=0,
+            reason=reason, retry_after_ms=0,
         )
 
 

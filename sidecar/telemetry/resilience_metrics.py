@@ -20,7 +20,7 @@ the upstream's bulkhead holds now.
 ``per_try_timeout``; a hedge is not a retry. ``outcome`` of a hedge is ``won`` (its answer was
 the one the caller got) or ``lost`` (cancelled, or failed, while another attempt answered).
 A retry or hedge the budget refused counts in ``sidecar_retry_budget_exhausted_total`` and is
-logged, rate-limited (:class:`~sidecar.events._loud.LoudLimiter`: the first refusal of an
+logged, rate-limited (:class:`~sidecar.loud.LoudLimiter`: the first refusal of an
 upstream at once, then at most one WARNING line per 10 s carrying how many it stands for,
 ``event="retry_budget_exhausted"``), never a line per call.
 
@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sidecar.events._loud import LoudLimiter
+from sidecar.loud import LoudLimiter
 
 if TYPE_CHECKING:
     from sidecar.config import UpstreamConfig

@@ -1,4 +1,5 @@
-"""Loud but bounded logging of a repeating problem (events dropped, shipping refused).
+"""Loud but bounded logging of a repeating problem (events dropped, shipping refused, retries
+the budget refused); shared by the event pipeline and telemetry.
 
 Losing an event must never be silent, yet a log line per dropped event during an outage would
 flood the logs (and the log pipeline is itself bounded). :class:`LoudLimiter` logs the first
