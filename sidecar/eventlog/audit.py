@@ -3,9 +3,12 @@
 ``verify(store)`` reads every event once in global order and checks, stopping at the first
 break (the one with the lowest global position):
 
-- global positions are 1, 2, 3, ... with no gap and no repeat;
+- global positions are 1, 2, 3, ... with no gap and no repeat, except the positions retention
+  deleted: a missing position must lie at or below the highest retention anchor, and the events
+  found plus the events the anchors stand for must add up to the head position;
 - each stream's versions are 1, 2, 3, ... and each ``prev_hash`` is the previous event's hash
-  (``GENESIS_HASH`` for version 1);
+  (``GENESIS_HASH`` for version 1); a stream cut by retention starts after its anchor and its
+  first kept event must link to the anchor's hash;
 - each ``hash`` is ``sidecar.chain.hash_of`` the event: a change to event_id, stream, version,
   type, occurred_at, trace_id or payload shows here;
 - each store seal (``record_hash``, when the adapter keeps one) matches, covering
@@ -25,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sidecar import chain
+from sidecar.eventlog.anchors import RetentionAnchor, deleted_events
 from sidecar.eventlog.records import decode_payload, filter_columns, validate_new_event
 from sidecar.eventlog.store import MAX_READ_LIMIT, EventStore, StoredEvent, StoreError
 
@@ -58,6 +62,10 @@ class AuditReport:
     head_position: int
     first_break: AuditBreak | None = None
     sealed: bool = field(default=False)
+    anchored_streams: int = 0
+    """Streams whose oldest events retention deleted (their chains were proven from there)."""
+    deleted_events: int = 0
+    """Events retention deleted, as the anchors account for them."""
 
     @property
     def ok(self) -> bool:
@@ -66,8 +74,14 @@ class AuditReport:
     def summary(self) -> str:
         """One line for humans (the CLI prints it)."""
         if self.first_break is None:
+            cut = (
+                f" ({self.anchored_streams} from their retention anchors, "
+                f"{self.deleted_events} events deleted by retention)"
+                if self.anchored_streams
+                else ""
+            )
             return (
-                f"ok: {self.events_checked} events in {self.streams_checked} streams, "
+                f"ok: {self.events_checked} events in {self.streams_checked} streams{cut}, "
                 f"head position {self.head_position}, chains whole"
             )
         return f"BROKEN: {self.first_break}"
@@ -77,6 +91,11 @@ class AuditReport:
 class _StreamState:
     version: int = 0
     hash: bytes = chain.GENESIS_HASH
+
+    @classmethod
+    def start(cls, anchor: RetentionAnchor | None) -> _StreamState:
+        """Where a stream's chain starts: genesis, or its retention anchor."""
+        return cls() if anchor is None else cls(anchor.version, anchor.hash)
 
 
 def _check_event(event: StoredEvent, previous: _StreamState, sealed: bool) -> str | None:
@@ -122,7 +141,10 @@ async def verify(store: EventStore, *, page_events: int = DEFAULT_AUDIT_PAGE_EVE
     if not 1 <= page_events <= MAX_READ_LIMIT:
         raise ValueError(f"page_events: must be 1..{MAX_READ_LIMIT}, got {page_events}")
     head = await store.head_position()
-    streams: dict[str, _StreamState] = {}
+    anchors = await store.anchors()
+    deleted = deleted_events(anchors)
+    deleted_up_to = max((anchor.global_position for anchor in anchors.values()), default=0)
+    streams = {name: _StreamState.start(anchor) for name, anchor in anchors.items()}
     expected_position = 1
     sealed: bool | None = None
     checked = 0
@@ -133,15 +155,21 @@ async def verify(store: EventStore, *, page_events: int = DEFAULT_AUDIT_PAGE_EVE
             if event is not None
             else AuditBreak("", 0, expected_position, "", problem)
         )
-        return AuditReport(checked, len(streams), head, where, bool(sealed))
+        return AuditReport(checked, len(streams), head, where, bool(sealed), len(anchors),
+                           deleted)
 
     while page := await store.read_all(from_position=expected_position, limit=page_events):
         for event in page:
-            if event.global_position != expected_position:
+            gap_ends = event.global_position - 1
+            if event.global_position < expected_position or (
+                event.global_position > expected_position and gap_ends > deleted_up_to
+            ):
                 return report(
                     event,
                     f"global position {event.global_position} follows "
-                    f"{expected_position - 1}: position {expected_position} is missing",
+                    f"{expected_position - 1}: position {expected_position} is missing"
+                    + (f" and no retention anchor reaches it (they end at {deleted_up_to})"
+                       if anchors else ""),
                 )
             if sealed is None:
                 sealed = bool(event.record_hash)
@@ -150,27 +178,35 @@ async def verify(store: EventStore, *, page_events: int = DEFAULT_AUDIT_PAGE_EVE
             if problem is not None:
                 return report(event, problem)
             state.version, state.hash = event.version, event.hash
-            expected_position += 1
+            expected_position = event.global_position + 1
             checked += 1
 
-    if checked != head:
-        return report(None, f"the head position is {head} but positions end at {checked}")
+    if checked + deleted != head:
+        accounted = f"{checked} events found" + (
+            f" and {deleted} deleted by retention" if anchors else ""
+        )
+        return report(None, f"the head position is {head} but the log accounts for "
+                            f"{checked + deleted} positions ({accounted})")
     listed = await store.streams()
     if sorted(streams) != listed:
         missing = sorted(set(streams) - set(listed)) or sorted(set(listed) - set(streams))
         return report(None, f"the stream list disagrees with the events about {missing}")
     for name, state in sorted(streams.items()):
-        problem_event, problem = await _walk_stream(store, name, state, page_events)
+        problem_event, problem = await _walk_stream(
+            store, name, state, _StreamState.start(anchors.get(name)), page_events
+        )
         if problem is not None:
             return report(problem_event, f"read by stream: {problem}")
-    return AuditReport(checked, len(streams), head, None, bool(sealed))
+    return AuditReport(checked, len(streams), head, None, bool(sealed), len(anchors), deleted)
 
 
 async def _walk_stream(
-    store: EventStore, stream: str, expected: _StreamState, page_events: int
+    store: EventStore, stream: str, expected: _StreamState, start: _StreamState,
+    page_events: int,
 ) -> tuple[StoredEvent | None, str | None]:
-    """Re-walk one stream by version; it must link up and end where the global walk ended."""
-    previous = _StreamState()
+    """Re-walk one stream by version from its start (genesis or anchor); it must link up and
+    end where the global walk ended."""
+    previous = start
     last_position = 0
     last: StoredEvent | None = None
     while page := await store.read_stream(stream, previous.version + 1, page_events):

@@ -119,6 +119,7 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 
 from sidecar import chain
+from sidecar.eventlog.anchors import RetentionAnchor
 from sidecar.eventlog.nats_auth import NatsAuth, quiet_ssl_eof_warning
 from sidecar.eventlog.records import validate_new_event
 from sidecar.eventlog.store import (
@@ -1383,6 +1384,12 @@ class NatsEventStore(EventStore):
         return sorted(names)
 
     # --- checkpoints -------------------------------------------------------------------
+
+    async def anchors(self) -> dict[str, RetentionAnchor]:
+        return {}  # retention on JetStream: not built yet, so no stream has been cut
+
+    async def cut(self, stream: str, through_version: int, cut_at_ns: int) -> RetentionAnchor:
+        raise StoreError("retention is not supported by the JetStream store yet")
 
     async def save_checkpoint(self, name: str, position: int, state: bytes) -> None:
         if not name:

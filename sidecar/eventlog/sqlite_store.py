@@ -37,10 +37,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sidecar import chain
+from sidecar.eventlog.anchors import RetentionAnchor, check_after_anchor
 from sidecar.eventlog.records import validate_new_event
+from sidecar.eventlog.sqlite_retention import cut_stream
+from sidecar.eventlog.sqlite_schema import (
+    COLUMNS,
+    HEAD_SQL,
+    I64_MAX,
+    I64_MIN,
+    INSERT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STREAMS_SQL,
+    event_id_at,
+    load_anchor,
+    load_anchors,
+    load_by_event_id,
+    stream_head,
+)
 from sidecar.eventlog.store import (
     DEFAULT_READ_LIMIT,
     NO_FILTER,
@@ -56,6 +73,8 @@ from sidecar.eventlog.store import (
     version_taken,
 )
 
+_R = TypeVar("_R")
+
 DEFAULT_SYNCHRONOUS: Final = "FULL"
 """SQLite ``synchronous`` pragma: FULL fsyncs the WAL on every commit (acknowledged = durable)."""
 DEFAULT_READ_THREADS: Final = 2
@@ -66,60 +85,6 @@ DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 """How long a connection waits for a lock held by another connection before failing."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-SCHEMA_VERSION: Final = 1
-_I64_MAX: Final = 2**63 - 1
-_I64_MIN: Final = -(2**63)
-_IN_CHUNK: Final = 500  # event ids per "IN (...)" lookup, well under SQLite's variable limit
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    global_position INTEGER PRIMARY KEY,
-    event_id        TEXT    NOT NULL UNIQUE,
-    stream          TEXT    NOT NULL,
-    version         INTEGER NOT NULL,
-    type            TEXT    NOT NULL,
-    occurred_at_ns  INTEGER NOT NULL,
-    trace_id        TEXT    NOT NULL,
-    payload         BLOB    NOT NULL,
-    prev_hash       BLOB    NOT NULL,
-    hash            BLOB    NOT NULL,
-    service         TEXT    NOT NULL,
-    instance        TEXT    NOT NULL,
-    upstream        TEXT    NOT NULL,
-    recorded_at_ns  INTEGER NOT NULL,
-    record_hash     BLOB    NOT NULL,
-    UNIQUE (stream, version)
-);
-CREATE INDEX IF NOT EXISTS events_by_service  ON events (service, global_position);
-CREATE INDEX IF NOT EXISTS events_by_upstream ON events (upstream, global_position);
-CREATE INDEX IF NOT EXISTS events_by_type     ON events (type, global_position);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    name        TEXT    PRIMARY KEY,
-    position    INTEGER NOT NULL,
-    state       BLOB    NOT NULL,
-    saved_at_ns INTEGER NOT NULL
-);
-"""
-
-# Column order == StoredEvent field order, so a row unpacks straight into StoredEvent(*row).
-_COLUMNS: Final = (
-    "event_id, stream, version, type, occurred_at_ns, trace_id, payload, prev_hash, hash, "
-    "service, instance, upstream, global_position, recorded_at_ns, record_hash"
-)
-_INSERT: Final = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
-
-# Distinct stream names by index skip-scan: O(streams x log n) instead of a full index walk.
-_STREAMS_SQL: Final = """
-WITH RECURSIVE s(stream) AS (
-    SELECT MIN(stream) FROM events
-    UNION ALL
-    SELECT (SELECT MIN(stream) FROM events WHERE stream > s.stream) FROM s
-    WHERE s.stream IS NOT NULL
-)
-SELECT stream FROM s WHERE stream IS NOT NULL
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class SqliteSettings:
     """Tuning of the SQLite adapter; every default lives in the ``DEFAULT_*`` constants above."""
@@ -163,6 +128,13 @@ class _AppendJob(_Job):
 
 
 @dataclass(eq=False)
+class _CutJob(_Job):
+    stream: str = ""
+    through_version: int = 0
+    cut_at_ns: int = 0
+
+
+@dataclass(eq=False)
 class _CheckpointJob(_Job):
     name: str = ""
     position: int = 0
@@ -194,9 +166,7 @@ class SqliteEventStore(EventStore):
         if str(path) in ("", ":memory:"):
             raise ValueError("path: the SQLite store needs a file (readers use own connections)")
         self._writer_conn = self._open_writer(create)
-        self._committed_head: int = self._writer_conn.execute(
-            "SELECT COALESCE(MAX(global_position), 0) FROM events"
-        ).fetchone()[0]
+        self._committed_head: int = self._writer_conn.execute(HEAD_SQL).fetchone()[0]
         self._last_recorded_at_ns = self._writer_conn.execute(
             "SELECT COALESCE(MAX(recorded_at_ns), 0) FROM events"
         ).fetchone()[0]
@@ -242,7 +212,7 @@ class SqliteEventStore(EventStore):
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self._path}: cannot switch to WAL journal mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self._settings.synchronous.upper()}")
-            conn.executescript(_SCHEMA)
+            conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as exc:
             if conn is not None:
@@ -287,10 +257,10 @@ class SqliteEventStore(EventStore):
         self, stream: str, from_version: int = 1, limit: int = DEFAULT_READ_LIMIT
     ) -> list[StoredEvent]:
         check_read_limit(limit)
-        if from_version > _I64_MAX:  # SQLite integers are 64-bit: nothing is stored beyond
+        if from_version > I64_MAX:  # SQLite integers are 64-bit: nothing is stored beyond
             return []
         sql = (
-            f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? "
+            f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? "
             "ORDER BY version LIMIT ?"
         )
         return await self._read_events(sql, (stream, max(from_version, 1), limit))
@@ -305,9 +275,9 @@ class SqliteEventStore(EventStore):
         # SQLite integers are 64-bit; a bound beyond them is decided here (a time range can
         # reach past 2262 or before 1678, a position past 2**63): match nothing or drop it.
         if (
-            from_position > _I64_MAX
-            or filter.from_time_ns > _I64_MAX
-            or (filter.to_time_ns and filter.to_time_ns <= _I64_MIN)
+            from_position > I64_MAX
+            or filter.from_time_ns > I64_MAX
+            or (filter.to_time_ns and filter.to_time_ns <= I64_MIN)
         ):
             return []
         where = ["global_position >= ?"]
@@ -320,26 +290,37 @@ class SqliteEventStore(EventStore):
         if filter.types:
             where.append(f"type IN ({', '.join('?' * len(filter.types))})")
             args.extend(filter.types)
-        if filter.from_time_ns and filter.from_time_ns > _I64_MIN:
+        if filter.from_time_ns and filter.from_time_ns > I64_MIN:
             where.append("occurred_at_ns >= ?")
             args.append(filter.from_time_ns)
-        if filter.to_time_ns and filter.to_time_ns <= _I64_MAX:
+        if filter.to_time_ns and filter.to_time_ns <= I64_MAX:
             where.append("occurred_at_ns < ?")
             args.append(filter.to_time_ns)
         sql = (
-            f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} "
+            f"SELECT {COLUMNS} FROM events WHERE {' AND '.join(where)} "
             "ORDER BY global_position LIMIT ?"
         )
         args.append(limit)
         return await self._read_events(sql, tuple(args))
 
     async def head_position(self) -> int:
-        rows = await self._read("SELECT COALESCE(MAX(global_position), 0) FROM events", ())
+        rows = await self._read(HEAD_SQL, ())
         head: int = rows[0][0]
         return head
 
+    async def anchors(self) -> dict[str, RetentionAnchor]:
+        return await self._read_with(load_anchors)
+
+    async def cut(self, stream: str, through_version: int, cut_at_ns: int) -> RetentionAnchor:
+        if through_version < 1:
+            raise ValueError(f"through_version: must be >= 1, got {through_version}")
+        anchor: RetentionAnchor = await self._submit(
+            _CutJob(stream=stream, through_version=through_version, cut_at_ns=cut_at_ns)
+        )
+        return anchor
+
     async def streams(self) -> list[str]:
-        rows = await self._read(_STREAMS_SQL, ())
+        rows = await self._read(STREAMS_SQL, ())
         return [row[0] for row in rows]
 
     async def load_checkpoint(self, name: str) -> tuple[int, bytes] | None:
@@ -403,7 +384,19 @@ class SqliteEventStore(EventStore):
         rows = await self._read(sql, args)
         return [StoredEvent(*row) for row in rows]
 
+    async def _read_with(self, query: Callable[[sqlite3.Connection], _R]) -> _R:
+        """Run ``query`` on a reader thread's connection."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._readers, lambda: query(self._reader_connection())
+        )
+
     def _read_blocking(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        return self._reader_connection().execute(sql, args).fetchall()
+
+    def _reader_connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
@@ -411,7 +404,7 @@ class SqliteEventStore(EventStore):
             self._local.conn = conn
             with self._read_conns_lock:
                 self._read_conns.append(conn)
-        return conn.execute(sql, args).fetchall()
+        return conn
 
     def _wake_waiters(self) -> None:
         with self._waiters_lock:
@@ -465,10 +458,7 @@ class SqliteEventStore(EventStore):
         result: object
         try:
             conn.execute("BEGIN IMMEDIATE")
-            next_position: int = (
-                conn.execute("SELECT COALESCE(MAX(global_position), 0) FROM events").fetchone()[0]
-                + 1
-            )
+            next_position: int = conn.execute(HEAD_SQL).fetchone()[0] + 1
             recorded_at_ns = max(self._clock_ns(), self._last_recorded_at_ns)
             for job in group:
                 conn.execute("SAVEPOINT job")
@@ -477,6 +467,8 @@ class SqliteEventStore(EventStore):
                         result, next_position = self._append_batch(
                             conn, job.events, next_position, recorded_at_ns
                         )
+                    elif isinstance(job, _CutJob):
+                        result = cut_stream(conn, job.stream, job.through_version, job.cut_at_ns)
                     else:
                         assert isinstance(job, _CheckpointJob)
                         conn.execute(
@@ -523,9 +515,10 @@ class SqliteEventStore(EventStore):
         recorded_at_ns: int,
     ) -> tuple[list[AppendOutcome], int]:
         """Check and insert one batch; raises (and stores nothing) on the first bad event."""
-        stored = _load_by_event_id(conn, [event.event_id for event in events])
+        stored = load_by_event_id(conn, [event.event_id for event in events])
         in_batch: dict[str, tuple[NewEvent, AppendOutcome]] = {}
         heads: dict[str, tuple[int, bytes]] = {}
+        anchors: dict[str, RetentionAnchor | None] = {}
         slots: dict[tuple[str, int], str] = {}  # (stream, version) -> event_id, this batch
         rows: list[tuple[object, ...]] = []
         outcomes: list[AppendOutcome] = []
@@ -543,9 +536,12 @@ class SqliteEventStore(EventStore):
                     AppendOutcome(event.event_id, existing.global_position, existing.version, True)
                 )
                 continue
-            head_version, head_hash = heads.get(event.stream) or _stream_head(conn, event.stream)
+            if event.stream not in anchors:
+                anchors[event.stream] = load_anchor(conn, event.stream)
+            check_after_anchor(event, anchors[event.stream])
+            head_version, head_hash = heads.get(event.stream) or stream_head(conn, event.stream)
             if event.version <= head_version:
-                holder = slots.get((event.stream, event.version)) or _event_id_at(
+                holder = slots.get((event.stream, event.version)) or event_id_at(
                     conn, event.stream, event.version
                 )
                 raise version_taken(event, holder, head_version)
@@ -602,7 +598,7 @@ class SqliteEventStore(EventStore):
                     ),
                 )
             )
-        conn.executemany(_INSERT, rows)
+        conn.executemany(INSERT, rows)
         return outcomes, next_position
 
 
@@ -614,31 +610,3 @@ def _rollback_job(conn: sqlite3.Connection) -> None:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _load_by_event_id(conn: sqlite3.Connection, event_ids: list[str]) -> dict[str, StoredEvent]:
-    found: dict[str, StoredEvent] = {}
-    for start in range(0, len(event_ids), _IN_CHUNK):
-        chunk = event_ids[start : start + _IN_CHUNK]
-        sql = f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({', '.join('?' * len(chunk))})"
-        for row in conn.execute(sql, chunk):
-            event = StoredEvent(*row)
-            found[event.event_id] = event
-    return found
-
-
-def _stream_head(conn: sqlite3.Connection, stream: str) -> tuple[int, bytes]:
-    row = conn.execute(
-        "SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1",
-        (stream,),
-    ).fetchone()
-    if row is None:
-        return 0, chain.GENESIS_HASH
-    return int(row[0]), bytes(row[1])
-
-
-def _event_id_at(conn: sqlite3.Connection, stream: str, version: int) -> str:
-    row = conn.execute(
-        "SELECT event_id FROM events WHERE stream = ? AND version = ?", (stream, version)
-    ).fetchone()
-    return str(row[0]) if row is not None else "?"

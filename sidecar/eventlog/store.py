@@ -22,6 +22,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sidecar.eventlog.anchors import RetentionAnchor
 
 MAX_READ_LIMIT = 10_000
 """Largest ``limit`` a read accepts; adapters raise ``ValueError`` above it or below 1."""
@@ -223,8 +227,13 @@ class EventStore(ABC):
       ``prev_hash`` == the head's hash (``GENESIS_HASH`` for version 1) and
       ``hash == hash_of(event)``, else ``ChainError`` (or ``ConflictError`` when the version is
       already taken by another event).
-    - Global positions are 1, 2, 3, ... without gaps, in commit order.
+    - Global positions are 1, 2, 3, ... without gaps, in commit order, until retention
+      deletes a prefix of a stream (``cut``): then the deleted positions are missing from
+      reads, are never given again, and the head position never goes down.
     - Reads return events in order; ``limit`` is 1..``MAX_READ_LIMIT``.
+    - Retention (``sidecar.eventlog.anchors``): ``cut`` deletes a stream's oldest versions and
+      leaves an anchor; an append at or below it raises ``BeforeAnchorError``; a stream whose
+      events were all deleted is still listed by ``streams`` and chains on from its anchor.
     """
 
     @abstractmethod
@@ -256,6 +265,19 @@ class EventStore(ABC):
     @abstractmethod
     async def streams(self) -> list[str]:
         """Names of all streams, sorted."""
+
+    @abstractmethod
+    async def anchors(self) -> dict[str, RetentionAnchor]:
+        """Every stream's retention anchor, by stream (streams never cut have none)."""
+
+    @abstractmethod
+    async def cut(self, stream: str, through_version: int, cut_at_ns: int) -> RetentionAnchor:
+        """Delete versions 1..``through_version`` of ``stream`` and anchor it there, at once.
+
+        Returns the anchor in force afterwards. A ``through_version`` at or below the current
+        anchor deletes nothing (the anchor never moves back); one above the stream's head, or
+        below 1, is a ``ValueError``. Raises ``StoreError`` when this store cannot delete (e.g.
+        a JetStream stream created to deny purges)."""
 
     @abstractmethod
     async def load_checkpoint(self, name: str) -> tuple[int, bytes] | None:

@@ -39,6 +39,7 @@ from sidecar.eventlog.store import (
     StoredEvent,
 )
 from tests.contract.endpoint_contract import EndpointEventsContract
+from tests.contract.retention_contract import RetentionContract
 from tests.support.events import StreamFactory, rehash
 
 WAKE_BOUND_S = 30.0
@@ -48,12 +49,14 @@ WAKE_BOUND_S = 30.0
 async def read_everything(store: EventStore, page: int = 7) -> list[StoredEvent]:
     """All events by global position, paging with a small page to exercise pagination."""
     events: list[StoredEvent] = []
-    while batch := await store.read_all(from_position=len(events) + 1, limit=page):
+    while batch := await store.read_all(
+        from_position=events[-1].global_position + 1 if events else 1, limit=page
+    ):
         events.extend(batch)
     return events
 
 
-class EventStoreContract(EndpointEventsContract):
+class EventStoreContract(EndpointEventsContract, RetentionContract):
     """Behaviour every ``EventStore`` adapter must show. Subclasses provide ``store``.
 
     The endpoint events and unknown enum values are in :mod:`tests.contract.endpoint_contract`.
