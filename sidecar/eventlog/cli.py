@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from sidecar.cli_types import non_negative_finite_float, positive_finite_float
-from sidecar.eventlog import nats_auth
+from sidecar.eventlog import nats_auth, retention
 from sidecar.eventlog import settings as defaults
 from sidecar.v1 import events_pb2
 
@@ -179,6 +179,16 @@ def _add_serve(eventlog_sub: SubParsers) -> None:
                        default=defaults.DEFAULT_HEARTBEAT_INTERVAL_S, metavar="S")
     serve.add_argument("--shutdown-grace-s", type=non_negative_finite_float,
                        default=defaults.DEFAULT_SHUTDOWN_GRACE_S, metavar="S")
+    serve.add_argument("--retain-days", type=positive_finite_float, default=None, metavar="D",
+                       help="delete events recorded more than D days ago (default: keep all)")
+    serve.add_argument("--retain-events-per-stream", type=_positive, default=None, metavar="N",
+                       help="delete a stream's events once N newer ones follow (default: all)")
+    serve.add_argument("--retention-interval-s", type=positive_finite_float,
+                       default=retention.DEFAULT_RETENTION_INTERVAL_S, metavar="S",
+                       help="how often retention looks for events to delete")
+    serve.add_argument("--retention-cut-events", type=_positive,
+                       default=retention.DEFAULT_RETENTION_CUT_EVENTS, metavar="N",
+                       help="most events one deletion step removes (one store transaction)")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=_serve)
@@ -258,6 +268,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_subscribers=args.max_subscribers,
             default_heartbeat_interval_s=args.heartbeat_interval_s,
             shutdown_grace_s=args.shutdown_grace_s,
+            retention=_retention_policy(args),
         )
     except OSError as exc:
         return _fail(SERVE_PROG, f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_USAGE)
@@ -405,25 +416,39 @@ def _heads(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _retention_policy(args: argparse.Namespace) -> retention.RetentionPolicy | None:
+    """The ``--retain-*`` flags as a policy (None: keep everything)."""
+    if args.retain_days is None and args.retain_events_per_stream is None:
+        return None
+    return retention.RetentionPolicy(
+        retain_days=args.retain_days,
+        retain_events_per_stream=args.retain_events_per_stream,
+        interval_s=args.retention_interval_s,
+        cut_events=args.retention_cut_events,
+    )
+
+
 def _rebuild(args: argparse.Namespace) -> int:
     import time
 
     from sidecar.eventlog.follower import server_projections
     from sidecar.eventlog.projections import rebuild
 
-    async def work(store: Any) -> tuple[int, int, float]:
+    async def work(store: Any) -> tuple[int, int, float, str]:
         started = time.perf_counter()
         runner = await rebuild(store, server_projections())
-        return runner.events_folded, runner.position, time.perf_counter() - started
+        start = runner.started_from
+        origin = start.describe() if start is not None else "the start of the log"
+        return runner.events_folded, runner.position, time.perf_counter() - started, origin
 
     result, failed = _run_offline(REBUILD_PROG, args.store, work, args)
     if failed is not None:
         return failed
-    folded, position, elapsed_s = result
+    folded, position, elapsed_s, origin = result
     rate = folded / elapsed_s if elapsed_s > 0 else 0.0
     print(
-        f"rebuilt {len(server_projections())} projections up to position {position}: "
-        f"{folded} events in {elapsed_s:.2f}s ({rate:,.0f} events/s)"
+        f"rebuilt {len(server_projections())} projections from {origin} up to position "
+        f"{position}: {folded} events in {elapsed_s:.2f}s ({rate:,.0f} events/s)"
     )
     return EXIT_OK
 

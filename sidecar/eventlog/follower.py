@@ -36,6 +36,7 @@ from sidecar.eventlog.projections import (
     default_projections,
 )
 from sidecar.eventlog.records import PAYLOAD_KINDS, Payload
+from sidecar.eventlog.retention_base import resume_past_anchors
 from sidecar.eventlog.settings import DEFAULT_PROJECTION_BATCH_EVENTS, DEFAULT_PROJECTION_WAIT_S
 from sidecar.eventlog.shedding_projections import SheddingPeriodsProjection, SheddingViews
 from sidecar.eventlog.store import EventStore, StoredEvent, StoreError
@@ -119,6 +120,11 @@ class ProjectionFollower:
         return self._runner.position
 
     @property
+    def runner(self) -> ProjectionRunner:
+        """The runner folding the server's projections (the retention job snapshots it)."""
+        return self._runner
+
+    @property
     def events_folded(self) -> int:
         return self._runner.events_folded
 
@@ -147,6 +153,9 @@ class ProjectionFollower:
     async def load(self) -> None:
         """Resume from the saved checkpoints (blocking only on the store's own threads)."""
         await self._runner.load()
+        start = await resume_past_anchors(self._store, self._runner, strict=False)
+        if start is not None and start.snapshot_positions:
+            log.info("projections behind the retention cut resume from %s", start.describe())
         self.head_position = max(self.head_position, await self._store.head_position())
 
     async def step(self) -> int:

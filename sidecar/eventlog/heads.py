@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sidecar.eventlog.anchors import RetentionAnchor
 from sidecar.eventlog.store import EventStore
 
 __all__ = ["HeadBreak", "SavedHead", "check_against", "format_heads", "parse_heads",
@@ -59,9 +60,16 @@ async def _hash_at(store: EventStore, stream: str, version: int) -> bytes | None
     return None
 
 
-async def stream_head(store: EventStore, stream: str) -> SavedHead:
-    """The last event of ``stream`` (version 0 and an empty hash when it has none)."""
+async def stream_head(
+    store: EventStore, stream: str, anchor: RetentionAnchor | None = None
+) -> SavedHead:
+    """The last event of ``stream`` (version 0 and an empty hash when it has none).
+
+    Pass the stream's retention ``anchor`` when it has one: the search starts there, and a
+    stream whose events were all deleted has the anchor as its head."""
     low, low_hash, step = 0, b"", 1
+    if anchor is not None:
+        low, low_hash = anchor.version, anchor.hash
     while True:
         found = await _hash_at(store, stream, low + step)
         if found is None:
@@ -92,8 +100,10 @@ async def _head_from(store: EventStore, stream: str, version: int, hash_: bytes)
 
 
 async def read_heads(store: EventStore) -> list[SavedHead]:
-    """Every stream's head, by stream name."""
-    return [await stream_head(store, stream) for stream in await store.streams()]
+    """Every stream's head, by stream name (a stream cut whole by retention: its anchor)."""
+    anchors = await store.anchors()
+    return [await stream_head(store, stream, anchors.get(stream))
+            for stream in await store.streams()]
 
 
 def format_heads(heads: Iterable[SavedHead]) -> str:
@@ -128,18 +138,25 @@ def parse_heads(text: str) -> list[SavedHead]:
 async def check_against(store: EventStore, saved: Iterable[SavedHead]) -> list[HeadBreak]:
     """Every saved head the log no longer holds: behind it, or another hash at its version."""
     breaks = []
+    anchors = await store.anchors()
     for head in saved:
         if head.version == 0:
             continue
         found = await _hash_at(store, head.stream, head.version)
+        anchor = anchors.get(head.stream)
+        if found is None and anchor is not None and head.version <= anchor.version:
+            if head.version == anchor.version and head.hash != anchor.hash:
+                breaks.append(HeadBreak(head, anchor.version, "the retention anchor at the saved "
+                                        "version has another hash"))
+            continue  # deleted by retention since it was saved; the chain check covers the rest
         if found is None:
-            now = await stream_head(store, head.stream)
+            now = await stream_head(store, head.stream, anchor)
             if now.version < head.version:
                 breaks.append(HeadBreak(head, now.version, "the log is behind the saved head "
                                         "(restored from an older copy?)"))
             # else: the saved version was cut by retention since; the chain check covers the rest
         elif found != head.hash:
-            now = await stream_head(store, head.stream)
+            now = await stream_head(store, head.stream, anchor)
             breaks.append(HeadBreak(head, now.version,
                                     f"another event at version {head.version} (hash "
                                     f"{found.hex()[:16]}..., saved {head.hash.hex()[:16]}...)"))

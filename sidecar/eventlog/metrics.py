@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -407,6 +407,7 @@ def start_metrics_server(
     *,
     certfile: str | None = None,
     keyfile: str | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> tuple[Any, CollectorRegistry]:
     """Serve ``/metrics`` on ``listen`` (HOST:PORT) from a fresh registry, on a daemon thread;
     over HTTPS when ``certfile`` and ``keyfile`` are given (``--metrics-tls-cert/-key``).
@@ -418,6 +419,8 @@ def start_metrics_server(
     host, port = parse_host_port(listen, "metrics_listen")
     registry = CollectorRegistry(auto_describe=True)
     registry.register(EventLogCollector(snapshot))
+    for collector in collectors:  # e.g. retention's (sidecar.eventlog.retention_job)
+        registry.register(collector)
     http_server, _thread = start_http_server(
         port, addr=host, registry=registry, certfile=certfile, keyfile=keyfile
     )

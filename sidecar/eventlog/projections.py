@@ -58,6 +58,7 @@ from sidecar.v1 import events_pb2
 
 if TYPE_CHECKING:
     from sidecar.eventlog.breaker_views import BreakerViews
+    from sidecar.eventlog.retention_base import RetentionStart
 
 DEFAULT_SNAPSHOT_EVERY_EVENTS: Final = 1000
 """Events folded between two checkpoints of a projection."""
@@ -347,6 +348,8 @@ class ProjectionRunner:
         self._lock = asyncio.Lock()
         self.events_folded = 0
         """Events folded by this runner since it was made (for rates and metrics)."""
+        self.started_from: RetentionStart | None = None
+        """Set by ``rebuild`` on a log cut by retention: the snapshots it started from."""
 
     @property
     def position(self) -> int:
@@ -378,12 +381,19 @@ class ProjectionRunner:
             self.state(RecoveryProjection.name),
         )
 
-    async def load(self) -> None:
-        """Resume every projection from its checkpoint (a missing or foreign-format checkpoint
-        means: start from position 0)."""
+    async def load(self, prefix: str = "", names: Iterable[str] | None = None) -> dict[str, int]:
+        """Resume projections from their checkpoints (a missing or foreign-format checkpoint
+        means: start from position 0); returns the position each one resumed from.
+
+        ``prefix`` reads other checkpoints of the same projections (the retention snapshots of
+        :mod:`sidecar.eventlog.retention_base`); ``names`` limits it to some projections."""
+        wanted = None if names is None else set(names)
+        resumed: dict[str, int] = {}
         async with self._lock:
             for slot in self._slots:
-                saved = await self._store.load_checkpoint(slot.projection.name)
+                if wanted is not None and slot.projection.name not in wanted:
+                    continue
+                saved = await self._store.load_checkpoint(prefix + slot.projection.name)
                 slot.state, slot.position = slot.projection.initial(), 0
                 if saved is not None:
                     try:
@@ -392,6 +402,8 @@ class ProjectionRunner:
                     except (ValueError, TypeError, KeyError):
                         slot.state, slot.position = slot.projection.initial(), 0
                 slot.unsaved_events = 0
+                resumed[slot.projection.name] = slot.position
+        return resumed
 
     async def catch_up(self, max_events: int | None = None) -> int:
         """Fold events after ``position`` up to the head (or ``max_events`` of them), saving
@@ -471,10 +483,17 @@ async def rebuild(
     page_events: int = DEFAULT_PROJECTION_PAGE_EVENTS,
 ) -> ProjectionRunner:
     """Fold the whole log into fresh projections (ignoring checkpoints); with ``save``, replace
-    the checkpoints with the result. Returns the runner holding the rebuilt states."""
+    the checkpoints with the result. Returns the runner holding the rebuilt states.
+
+    A log cut by retention cannot be re-read from its start: the rebuild then starts from the
+    retention snapshots taken before the cuts (``runner.started_from`` says which), or raises
+    ``StoreError`` when they are missing (see :mod:`sidecar.eventlog.retention_base`)."""
+    from sidecar.eventlog.retention_base import resume_past_anchors
+
     runner = ProjectionRunner(
         store, projections, snapshot_every_events=2**62, page_events=page_events
     )
+    runner.started_from = await resume_past_anchors(store, runner, strict=True)
     await runner.catch_up()
     if save:
         await runner.snapshot()

@@ -48,6 +48,7 @@ from sidecar.eventlog.follower import ProjectionFollower
 from sidecar.eventlog.metrics import AppendCounters, loop_snapshot, start_metrics_server
 from sidecar.eventlog.nats_auth import redact_url
 from sidecar.eventlog.records import to_proto
+from sidecar.eventlog.retention_job import RetentionCollector, RetentionJob
 from sidecar.eventlog.settings import (
     MIN_HEARTBEAT_INTERVAL_S,
     RESUME_METADATA_KEY,
@@ -63,6 +64,7 @@ from sidecar.eventlog.store import (
     InvalidEventError,
     StoreError,
 )
+from sidecar.eventlog.stores import store_kind
 from sidecar.eventlog.subscription import (
     SubscriberTooSlow,
     Subscription,
@@ -269,9 +271,12 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         events = await self._read(
             context, self._store.read_stream(request.stream, from_version, limit)
         )
+        anchor = await self._read(context, self._store.anchor(request.stream))
         next_version = events[-1].version + 1 if events else from_version
         return eventlog_pb2.ReadStreamResponse(
-            events=[to_proto(e) for e in events], next_version=next_version
+            events=[to_proto(e) for e in events], next_version=next_version,
+            retention_anchor_version=anchor.version if anchor is not None else 0,
+            retention_anchor_hash=anchor.hash if anchor is not None else b"",
         )
 
     async def ReadAll(
@@ -507,6 +512,8 @@ class EventLogServer:
             interceptors=interceptors, options=server_options(settings)
         )
         self.service = EventLogService(store, settings, self.follower, self.counters)
+        self.retention = RetentionJob(store, self.follower.runner, settings.retention)
+        self._retention_task: asyncio.Task[None] | None = None
         eventlog_pb2_grpc.add_EventLogServicer_to_server(  # type: ignore[no-untyped-call]
             self.service, self._server
         )
@@ -541,6 +548,8 @@ class EventLogServer:
         await self.follower.load()
         self._loaded = True
         self._follower_task = asyncio.create_task(self.follower.run(), name="projections")
+        await self.retention.refresh()
+        self._retention_task = asyncio.create_task(self.retention.run(), name="retention")
         await self._server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -554,6 +563,8 @@ class EventLogServer:
                 snapshot,
                 certfile=str(cert_key[0]) if cert_key is not None else None,
                 keyfile=str(cert_key[1]) if cert_key is not None else None,
+                collectors=[RetentionCollector(self.retention, store_kind(self.settings.store_url),
+                                               lambda: self.follower.head_position)],
             )
         log.info(
             "event log serving on %s (store %s, tls %s, token %s)",
@@ -570,6 +581,9 @@ class EventLogServer:
         self.service.end_subscriptions("the event log is shutting down")
         await self._server.stop(self.settings.shutdown_grace_s)
         step_s = self.settings.shutdown_step_timeout_s
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            await self._bounded("stopping retention", self._retention_task, step_s)
         if self._follower_task is not None:
             self._follower_task.cancel()
             await self._bounded("stopping the projection follower", self._follower_task, step_s)

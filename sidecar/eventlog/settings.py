@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from sidecar.eventlog.retention import RetentionPolicy
+
 # --- addresses -------------------------------------------------------------------------------
 DEFAULT_LISTEN: Final = "127.0.0.1:7070"
 """Where the gRPC API listens unless ``--listen`` says otherwise."""
@@ -112,6 +114,7 @@ class ServerSettings:
     projection_wait_s: float = DEFAULT_PROJECTION_WAIT_S
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     shutdown_step_timeout_s: float = DEFAULT_SHUTDOWN_STEP_TIMEOUT_S
+    retention: RetentionPolicy | None = None  # --retain-days / --retain-events-per-stream
 
     def __post_init__(self) -> None:
         if not self.store_url:

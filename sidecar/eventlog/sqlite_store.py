@@ -311,6 +311,9 @@ class SqliteEventStore(EventStore):
     async def anchors(self) -> dict[str, RetentionAnchor]:
         return await self._read_with(load_anchors)
 
+    async def anchor(self, stream: str) -> RetentionAnchor | None:
+        return await self._read_with(lambda conn: load_anchor(conn, stream))
+
     async def cut(self, stream: str, through_version: int, cut_at_ns: int) -> RetentionAnchor:
         if through_version < 1:
             raise ValueError(f"through_version: must be >= 1, got {through_version}")

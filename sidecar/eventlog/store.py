@@ -270,6 +270,10 @@ class EventStore(ABC):
     async def anchors(self) -> dict[str, RetentionAnchor]:
         """Every stream's retention anchor, by stream (streams never cut have none)."""
 
+    async def anchor(self, stream: str) -> RetentionAnchor | None:
+        """``stream``'s retention anchor, or None (adapters answer it without reading all)."""
+        return (await self.anchors()).get(stream)
+
     @abstractmethod
     async def cut(self, stream: str, through_version: int, cut_at_ns: int) -> RetentionAnchor:
         """Delete versions 1..``through_version`` of ``stream`` and anchor it there, at once.

@@ -25,6 +25,11 @@ from sidecar.eventlog.store import EventStore
 SCHEMES = ("sqlite", "nats", "tls")
 
 
+def store_kind(url: str) -> str:
+    """The ``store`` label of the event log's metrics: ``sqlite`` or ``jetstream``."""
+    return "jetstream" if url.partition(":")[0] in ("nats", "tls") else "sqlite"
+
+
 def open_store(url: str, *, create: bool = True, nats_auth: object | None = None) -> EventStore:
     """The store for ``url``; ``ValueError`` naming the problem for a bad or unknown URL,
     ``StoreError`` when a SQLite file cannot be opened.

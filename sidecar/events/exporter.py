@@ -84,6 +84,11 @@ class EventExporter(Protocol):
         """Up to ``limit`` events of ``stream`` from ``from_version``, in version order."""
         ...
 
+    def stream_anchor(self, stream: str, timeout_s: float) -> tuple[int, bytes]:
+        """Where the log's retention cut ``stream``: (version, hash) of the last deleted event,
+        (0, b"") when it never did. Versions up to it are gone on purpose, not lost."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
@@ -180,6 +185,16 @@ class GrpcEventExporter:
             raise self._failed(exc) from None
         self._timeouts_in_a_row = 0
         return list(response.events)
+
+    def stream_anchor(self, stream: str, timeout_s: float) -> tuple[int, bytes]:
+        try:
+            response = self._stub.ReadStream(
+                eventlog_pb2.ReadStreamRequest(stream=stream, from_version=1, limit=1),
+                timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise self._failed(exc) from None
+        self._timeouts_in_a_row = 0
+        return int(response.retention_anchor_version), bytes(response.retention_anchor_hash)
 
     def close(self) -> None:
         self._channel.close()

@@ -138,7 +138,9 @@ class RollbackGuard:
             hash_at = found.hash
         elif found.version > acknowledged.version:
             event = event_at(stream, acknowledged.version)
-            hash_at = None if event is None else bytes(event.hash)
+            # Absent below a head past it: retention deleted it (a stream's versions have no
+            # holes otherwise), so what was acknowledged was kept until the cut.
+            hash_at = acknowledged.hash if event is None else bytes(event.hash)
         reason = classify(acknowledged, found, hash_at)
         self._pending.discard(stream)
         if reason is None:

@@ -367,10 +367,15 @@ class Shipper:
 
     def _read_head(self, stream: str) -> StreamHead:
         """The log's last event of ``stream``: gallop up from the outbox's idea of the head,
-        then binary search. About 2*log2(distance) ReadStream calls; 2 when the guess is right."""
+        then binary search. About 2*log2(distance) ReadStream calls; 3 when the guess is right.
+
+        The search starts at the stream's retention anchor (asked first): versions up to it
+        were deleted on purpose, and a stream cut whole has the anchor as its head, not
+        genesis (else a quiet sidecar would take retention for a rollback)."""
+        anchor_version, anchor_hash = self._exporter.stream_anchor(stream, self._timeout_s())
         known = self._outbox.head(stream)
-        probe = max(1, known.version if known is not None else 1)
-        low, low_event = 0, None
+        probe = max(1, anchor_version + 1, known.version if known is not None else 1)
+        low, low_event = anchor_version, None
         high: int
         found = self._event_at(stream, probe)
         if found is None:
@@ -391,7 +396,7 @@ class Shipper:
             else:
                 low, low_event = middle, found
         if low_event is None:
-            return GENESIS_HEAD
+            return StreamHead(anchor_version, anchor_hash) if anchor_version else GENESIS_HEAD
         return StreamHead(low, bytes(low_event.hash))
 
     # --- failures -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sidecar.v1 import events_pb2 as sidecar_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sidecar/v1/eventlog.proto\x12\nsidecar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sidecar/v1/events.proto\"2\n\rAppendRequest\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.sidecar.v1.Event\"]\n\x0c\x41ppendResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0fglobal_position\x18\x02 \x01(\x04\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\";\n\x0e\x41ppendResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.sidecar.v1.AppendResult\"H\n\x11ReadStreamRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"M\n\x12ReadStreamResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.sidecar.v1.Event\x12\x14\n\x0cnext_version\x18\x02 \x01(\x04\"\xad\x01\n\x0b\x45ventFilter\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x10\n\x08upstream\x18\x03 \x01(\t\x12\r\n\x05types\x18\x04 \x03(\t\x12-\n\tfrom_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x0eReadAllRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.sidecar.v1.EventFilter\"b\n\x0fReadAllResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.sidecar.v1.Event\x12\x15\n\rnext_position\x18\x02 \x01(\x04\x12\x15\n\rhead_position\x18\x03 \x01(\x04\"q\n\x10SubscribeRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x04\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.sidecar.v1.EventFilter\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\";\n\tHeartbeat\x12\x15\n\rhead_position\x18\x01 \x01(\x04\x12\x17\n\x0fresume_position\x18\x02 \x01(\x04\"n\n\x11SubscribeResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.sidecar.v1.EventH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.sidecar.v1.HeartbeatH\x00\x42\t\n\x07message\"<\n\x17GetBreakerStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\"=\n\x18ListBreakerStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\"z\n\x0fTransitionCount\x12,\n\nfrom_state\x18\x01 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12*\n\x08to_state\x18\x02 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\xf4\x02\n\x15InstanceBreakerStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x10\n\x08upstream\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12.\n\nopen_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransitions\x18\x06 \x01(\x04\x12\x14\n\x0cseconds_open\x18\x07 \x01(\x01\x12\x1e\n\x16mean_time_to_recover_s\x18\x08 \x01(\x01\x12\x12\n\nrecoveries\x18\t \x01(\x04\x12\x36\n\x12last_transition_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x11transition_counts\x18\x0b \x03(\x0b\x32\x1b.sidecar.v1.TransitionCount\"\x91\x03\n\x15UpstreamBreakerStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12.\n\nopen_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einstances_open\x18\x05 \x01(\r\x12\x17\n\x0finstances_known\x18\x06 \x01(\r\x12\x13\n\x0btransitions\x18\x07 \x01(\x04\x12\x14\n\x0cseconds_open\x18\x08 \x01(\x01\x12\x1e\n\x16mean_time_to_recover_s\x18\t \x01(\x01\x12\x12\n\nrecoveries\x18\n \x01(\x04\x12\x36\n\x11transition_counts\x18\x0b \x03(\x0b\x32\x1b.sidecar.v1.TransitionCount\x12\x34\n\tinstances\x18\x0c \x03(\x0b\x32!.sidecar.v1.InstanceBreakerStatus\"\x84\x01\n\x19ListBreakerStatusResponse\x12\x33\n\x08\x62reakers\x18\x01 \x03(\x0b\x32!.sidecar.v1.UpstreamBreakerStatus\x12\x1b\n\x13projection_position\x18\x02 \x01(\x04\x12\x15\n\rhead_position\x18\x03 \x01(\x04\"\x0f\n\rVerifyRequest\"W\n\x0bVerifyBreak\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0fglobal_position\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"{\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x04\x12\x17\n\x0fstreams_checked\x18\x03 \x01(\x04\x12,\n\x0b\x66irst_break\x18\x04 \x01(\x0b\x32\x17.sidecar.v1.VerifyBreak2\xa7\x04\n\x08\x45ventLog\x12?\n\x06\x41ppend\x12\x19.sidecar.v1.AppendRequest\x1a\x1a.sidecar.v1.AppendResponse\x12K\n\nReadStream\x12\x1d.sidecar.v1.ReadStreamRequest\x1a\x1e.sidecar.v1.ReadStreamResponse\x12\x42\n\x07ReadAll\x12\x1a.sidecar.v1.ReadAllRequest\x1a\x1b.sidecar.v1.ReadAllResponse\x12J\n\tSubscribe\x12\x1c.sidecar.v1.SubscribeRequest\x1a\x1d.sidecar.v1.SubscribeResponse0\x01\x12Z\n\x10GetBreakerStatus\x12#.sidecar.v1.GetBreakerStatusRequest\x1a!.sidecar.v1.UpstreamBreakerStatus\x12`\n\x11ListBreakerStatus\x12$.sidecar.v1.ListBreakerStatusRequest\x1a%.sidecar.v1.ListBreakerStatusResponse\x12?\n\x06Verify\x12\x19.sidecar.v1.VerifyRequest\x1a\x1a.sidecar.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sidecar/v1/eventlog.proto\x12\nsidecar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17sidecar/v1/events.proto\"2\n\rAppendRequest\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.sidecar.v1.Event\"]\n\x0c\x41ppendResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0fglobal_position\x18\x02 \x01(\x04\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x11\n\tduplicate\x18\x04 \x01(\x08\";\n\x0e\x41ppendResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.sidecar.v1.AppendResult\"H\n\x11ReadStreamRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"\x8e\x01\n\x12ReadStreamResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.sidecar.v1.Event\x12\x14\n\x0cnext_version\x18\x02 \x01(\x04\x12 \n\x18retention_anchor_version\x18\x03 \x01(\x04\x12\x1d\n\x15retention_anchor_hash\x18\x04 \x01(\x0c\"\xad\x01\n\x0b\x45ventFilter\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x10\n\x08upstream\x18\x03 \x01(\t\x12\r\n\x05types\x18\x04 \x03(\t\x12-\n\tfrom_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x0eReadAllRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.sidecar.v1.EventFilter\"b\n\x0fReadAllResponse\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.sidecar.v1.Event\x12\x15\n\rnext_position\x18\x02 \x01(\x04\x12\x15\n\rhead_position\x18\x03 \x01(\x04\"q\n\x10SubscribeRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x04\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.sidecar.v1.EventFilter\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\";\n\tHeartbeat\x12\x15\n\rhead_position\x18\x01 \x01(\x04\x12\x17\n\x0fresume_position\x18\x02 \x01(\x04\"n\n\x11SubscribeResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x11.sidecar.v1.EventH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.sidecar.v1.HeartbeatH\x00\x42\t\n\x07message\"<\n\x17GetBreakerStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\"=\n\x18ListBreakerStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\"z\n\x0fTransitionCount\x12,\n\nfrom_state\x18\x01 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12*\n\x08to_state\x18\x02 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\xf4\x02\n\x15InstanceBreakerStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x10\n\x08upstream\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12.\n\nopen_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransitions\x18\x06 \x01(\x04\x12\x14\n\x0cseconds_open\x18\x07 \x01(\x01\x12\x1e\n\x16mean_time_to_recover_s\x18\x08 \x01(\x01\x12\x12\n\nrecoveries\x18\t \x01(\x04\x12\x36\n\x12last_transition_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x11transition_counts\x18\x0b \x03(\x0b\x32\x1b.sidecar.v1.TransitionCount\"\x91\x03\n\x15UpstreamBreakerStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.sidecar.v1.BreakerState\x12.\n\nopen_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einstances_open\x18\x05 \x01(\r\x12\x17\n\x0finstances_known\x18\x06 \x01(\r\x12\x13\n\x0btransitions\x18\x07 \x01(\x04\x12\x14\n\x0cseconds_open\x18\x08 \x01(\x01\x12\x1e\n\x16mean_time_to_recover_s\x18\t \x01(\x01\x12\x12\n\nrecoveries\x18\n \x01(\x04\x12\x36\n\x11transition_counts\x18\x0b \x03(\x0b\x32\x1b.sidecar.v1.TransitionCount\x12\x34\n\tinstances\x18\x0c \x03(\x0b\x32!.sidecar.v1.InstanceBreakerStatus\"\x84\x01\n\x19ListBreakerStatusResponse\x12\x33\n\x08\x62reakers\x18\x01 \x03(\x0b\x32!.sidecar.v1.UpstreamBreakerStatus\x12\x1b\n\x13projection_position\x18\x02 \x01(\x04\x12\x15\n\rhead_position\x18\x03 \x01(\x04\"\x0f\n\rVerifyRequest\"W\n\x0bVerifyBreak\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0fglobal_position\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"{\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x04\x12\x17\n\x0fstreams_checked\x18\x03 \x01(\x04\x12,\n\x0b\x66irst_break\x18\x04 \x01(\x0b\x32\x17.sidecar.v1.VerifyBreak2\xa7\x04\n\x08\x45ventLog\x12?\n\x06\x41ppend\x12\x19.sidecar.v1.AppendRequest\x1a\x1a.sidecar.v1.AppendResponse\x12K\n\nReadStream\x12\x1d.sidecar.v1.ReadStreamRequest\x1a\x1e.sidecar.v1.ReadStreamResponse\x12\x42\n\x07ReadAll\x12\x1a.sidecar.v1.ReadAllRequest\x1a\x1b.sidecar.v1.ReadAllResponse\x12J\n\tSubscribe\x12\x1c.sidecar.v1.SubscribeRequest\x1a\x1d.sidecar.v1.SubscribeResponse0\x01\x12Z\n\x10GetBreakerStatus\x12#.sidecar.v1.GetBreakerStatusRequest\x1a!.sidecar.v1.UpstreamBreakerStatus\x12`\n\x11ListBreakerStatus\x12$.sidecar.v1.ListBreakerStatusRequest\x1a%.sidecar.v1.ListBreakerStatusResponse\x12?\n\x06Verify\x12\x19.sidecar.v1.VerifyRequest\x1a\x1a.sidecar.v1.VerifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,38 +41,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPENDRESPONSE']._serialized_end=305
   _globals['_READSTREAMREQUEST']._serialized_start=307
   _globals['_READSTREAMREQUEST']._serialized_end=379
-  _globals['_READSTREAMRESPONSE']._serialized_start=381
-  _globals['_READSTREAMRESPONSE']._serialized_end=458
-  _globals['_EVENTFILTER']._serialized_start=461
-  _globals['_EVENTFILTER']._serialized_end=634
-  _globals['_READALLREQUEST']._serialized_start=636
-  _globals['_READALLREQUEST']._serialized_end=731
-  _globals['_READALLRESPONSE']._serialized_start=733
-  _globals['_READALLRESPONSE']._serialized_end=831
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=833
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=946
-  _globals['_HEARTBEAT']._serialized_start=948
-  _globals['_HEARTBEAT']._serialized_end=1007
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1009
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1119
-  _globals['_GETBREAKERSTATUSREQUEST']._serialized_start=1121
-  _globals['_GETBREAKERSTATUSREQUEST']._serialized_end=1181
-  _globals['_LISTBREAKERSTATUSREQUEST']._serialized_start=1183
-  _globals['_LISTBREAKERSTATUSREQUEST']._serialized_end=1244
-  _globals['_TRANSITIONCOUNT']._serialized_start=1246
-  _globals['_TRANSITIONCOUNT']._serialized_end=1368
-  _globals['_INSTANCEBREAKERSTATUS']._serialized_start=1371
-  _globals['_INSTANCEBREAKERSTATUS']._serialized_end=1743
-  _globals['_UPSTREAMBREAKERSTATUS']._serialized_start=1746
-  _globals['_UPSTREAMBREAKERSTATUS']._serialized_end=2147
-  _globals['_LISTBREAKERSTATUSRESPONSE']._serialized_start=2150
-  _globals['_LISTBREAKERSTATUSRESPONSE']._serialized_end=2282
-  _globals['_VERIFYREQUEST']._serialized_start=2284
-  _globals['_VERIFYREQUEST']._serialized_end=2299
-  _globals['_VERIFYBREAK']._serialized_start=2301
-  _globals['_VERIFYBREAK']._serialized_end=2388
-  _globals['_VERIFYRESPONSE']._serialized_start=2390
-  _globals['_VERIFYRESPONSE']._serialized_end=2513
-  _globals['_EVENTLOG']._serialized_start=2516
-  _globals['_EVENTLOG']._serialized_end=3067
+  _globals['_READSTREAMRESPONSE']._serialized_start=382
+  _globals['_READSTREAMRESPONSE']._serialized_end=524
+  _globals['_EVENTFILTER']._serialized_start=527
+  _globals['_EVENTFILTER']._serialized_end=700
+  _globals['_READALLREQUEST']._serialized_start=702
+  _globals['_READALLREQUEST']._serialized_end=797
+  _globals['_READALLRESPONSE']._serialized_start=799
+  _globals['_READALLRESPONSE']._serialized_end=897
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=899
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1012
+  _globals['_HEARTBEAT']._serialized_start=1014
+  _globals['_HEARTBEAT']._serialized_end=1073
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1075
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1185
+  _globals['_GETBREAKERSTATUSREQUEST']._serialized_start=1187
+  _globals['_GETBREAKERSTATUSREQUEST']._serialized_end=1247
+  _globals['_LISTBREAKERSTATUSREQUEST']._serialized_start=1249
+  _globals['_LISTBREAKERSTATUSREQUEST']._serialized_end=1310
+  _globals['_TRANSITIONCOUNT']._serialized_start=1312
+  _globals['_TRANSITIONCOUNT']._serialized_end=1434
+  _globals['_INSTANCEBREAKERSTATUS']._serialized_start=1437
+  _globals['_INSTANCEBREAKERSTATUS']._serialized_end=1809
+  _globals['_UPSTREAMBREAKERSTATUS']._serialized_start=1812
+  _globals['_UPSTREAMBREAKERSTATUS']._serialized_end=2213
+  _globals['_LISTBREAKERSTATUSRESPONSE']._serialized_start=2216
+  _globals['_LISTBREAKERSTATUSRESPONSE']._serialized_end=2348
+  _globals['_VERIFYREQUEST']._serialized_start=2350
+  _globals['_VERIFYREQUEST']._serialized_end=2365
+  _globals['_VERIFYBREAK']._serialized_start=2367
+  _globals['_VERIFYBREAK']._serialized_end=2454
+  _globals['_VERIFYRESPONSE']._serialized_start=2456
+  _globals['_VERIFYRESPONSE']._serialized_end=2579
+  _globals['_EVENTLOG']._serialized_start=2582
+  _globals['_EVENTLOG']._serialized_end=3133
 # @@protoc_insertion_point(module_scope)

@@ -45,12 +45,16 @@ class ReadStreamRequest(_message.Message):
     def __init__(self, stream: _Optional[str] = ..., from_version: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ReadStreamResponse(_message.Message):
-    __slots__ = ("events", "next_version")
+    __slots__ = ("events", "next_version", "retention_anchor_version", "retention_anchor_hash")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_ANCHOR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_ANCHOR_HASH_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]
     next_version: int
-    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.Event, _Mapping]]] = ..., next_version: _Optional[int] = ...) -> None: ...
+    retention_anchor_version: int
+    retention_anchor_hash: bytes
+    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.Event, _Mapping]]] = ..., next_version: _Optional[int] = ..., retention_anchor_version: _Optional[int] = ..., retention_anchor_hash: _Optional[bytes] = ...) -> None: ...
 
 class EventFilter(_message.Message):
     __slots__ = ("service", "instance", "upstream", "types", "from_time", "to_time")

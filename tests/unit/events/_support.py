@@ -123,6 +123,12 @@ class FakeEventLog:
         start = max(1, from_version) - 1
         return self.streams.get(stream, [])[start:start + limit]
 
+    def stream_anchor(self, stream: str, timeout_s: float) -> tuple[int, bytes]:
+        self.read_calls += 1
+        if self.down:
+            raise ExportError("UNAVAILABLE", "connection refused")
+        return 0, b""  # this fake log is never cut by retention
+
     def close(self) -> None:
         self.closed = True
 
