@@ -56,6 +56,10 @@ EVENTLOG_ENDPOINT_EJECTIONS: Final = "eventlog_endpoint_ejections_total"
 EVENTLOG_ENDPOINTS_EJECTED: Final = "eventlog_endpoints_ejected"
 EVENTLOG_SHEDDING_PERIODS: Final = "eventlog_shedding_periods_total"
 EVENTLOG_INSTANCES_SHEDDING: Final = "eventlog_instances_shedding"
+# Retention (sidecar/eventlog/retention_job.py).
+EVENTLOG_STORED_EVENTS: Final = "eventlog_stored_events"
+EVENTLOG_RETENTION_DELETED: Final = "eventlog_retention_deleted_events_total"
+EVENTLOG_RETENTION_ANCHOR_AGE: Final = "eventlog_retention_anchor_age_seconds"
 # The sidecar's endpoint metrics (sidecar/telemetry/endpoint_metrics.py): the first three are
 # contract names of DESIGN section 6, declared here too so the dashboards' name check knows them.
 SIDECAR_UPSTREAM_ENDPOINTS: Final = "sidecar_upstream_endpoints"
@@ -82,7 +86,8 @@ EXTRA_METRICS: Final = (
     SIDECAR_OVERFLOWS, SIDECAR_OUTBOX_OLDEST_AGE, SIDECAR_SHIPPING_FAILURES,
     SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG, EVENTLOG_MEAN_TIME_TO_RECOVER,
     EVENTLOG_ENDPOINT_EJECTIONS, EVENTLOG_ENDPOINTS_EJECTED, EVENTLOG_SHEDDING_PERIODS,
-    EVENTLOG_INSTANCES_SHEDDING, *SIDECAR_ENDPOINT_METRICS,
+    EVENTLOG_INSTANCES_SHEDDING, EVENTLOG_STORED_EVENTS, EVENTLOG_RETENTION_DELETED,
+    EVENTLOG_RETENTION_ANCHOR_AGE, *SIDECAR_ENDPOINT_METRICS,
     *SIDECAR_RESILIENCE_METRICS,
 )
 
@@ -671,6 +676,31 @@ def breaker_event_log() -> dash.Dashboard:
             "short",
             [_query(f"max({EVENTLOG_PROJECTION_LAG})", "lag", "A")],
             width=6))
+        .with_panel(_graph(
+            "Log size per store",
+            "Events kept in the log (head position minus what retention deleted), per store "
+            "kind. Without retention it only grows; with --retain-days or "
+            "--retain-events-per-stream it levels off.",
+            "short",
+            # max: event log replicas on one JetStream stream report the same log
+            [_query(f"max by (store) ({EVENTLOG_STORED_EVENTS})", "{{store}}", "A")],
+            width=8))
+        .with_panel(_graph(
+            "Deleted by retention",
+            "Events retention deleted (whole oldest prefixes of streams, each leaving an anchor "
+            "that verify proves the kept chain from).",
+            "short",
+            [_query(f"max by (store) (increase({EVENTLOG_RETENTION_DELETED}{rate}))",
+                    "{{store}}", "A")],
+            width=8, bars=True))
+        .with_panel(_graph(
+            "Retention anchor age",
+            "Age of the last deleted event of the newest and oldest anchor. With retention "
+            "running the newest stays near the retention period; growing past it means the job "
+            "is not keeping up (or nothing new is old enough).",
+            "s",
+            [_query(f"max by (anchor) ({EVENTLOG_RETENTION_ANCHOR_AGE})", "{{anchor}}", "A")],
+            width=8))
     )
 
 
