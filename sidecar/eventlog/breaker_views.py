@@ -1,8 +1,8 @@
 """Queries over the breaker projections: per breaker and per (service, upstream), as of a time.
 
 :class:`BreakerViews` reads the states of the four breaker projections of
-:mod:`sidecar.eventlog.projections` (``ProjectionRunner.views()`` makes one) and aggregates per
-(service, upstream) at query time, so the per-instance state and the totals can never drift
+:mod:`sidecar.eventlog.projections` (``ProjectionRunner.views()`` makes one) and aggregates
+per (service, upstream) at query time, so the per-instance state and the totals can never drift
 apart. Read-only, no I/O; call on the loop that owns the projections.
 
 Example::

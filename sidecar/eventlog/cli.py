@@ -432,7 +432,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     import time
 
     from sidecar.eventlog.follower import server_projections
-    from sidecar.eventlog.projections import rebuild
+    from sidecar.eventlog.projection_runner import rebuild
 
     async def work(store: Any) -> tuple[int, int, float, str]:
         started = time.perf_counter()

@@ -14,7 +14,7 @@
   starts with every endpoint in), and an upstream no longer listed has nothing ejected.
   Ejection counts are never forgotten: a counter never goes down.
 
-The runner (:class:`~sidecar.eventlog.projections.ProjectionRunner`) keeps its checkpoint and
+The runner (:class:`~sidecar.eventlog.projection_runner.ProjectionRunner`) keeps its checkpoint and
 rebuilds it like every other projection; :class:`EndpointViews` answers per (service, upstream)
 by summing the instances at query time, so the per-instance state and the totals never drift.
 

@@ -28,11 +28,11 @@ from typing import Any, Final
 from sidecar.eventlog.breaker_views import BreakerViews
 from sidecar.eventlog.endpoint_projections import EndpointEjectionsProjection, EndpointViews
 from sidecar.eventlog.enums import event_enum_fields, unknown_enum_values
+from sidecar.eventlog.projection_runner import ProjectionRunner
 from sidecar.eventlog.projections import (
     CountEntry,
     Key,
     Projection,
-    ProjectionRunner,
     default_projections,
 )
 from sidecar.eventlog.records import PAYLOAD_KINDS, Payload

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sidecar.eventlog.anchors import deleted_events
-from sidecar.eventlog.projections import ProjectionRunner
+from sidecar.eventlog.projection_runner import ProjectionRunner
 from sidecar.eventlog.store import EventStore, StoreError
 
 __all__ = ["BASE_PREFIX", "RetentionStart", "resume_past_anchors", "save_base"]

@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 
 from sidecar.eventlog.anchors import RetentionAnchor, deleted_events
 from sidecar.eventlog.heads import stream_head
-from sidecar.eventlog.projections import ProjectionRunner
+from sidecar.eventlog.projection_runner import ProjectionRunner
 from sidecar.eventlog.retention import Probe, RetentionPolicy, last_deletable
 from sidecar.eventlog.retention_base import save_base
 from sidecar.eventlog.store import EventStore, StoreError

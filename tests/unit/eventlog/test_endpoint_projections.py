@@ -20,7 +20,7 @@ from sidecar.eventlog.follower import (
     UnknownValuesProjection,
     server_projections,
 )
-from sidecar.eventlog.projections import ProjectionRunner, rebuild
+from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
 from sidecar.eventlog.sqlite_store import SqliteEventStore
 from sidecar.eventlog.store import EventStore, NewEvent
 from tests.contract.endpoint_events import (

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.eventlog.audit import verify
-from sidecar.eventlog.projections import ProjectionRunner, rebuild
+from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
 from sidecar.eventlog.records import decode_payload
 from sidecar.eventlog.sqlite_store import SqliteEventStore
 from sidecar.eventlog.store import (

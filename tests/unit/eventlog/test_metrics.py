@@ -16,7 +16,7 @@ from sidecar.eventlog.metrics import (
     MetricsSnapshot,
     take_snapshot,
 )
-from sidecar.eventlog.projections import rebuild
+from sidecar.eventlog.projection_runner import rebuild
 from sidecar.eventlog.sqlite_store import SqliteEventStore
 from sidecar.eventlog.store import EventStore
 from tests.support.events import DEFAULT_START_NS, StreamFactory

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from sidecar.eventlog.breaker_views import BreakerViews
+from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
 from sidecar.eventlog.projections import (
     BreakerStatusProjection,
-    ProjectionRunner,
     default_projections,
-    rebuild,
 )
 from sidecar.eventlog.sqlite_store import SqliteEventStore
 from sidecar.eventlog.store import EventStore, NewEvent

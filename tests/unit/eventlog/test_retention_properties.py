@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sidecar.eventlog.anchors import BeforeAnchorError, deleted_events
 from sidecar.eventlog.audit import verify
 from sidecar.eventlog.follower import server_projections
-from sidecar.eventlog.projections import ProjectionRunner, rebuild
+from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
 from sidecar.eventlog.retention import NS_PER_DAY, RetentionPolicy
 from sidecar.eventlog.retention_base import resume_past_anchors
 from sidecar.eventlog.retention_job import RetentionJob

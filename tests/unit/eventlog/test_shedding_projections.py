@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from sidecar.eventlog.client import TABLE_HEADER, table_row
 from sidecar.eventlog.follower import ProjectionFollower, server_projections
 from sidecar.eventlog.metrics import AppendCounters, EventLogCollector, take_snapshot
-from sidecar.eventlog.projections import ProjectionRunner, rebuild
+from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
 from sidecar.eventlog.shedding_projections import (
     SheddingPeriodsProjection,
     SheddingTotals,
