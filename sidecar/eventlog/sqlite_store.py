@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import math
 import queue
 import sqlite3
 import threading
@@ -39,74 +38,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from sidecar import chain
-from sidecar.eventlog.anchors import RetentionAnchor, check_after_anchor
-from sidecar.eventlog.records import validate_new_event
+from sidecar.eventlog.anchors import RetentionAnchor
+from sidecar.eventlog.sqlite_append import append_batch
 from sidecar.eventlog.sqlite_retention import cut_stream
 from sidecar.eventlog.sqlite_schema import (
     COLUMNS,
     HEAD_SQL,
     I64_MAX,
     I64_MIN,
-    INSERT,
     SCHEMA,
     SCHEMA_VERSION,
     STREAMS_SQL,
-    event_id_at,
     load_anchor,
     load_anchors,
-    load_by_event_id,
-    stream_head,
 )
+from sidecar.eventlog.sqlite_settings import SqliteSettings
 from sidecar.eventlog.store import (
     DEFAULT_READ_LIMIT,
     NO_FILTER,
     AppendOutcome,
-    ChainError,
     EventFilter,
     EventStore,
     NewEvent,
     StoredEvent,
     StoreError,
     check_read_limit,
-    check_same_content,
-    version_taken,
 )
 
 _R = TypeVar("_R")
-
-DEFAULT_SYNCHRONOUS: Final = "FULL"
-"""SQLite ``synchronous`` pragma: FULL fsyncs the WAL on every commit (acknowledged = durable)."""
-DEFAULT_READ_THREADS: Final = 2
-"""Threads (each with its own connection) serving reads."""
-DEFAULT_MAX_GROUP_EVENTS: Final = 20_000
-"""Most events the writer gathers into one transaction before committing."""
-DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
-"""How long a connection waits for a lock held by another connection before failing."""
-
-SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-@dataclass(frozen=True, slots=True)
-class SqliteSettings:
-    """Tuning of the SQLite adapter; every default lives in the ``DEFAULT_*`` constants above."""
-
-    synchronous: str = DEFAULT_SYNCHRONOUS
-    read_threads: int = DEFAULT_READ_THREADS
-    max_group_events: int = DEFAULT_MAX_GROUP_EVENTS
-    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        if self.synchronous.upper() not in SYNCHRONOUS_MODES:
-            raise ValueError(
-                f"synchronous: {self.synchronous!r} is not one of {sorted(SYNCHRONOUS_MODES)}"
-            )
-        if self.read_threads < 1:
-            raise ValueError(f"read_threads: must be >= 1, got {self.read_threads}")
-        if self.max_group_events < 1:
-            raise ValueError(f"max_group_events: must be >= 1, got {self.max_group_events}")
-        if not math.isfinite(self.busy_timeout_s) or self.busy_timeout_s < 0:
-            raise ValueError(f"busy_timeout_s: must be a finite number >= 0, "
-                             f"got {self.busy_timeout_s}")
-
 
 # --- writer jobs ------------------------------------------------------------------------------
 
@@ -467,7 +426,7 @@ class SqliteEventStore(EventStore):
                 conn.execute("SAVEPOINT job")
                 try:
                     if isinstance(job, _AppendJob):
-                        result, next_position = self._append_batch(
+                        result, next_position = append_batch(
                             conn, job.events, next_position, recorded_at_ns
                         )
                     elif isinstance(job, _CutJob):
@@ -509,100 +468,6 @@ class SqliteEventStore(EventStore):
         if next_position - 1 > self._committed_head:
             self._committed_head = next_position - 1
             self._wake_waiters()
-
-    def _append_batch(
-        self,
-        conn: sqlite3.Connection,
-        events: tuple[NewEvent, ...],
-        next_position: int,
-        recorded_at_ns: int,
-    ) -> tuple[list[AppendOutcome], int]:
-        """Check and insert one batch; raises (and stores nothing) on the first bad event."""
-        stored = load_by_event_id(conn, [event.event_id for event in events])
-        in_batch: dict[str, tuple[NewEvent, AppendOutcome]] = {}
-        heads: dict[str, tuple[int, bytes]] = {}
-        anchors: dict[str, RetentionAnchor | None] = {}
-        slots: dict[tuple[str, int], str] = {}  # (stream, version) -> event_id, this batch
-        rows: list[tuple[object, ...]] = []
-        outcomes: list[AppendOutcome] = []
-        for event in events:
-            validate_new_event(event)
-            known = in_batch.get(event.event_id)
-            if known is not None:
-                check_same_content(known[0], event)
-                outcomes.append(known[1])
-                continue
-            existing = stored.get(event.event_id)
-            if existing is not None:
-                check_same_content(existing.as_new_event(), event)
-                outcomes.append(
-                    AppendOutcome(event.event_id, existing.global_position, existing.version, True)
-                )
-                continue
-            if event.stream not in anchors:
-                anchors[event.stream] = load_anchor(conn, event.stream)
-            check_after_anchor(event, anchors[event.stream])
-            head_version, head_hash = heads.get(event.stream) or stream_head(conn, event.stream)
-            if event.version <= head_version:
-                holder = slots.get((event.stream, event.version)) or event_id_at(
-                    conn, event.stream, event.version
-                )
-                raise version_taken(event, holder, head_version)
-            if event.version != head_version + 1:
-                raise ChainError(
-                    f"stream {event.stream!r}: event {event.event_id} has version "
-                    f"{event.version} but the next version is {head_version + 1} (gap)",
-                    stream=event.stream,
-                    version=event.version,
-                    event_id=event.event_id,
-                )
-            if event.prev_hash != head_hash:
-                raise ChainError(
-                    f"stream {event.stream!r} version {event.version}: prev_hash "
-                    f"{event.prev_hash.hex()} is not the hash of version {head_version} "
-                    f"({head_hash.hex()})",
-                    stream=event.stream,
-                    version=event.version,
-                    event_id=event.event_id,
-                )
-            if chain.hash_of(event) != event.hash:
-                raise ChainError(
-                    f"stream {event.stream!r} version {event.version}: hash {event.hash.hex()} "
-                    "is not the SHA-256 of the event's canonical bytes",
-                    stream=event.stream,
-                    version=event.version,
-                    event_id=event.event_id,
-                )
-            position = next_position
-            next_position += 1
-            heads[event.stream] = (event.version, event.hash)
-            slots[(event.stream, event.version)] = event.event_id
-            outcome = AppendOutcome(event.event_id, position, event.version, False)
-            in_batch[event.event_id] = (event, outcome)
-            outcomes.append(outcome)
-            rows.append(
-                (
-                    event.event_id,
-                    event.stream,
-                    event.version,
-                    event.type,
-                    event.occurred_at_ns,
-                    event.trace_id,
-                    event.payload,
-                    event.prev_hash,
-                    event.hash,
-                    event.service,
-                    event.instance,
-                    event.upstream,
-                    position,
-                    recorded_at_ns,
-                    chain.compute_record_hash(
-                        hash=event.hash, global_position=position, recorded_at_ns=recorded_at_ns
-                    ),
-                )
-            )
-        conn.executemany(INSERT, rows)
-        return outcomes, next_position
 
 
 def _rollback_job(conn: sqlite3.Connection) -> None:

@@ -52,7 +52,8 @@ def open_store(url: str, *, create: bool = True, nats_auth: object | None = None
 
 
 def _open_sqlite(url: str, create: bool) -> EventStore:
-    from sidecar.eventlog.sqlite_store import SqliteEventStore, SqliteSettings
+    from sidecar.eventlog.sqlite_settings import SqliteSettings
+    from sidecar.eventlog.sqlite_store import SqliteEventStore
 
     parts = urlsplit(url)
     if parts.netloc:

@@ -17,7 +17,7 @@ from sidecar.cli_types import finite_float, non_negative_finite_float, positive_
 from sidecar.demo._phases import parse_schedule
 from sidecar.eventlog.nats_store import NatsSettings
 from sidecar.eventlog.settings import _FLOAT_SETTINGS, ServerSettings
-from sidecar.eventlog.sqlite_store import SqliteSettings
+from sidecar.eventlog.sqlite_settings import SqliteSettings
 from sidecar.eventlog.stores import open_store
 from tests.support.cli_flags import FINITE_TYPES, FloatFlag, float_flags
 from tests.support.procs import SIDECAR_BIN

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.eventlog.sqlite_store import SqliteEventStore, SqliteSettings
+from sidecar.eventlog.sqlite_settings import SqliteSettings
+from sidecar.eventlog.sqlite_store import SqliteEventStore
 from sidecar.eventlog.store import StoreError
 from sidecar.eventlog.stores import open_store
 from tests.support.events import StreamFactory
