@@ -24,7 +24,7 @@ given again and the head never goes down.
 
 Purging needs a stream created without ``deny_purge``: NatsSettings ``retention=1`` (URL
 ``?retention=1``). JetStream cannot lift ``deny_purge`` on an existing stream (nats-server 2.15
-refuses the update: "stream configuration update can not change deny purge"-like error 10052),
+refuses the update: "stream configuration update can not cancel deny purge", error 10052),
 so a stream created without it refuses every cut with :func:`purge_denied` (one line saying
 what to do).
 
@@ -33,7 +33,10 @@ Blocking: none; the coroutines run on the adapter's event loop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -48,6 +51,8 @@ from sidecar.eventlog.store import StoredEvent, StoreError
 __all__ = [
     "ANCHOR_KEY_PREFIX",
     "AnchorBook",
+    "AnchorUnavailable",
+    "AnchorWatch",
     "anchor_key",
     "cut_stream",
     "decode_anchor",
@@ -59,13 +64,16 @@ __all__ = [
     "save_anchor",
 ]
 
+_log = logging.getLogger(__name__)
+
 ANCHOR_KEY_PREFIX: Final = "=anchor"
 """First token of anchor keys in the checkpoint bucket (checkpoint keys never start with "=")."""
 ANCHOR_FORMAT: Final = 1
 """``format`` field of a stored anchor; bump when the encoding changes."""
 _ERR_PURGE_NOT_PERMITTED: Final = 10110
 """JetStream: "stream purge not permitted" (the stream has ``deny_purge``)."""
-_WATCH_TIMEOUT_S: Final = 5.0
+_LOAD_CONCURRENCY: Final = 64
+"""Anchor values read at once when listing them all."""
 _MAX_ANCHOR_RACES: Final = 20
 """Compare-and-set attempts on one anchor key before a cut gives up (contention bound)."""
 
@@ -108,6 +116,10 @@ def decode_anchor(key: str, raw: bytes) -> RetentionAnchor:
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"retention anchor {key!r} in the checkpoint bucket is unreadable: "
                          f"{exc}") from None
+
+
+class AnchorUnavailable(StoreError):
+    """The bucket did not answer (no leader yet, an election, a timeout): worth retrying."""
 
 
 class AnchorBook:
@@ -158,39 +170,116 @@ async def load_anchor(kv: KeyValue, key: str) -> tuple[RetentionAnchor | None, i
         entry = await kv.get(key)
     except nats.js.errors.KeyNotFoundError:  # also raised for deleted / purged keys
         return None, 0
-    except (TimeoutError, nats.errors.Error) as exc:
+    except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+            nats.js.errors.ServiceUnavailableError) as exc:
+        raise AnchorUnavailable(f"reading retention anchor {key!r}: {exc!r}") from exc
+    except nats.js.errors.APIError as exc:
+        if (exc.code or 0) >= 500:  # e.g. no bucket leader yet (election)
+            raise AnchorUnavailable(f"reading retention anchor {key!r}: {exc!r}") from exc
+        raise StoreError(f"reading retention anchor {key!r}: {exc!r}") from exc
+    except nats.errors.Error as exc:
         raise StoreError(f"reading retention anchor {key!r}: {exc!r}") from exc
     return decode_anchor(key, entry.value or b""), int(entry.revision or 0)
 
 
-async def load_all_anchors(kv: KeyValue) -> dict[str, RetentionAnchor]:
-    """Every stored anchor, by stream (one ordered consumer over the anchor keys, last value
-    per key: one round of pushes instead of a get per stream)."""
-    found: dict[str, RetentionAnchor] = {}
-    try:
-        watcher = await kv.watch(f"{ANCHOR_KEY_PREFIX}.>")
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise StoreError(f"listing retention anchors: {exc!r}") from exc
-    try:
-        while True:
-            try:
-                entry = await watcher.updates(timeout=_WATCH_TIMEOUT_S)  # type: ignore[no-untyped-call]
-            except nats.errors.TimeoutError:
-                raise StoreError(
-                    f"listing retention anchors: no answer within {_WATCH_TIMEOUT_S}s"
-                ) from None
-            if entry is None:  # the marker after the last stored value
-                break
-            if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                continue
-            anchor = decode_anchor(entry.key, entry.value)
-            found[anchor.stream] = anchor
-    finally:
+async def load_all_anchors(nc: NatsClient, kv: KeyValue, bucket: str, timeout_s: float
+                           ) -> dict[str, RetentionAnchor]:
+    """Every stored anchor, by stream, as the bucket's leader has them now.
+
+    The keys come from the bucket stream's subject list (``STREAM.INFO`` with a subject
+    filter, paged), then each value from the leader, at most ``_LOAD_CONCURRENCY`` at once.
+    (Not a KV watcher: nats-py's "no more values" marker can come before a value already
+    under way, so a watcher cannot say when the listing is complete.)"""
+    prefix = f"$KV.{bucket}."
+    keys: list[str] = []
+    offset = 0
+    while True:
+        request = {"subjects_filter": f"{prefix}{ANCHOR_KEY_PREFIX}.>", "offset": offset}
         try:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        except (TimeoutError, nats.errors.Error):
-            pass  # an ordered consumer in memory; the server drops it when idle
-    return found
+            reply = await nc.request(f"$JS.API.STREAM.INFO.KV_{bucket}",
+                                     json.dumps(request).encode(), timeout=timeout_s)
+            data: dict[str, Any] = json.loads(reply.data)
+        except (TimeoutError, nats.errors.Error, ValueError) as exc:
+            raise AnchorUnavailable(f"listing retention anchors: {exc!r}") from exc
+        if data.get("error"):
+            raise StoreError(f"listing retention anchors: {data['error']}")
+        subjects: dict[str, int] = (data.get("state") or {}).get("subjects") or {}
+        keys.extend(subject[len(prefix):] for subject in subjects)
+        offset += len(subjects)
+        if not subjects or offset >= int(data.get("total") or 0):
+            break
+    semaphore = asyncio.Semaphore(_LOAD_CONCURRENCY)
+
+    async def one(key: str) -> RetentionAnchor | None:
+        async with semaphore:
+            return (await load_anchor(kv, key))[0]
+
+    found = await asyncio.gather(*(one(key) for key in keys))
+    return {anchor.stream: anchor for anchor in found if anchor is not None}
+
+
+class AnchorWatch:
+    """Keeps an :class:`AnchorBook` up to date with the anchors other replicas write.
+
+    ``start`` puts every stored anchor in the book (``load_all_anchors``) after starting a KV
+    watcher (nats-py: an ordered consumer in memory, recreated where it left off when it
+    misses heartbeats) over the anchor keys, which from then on brings each new anchor as it
+    is written, typically within milliseconds: another replica's cut hides its prefix here
+    (reads from this adapter's memory of its own appends included) while its purge runs.
+    The book only moves forward, so the two may overlap in any order.
+    """
+
+    def __init__(self, watcher: KeyValue.KeyWatcher, task: asyncio.Task[None]) -> None:
+        self._watcher = watcher
+        self._task = task
+
+    @classmethod
+    async def start(cls, nc: NatsClient, kv: KeyValue, bucket: str, book: AnchorBook,
+                    timeout_s: float) -> AnchorWatch:
+        try:
+            watcher = await kv.watch(f"{ANCHOR_KEY_PREFIX}.>")
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StoreError(f"watching retention anchors: {exc!r}") from exc
+        task = asyncio.get_running_loop().create_task(cls._follow(watcher, book))
+        watch = cls(watcher, task)
+        try:
+            for anchor in (await load_all_anchors(nc, kv, bucket, timeout_s)).values():
+                book.merge(anchor)
+        except BaseException:
+            await watch.close()
+            raise
+        return watch
+
+    @staticmethod
+    async def _follow(watcher: KeyValue.KeyWatcher, book: AnchorBook) -> None:
+        async for entry in watcher:
+            if entry is None:  # "no more stored values" (not to be trusted; see above)
+                continue
+            try:
+                _learn(book, entry)
+            except StoreError as exc:  # one unreadable key must not blind the adapter
+                _log.warning("%s", exc)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await _stop(self._watcher)
+
+
+def _learn(book: AnchorBook, entry: KeyValue.Entry) -> RetentionAnchor | None:
+    if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+        return None
+    anchor = decode_anchor(entry.key, entry.value)
+    book.merge(anchor)
+    return anchor
+
+
+async def _stop(watcher: KeyValue.KeyWatcher) -> None:
+    try:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    except (TimeoutError, nats.errors.Error):
+        pass  # an ordered consumer in memory; the server drops it when idle
 
 
 async def save_anchor(kv: KeyValue, key: str, anchor: RetentionAnchor, revision: int) -> bool:

@@ -123,6 +123,8 @@ from sidecar.eventlog.anchors import RetentionAnchor, check_after_anchor
 from sidecar.eventlog.nats_auth import NatsAuth, quiet_ssl_eof_warning
 from sidecar.eventlog.nats_retention import (
     AnchorBook,
+    AnchorUnavailable,
+    AnchorWatch,
     anchor_key,
     cut_stream,
     load_all_anchors,
@@ -647,6 +649,7 @@ class NatsEventStore(EventStore):
         self._max_payload = 1024 * 1024
         self._refused: list[str] = []
         self._book = AnchorBook()
+        self._anchor_watch: AnchorWatch | None = None
         self._purge_allowed = False
 
     @property
@@ -723,13 +726,16 @@ class NatsEventStore(EventStore):
         try:
             await self._ensure_stream(js)
             self._kv = await self._ensure_bucket(js)
-            for anchor in (await load_all_anchors(self._kv)).values():
-                self._book.merge(anchor)
+            self._anchor_watch = await AnchorWatch.start(
+                nc, self._kv, s.checkpoint_bucket, self._book, s.request_timeout_s)
             await nc.subscribe(self._subjects.head, cb=self._on_head_notice)
             await nc.flush(timeout=s.request_timeout_s)  # type: ignore[arg-type]
             if refused:
                 raise StoreError(refused[-1])
         except BaseException as exc:
+            if self._anchor_watch is not None:
+                await self._anchor_watch.close()
+                self._anchor_watch = None
             await nc.close()
             if refused and not isinstance(exc, asyncio.CancelledError):
                 raise StoreError(refused[-1]) from None
@@ -767,14 +773,18 @@ class NatsEventStore(EventStore):
             try:
                 return await js.add_stream(config)
             except nats.js.errors.BadRequestError as refused:
-                # Exists with other settings (e.g. made by an older release): use it if it
-                # keeps the invariants this adapter relies on, else refuse to start.
-                try:
-                    return await js.stream_info(s.stream)
-                except nats.js.errors.NotFoundError:
-                    raise StoreError(
-                        f"JetStream refused stream {s.stream!r}: {refused.description}"
-                    ) from None
+                # Exists with other settings (e.g. made by an older release, or another
+                # replica with another retention= just made it): use it if it keeps the
+                # invariants this adapter relies on, else refuse to start. On a cluster a
+                # stream just created may not be found at once: ask a few times.
+                for pause in _RETRY_BACKOFF_S:
+                    try:
+                        return await js.stream_info(s.stream)
+                    except nats.js.errors.NotFoundError:
+                        await asyncio.sleep(pause)
+                raise StoreError(
+                    f"JetStream refused stream {s.stream!r}: {refused.description}"
+                ) from None
 
         info = await self._setup_step(f"creating JetStream stream {s.stream!r}", create)
         cfg = info.config
@@ -855,6 +865,8 @@ class NatsEventStore(EventStore):
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._anchor_watch is not None:
+            await self._anchor_watch.close()
         if self._nc is not None:
             # Drain (let in-flight callbacks finish), but not for long if the cluster is gone.
             with contextlib.suppress(nats.errors.Error, TimeoutError):
@@ -1171,7 +1183,12 @@ class NatsEventStore(EventStore):
     async def _fresh_anchor(self, stream: str) -> RetentionAnchor | None:
         """``stream``'s anchor as the bucket's leader has it now (and learnt by the book)."""
         assert self._kv is not None
-        anchor, _ = await load_anchor(self._kv, anchor_key(_stream_tokens(stream)))
+        try:
+            anchor, _ = await load_anchor(self._kv, anchor_key(_stream_tokens(stream)))
+        except AnchorUnavailable as exc:
+            if self._closed:
+                raise StoreError("the store is closed") from None
+            raise _Transient(str(exc)) from None
         if anchor is not None:
             self._book.merge(anchor)
         return self._book.get(stream)
@@ -1182,8 +1199,7 @@ class NatsEventStore(EventStore):
         if self._book.explains_gap(last_missing):
             return True
         assert self._kv is not None
-        for anchor in (await load_all_anchors(self._kv)).values():
-            self._book.merge(anchor)
+        await self.anchors()
         return self._book.explains_gap(last_missing)
 
     async def _load_slots(self, stream: str, versions: list[int]) -> dict[int, _Slot]:
@@ -1464,8 +1480,9 @@ class NatsEventStore(EventStore):
 
     async def anchors(self) -> dict[str, RetentionAnchor]:
         await self._ensure()
-        assert self._kv is not None
-        stored = await load_all_anchors(self._kv)
+        assert self._kv is not None and self._nc is not None
+        stored = await load_all_anchors(self._nc, self._kv, self._settings.checkpoint_bucket,
+                                        self._settings.request_timeout_s)
         for anchor in stored.values():
             self._book.merge(anchor)
         return stored

@@ -44,11 +44,8 @@ async def drop_stream(cluster: NatsCluster, stream: str) -> None:
 @contextlib.asynccontextmanager
 async def fresh_store(cluster: NatsCluster, replicas: int, **query: str | float
                       ) -> AsyncIterator[tuple[EventStore, str]]:
-    """An empty store on its own JetStream stream; closed and deleted afterwards.
-
-    The stream allows retention's purges (``retention=1``) unless the query says otherwise."""
+    """An empty store on its own JetStream stream; closed and deleted afterwards."""
     stream = unique_stream_name()
-    query.setdefault("retention", 1)
     store = open_store(cluster.store_url(stream=stream, replicas=replicas, **query))
     try:
         yield store, stream
