@@ -19,9 +19,11 @@ by the same ``event_id`` and returns the original position with ``duplicate=True
 different event there is a ``ConflictError`` naming both.
 
 **The chain**: before a batch is sent, the adapter checks it against each stream's head (the
-last message on ``<STREAM>.ev.<svc>.<inst>.*``): versions follow on, ``prev_hash`` is the head's
+last message on ``<STREAM>.ev.<svc>.<inst>.*``, or the stream's retention anchor when that is
+later): versions follow on, ``prev_hash`` is the head's
 hash, ``hash`` is recomputed. The first event of every stream in the batch carries
-``Nats-Expected-Last-Subject-Sequence`` (the head's stream sequence) for that wildcard subject,
+``Nats-Expected-Last-Subject-Sequence`` (the head's stream sequence; 0 once cut whole) for
+that wildcard subject,
 so the server refuses the batch if any other writer (another event log replica) moved the head
 meanwhile; the adapter then re-reads the head and decides again (duplicate, conflict or
 retry).
@@ -34,10 +36,24 @@ in a temporary store before applying it, a fixed cost per batch that grouping sp
 single message is atomic by itself and skips the batch protocol. Appends to one stream from
 one adapter are decided in arrival order (a per-stream lock), like the SQLite writer.
 
-**Global position = stream sequence**, which is gap-free because nothing ever removes a
-message: the stream is created with ``deny_delete`` and ``deny_purge`` and without age, count
-or size limits; refused batches take no sequence. ``read_all`` checks the sequences it gets
-are contiguous and raises ``StoreError`` at a gap rather than skipping it.
+**Global position = stream sequence**, gap-free except where retention deleted: the stream
+is created with ``deny_delete`` and without age, count or size limits, refused batches take
+no sequence, and the only messages ever removed are the stream prefixes retention purges.
+``read_all`` checks the sequences it gets: a gap at or below the highest retention anchor's
+position is a cut (skipped), any other gap raises ``StoreError``. JetStream keeps the last
+sequence when the newest messages are purged, so positions are never given again.
+
+**Retention** (``cut``/``anchors``, ``sidecar.eventlog.nats_retention``): a stream's anchor
+is written to the checkpoint bucket (one key per stream, compare-and-set) *before* its prefix
+is purged, in one filtered purge request. Until the purge is done every read (``read_stream``,
+``read_all``, ``follow``, the memory of recent appends) hides the events at or below the
+anchor, appends there raise ``BeforeAnchorError``, and a cut again finishes a purge a crash
+interrupted. The head of a stream cut whole is its anchor, so the next append chains on it.
+Every adapter learns the anchors at connect and from a KV watcher (another replica's cut
+within milliseconds); the head of a stream is read before its anchor, so an append never
+judges against a stale genesis. Purging needs a stream created without ``deny_purge``
+(``retention=1``; JetStream cannot lift ``deny_purge`` on an existing stream): on one that
+denies purges ``cut`` raises ``StoreError`` saying so.
 
 **Durability**: an append is answered after JetStream acknowledged it: on R1 the server has
 written it to its file (the OS page cache: it survives a nats-server crash); on R3 a quorum
