@@ -1266,7 +1266,10 @@ class NatsEventStore(EventStore):
     ) -> list[StoredEvent]:
         check_read_limit(limit)
         await self._ensure()
-        anchor = await self._fresh_anchor(stream)  # versions at or below it were deleted
+        try:
+            anchor = await self._fresh_anchor(stream)  # versions at or below it were deleted
+        except _Transient as exc:  # reads are not retried here: the caller may ask again
+            raise StoreError(str(exc)) from None
         start_version = max(from_version, 1, anchor.version + 1 if anchor is not None else 1)
         first = await self._leader_get_last(self._subjects.slot(stream, start_version))
         if first is None:
