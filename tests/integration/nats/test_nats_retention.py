@@ -27,7 +27,7 @@ import pytest
 from sidecar.eventlog.anchors import BeforeAnchorError, RetentionAnchor
 from sidecar.eventlog.audit import verify
 from sidecar.eventlog.nats_retention import anchor_key, save_anchor
-from sidecar.eventlog.nats_store import NatsSettings, _stream_tokens
+from sidecar.eventlog.nats_store import _stream_tokens
 from sidecar.eventlog.store import EventStore, NewEvent, StoredEvent, StoreError
 from sidecar.eventlog.stores import open_store
 from tests.contract.store_contract import read_everything
@@ -66,14 +66,6 @@ async def wait_until_hidden(store: EventStore, deleted: list[int]) -> list[Store
             return everything
         assert time.monotonic() < deadline, f"positions {deleted} still read after the cut"
         await asyncio.sleep(0.05)
-
-
-def test_the_retention_url_option_is_a_flag_and_a_bad_value_names_it() -> None:
-    assert NatsSettings.from_url("nats://127.0.0.1:4222").retention is False
-    assert NatsSettings.from_url("nats://127.0.0.1:4222?retention=1").retention is True
-    assert NatsSettings.from_url("nats://127.0.0.1:4222?retention=false").retention is False
-    with pytest.raises(ValueError, match="retention: 'maybe' is not a valid value"):
-        NatsSettings.from_url("nats://127.0.0.1:4222?retention=maybe")
 
 
 async def test_a_stream_that_denies_purges_refuses_a_cut_with_one_line_saying_what_to_do(
