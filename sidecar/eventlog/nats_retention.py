@@ -16,6 +16,9 @@ the JetStream adapter (``sidecar.eventlog.nats_store``) keeps them in this order
    (:class:`AnchorBook`), and appends at or below it are refused (``BeforeAnchorError``). A
    crash between 1 and 2 leaves an anchor whose events are still stored: hidden, refused, and
    purged by the next cut of that stream (a cut at or below the anchor re-sends the purge).
+   Every adapter's book is filled at connect and kept current by :class:`AnchorWatch`, so
+   another replica's cut is hidden here too; appends read a stream's anchor from the bucket
+   *after* its last message, so a stream found empty is never taken for a new one.
 
 Positions retention deleted leave gaps in the stream sequence; a gap is legitimate only at or
 below the highest anchor's position (``AnchorBook.explains_gap``), anything else is still an

@@ -986,13 +986,12 @@ class NatsEventStore(EventStore):
             by_stream.setdefault(event.stream, []).append(index)
         heads = await self._gather([self._head(stream) for stream in by_stream])
         for (stream, indexes), head in zip(by_stream.items(), heads, strict=True):
-            anchored = self._book.get(stream)
-            floor = anchored.version if anchored is not None else 0
+            anchor = self._book.get(stream)  # as fresh as the head (``_head`` reads both)
+            floor = anchor.version if anchor is not None else 0  # below: refused, not looked up
             taken = [order[i].version for i in indexes if floor < order[i].version <= head.version]
             slots = await self._load_slots(stream, taken) if taken else {}
             running_version, running_hash = head.version, head.hash
             in_batch: dict[int, str] = {}
-            anchor = self._book.get(stream)  # as fresh as the head (``_head`` reads both)
             for index in indexes:
                 event = order[index]
                 check_after_anchor(event, anchor)  # deleted slots are empty: refuse first
@@ -1214,7 +1213,6 @@ class NatsEventStore(EventStore):
         anchors are read again before saying no: another replica may have cut)."""
         if self._book.explains_gap(last_missing):
             return True
-        assert self._kv is not None
         await self.anchors()
         return self._book.explains_gap(last_missing)
 
