@@ -19,9 +19,11 @@ by the same ``event_id`` and returns the original position with ``duplicate=True
 different event there is a ``ConflictError`` naming both.
 
 **The chain**: before a batch is sent, the adapter checks it against each stream's head (the
-last message on ``<STREAM>.ev.<svc>.<inst>.*``): versions follow on, ``prev_hash`` is the head's
+last message on ``<STREAM>.ev.<svc>.<inst>.*``, or the stream's retention anchor when that is
+later): versions follow on, ``prev_hash`` is the head's
 hash, ``hash`` is recomputed. The first event of every stream in the batch carries
-``Nats-Expected-Last-Subject-Sequence`` (the head's stream sequence) for that wildcard subject,
+``Nats-Expected-Last-Subject-Sequence`` (the head's stream sequence; 0 once cut whole) for
+that wildcard subject,
 so the server refuses the batch if any other writer (another event log replica) moved the head
 meanwhile; the adapter then re-reads the head and decides again (duplicate, conflict or
 retry).
@@ -34,10 +36,24 @@ in a temporary store before applying it, a fixed cost per batch that grouping sp
 single message is atomic by itself and skips the batch protocol. Appends to one stream from
 one adapter are decided in arrival order (a per-stream lock), like the SQLite writer.
 
-**Global position = stream sequence**, which is gap-free because nothing ever removes a
-message: the stream is created with ``deny_delete`` and ``deny_purge`` and without age, count
-or size limits; refused batches take no sequence. ``read_all`` checks the sequences it gets
-are contiguous and raises ``StoreError`` at a gap rather than skipping it.
+**Global position = stream sequence**, gap-free except where retention deleted: the stream
+is created with ``deny_delete`` and without age, count or size limits, refused batches take
+no sequence, and the only messages ever removed are the stream prefixes retention purges.
+``read_all`` checks the sequences it gets: a gap at or below the highest retention anchor's
+position is a cut (skipped), any other gap raises ``StoreError``. JetStream keeps the last
+sequence when the newest messages are purged, so positions are never given again.
+
+**Retention** (``cut``/``anchors``, ``sidecar.eventlog.nats_retention``): a stream's anchor
+is written to the checkpoint bucket (one key per stream, compare-and-set) *before* its prefix
+is purged, in one filtered purge request. Until the purge is done every read (``read_stream``,
+``read_all``, ``follow``, the memory of recent appends) hides the events at or below the
+anchor, appends there raise ``BeforeAnchorError``, and a cut again finishes a purge a crash
+interrupted. The head of a stream cut whole is its anchor, so the next append chains on it.
+Every adapter learns the anchors at connect and from a KV watcher (another replica's cut
+within milliseconds); the head of a stream is read before its anchor, so an append never
+judges against a stale genesis. Purging needs a stream created without ``deny_purge``
+(``retention=1``; JetStream cannot lift ``deny_purge`` on an existing stream): on one that
+denies purges ``cut`` raises ``StoreError`` saying so.
 
 **Durability**: an append is answered after JetStream acknowledged it: on R1 the server has
 written it to its file (the OS page cache: it survives a nats-server crash); on R3 a quorum
@@ -119,8 +135,17 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 
 from sidecar import chain
-from sidecar.eventlog.anchors import RetentionAnchor
+from sidecar.eventlog.anchors import RetentionAnchor, check_after_anchor
 from sidecar.eventlog.nats_auth import NatsAuth, quiet_ssl_eof_warning
+from sidecar.eventlog.nats_retention import (
+    AnchorBook,
+    AnchorUnavailable,
+    AnchorWatch,
+    anchor_key,
+    cut_stream,
+    load_all_anchors,
+    load_anchor,
+)
 from sidecar.eventlog.records import validate_new_event
 from sidecar.eventlog.store import (
     DEFAULT_FOLLOW_WAIT_S,
@@ -171,6 +196,9 @@ DEFAULT_READ_BATCH: Final = 1000
 """Messages asked for per direct-get request when scanning."""
 DEFAULT_READ_MAX_BYTES: Final = 8 * 1024 * 1024
 """Bytes asked for per direct-get request (bounds memory per request)."""
+DEFAULT_RETENTION: Final = False
+"""Create the stream without ``deny_purge``, so retention can cut it (URL ``retention=1``;
+JetStream cannot lift ``deny_purge`` later). ``deny_delete`` stays on either way."""
 DEFAULT_RECENT_EVENTS: Final = 20_000
 """Events this adapter committed that it keeps in memory to answer reads of them (the
 projection follower and live subscribers read what was just appended). 0 turns it off."""
@@ -258,6 +286,7 @@ class NatsSettings:
     max_inflight_batches: int = DEFAULT_MAX_INFLIGHT_BATCHES
     read_batch: int = DEFAULT_READ_BATCH
     recent_events: int = DEFAULT_RECENT_EVENTS
+    retention: bool = DEFAULT_RETENTION
     auth: NatsAuth = field(default_factory=NatsAuth)
     """TLS files and credential (``sidecar.eventlog.nats_auth``); ``tls://`` servers use TLS."""
 
@@ -328,6 +357,7 @@ class NatsSettings:
             "max_inflight_batches": int,
             "read_batch": int,
             "recent_events": int,
+            "retention": _flag,
         }
         options = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
         unknown = sorted(set(options) - set(converters))
@@ -345,6 +375,16 @@ class NatsSettings:
             return cls(servers=tuple(servers), auth=auth or NatsAuth(), **kwargs)
         except ValueError as exc:
             raise ValueError(f"store: {url!r}: {exc}") from None
+
+
+def _flag(text: str) -> bool:
+    """A URL flag: 1/true/yes/on or 0/false/no/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
 
 
 def open_nats_store(url: str, auth: NatsAuth | None = None) -> NatsEventStore:
@@ -624,6 +664,9 @@ class NatsEventStore(EventStore):
         self._replicated = False
         self._max_payload = 1024 * 1024
         self._refused: list[str] = []
+        self._book = AnchorBook()
+        self._anchor_watch: AnchorWatch | None = None
+        self._purge_allowed = False
 
     @property
     def settings(self) -> NatsSettings:
@@ -699,11 +742,16 @@ class NatsEventStore(EventStore):
         try:
             await self._ensure_stream(js)
             self._kv = await self._ensure_bucket(js)
+            self._anchor_watch = await AnchorWatch.start(
+                nc, self._kv, s.checkpoint_bucket, self._book, s.request_timeout_s)
             await nc.subscribe(self._subjects.head, cb=self._on_head_notice)
             await nc.flush(timeout=s.request_timeout_s)  # type: ignore[arg-type]
             if refused:
                 raise StoreError(refused[-1])
         except BaseException as exc:
+            if self._anchor_watch is not None:
+                await self._anchor_watch.close()
+                self._anchor_watch = None
             await nc.close()
             if refused and not isinstance(exc, asyncio.CancelledError):
                 raise StoreError(refused[-1]) from None
@@ -732,7 +780,7 @@ class NatsEventStore(EventStore):
             max_msgs_per_subject=1,
             duplicate_window=s.duplicate_window_s,
             deny_delete=True,
-            deny_purge=True,
+            deny_purge=not s.retention,
             allow_direct=True,
             allow_atomic=True,
         )
@@ -741,14 +789,18 @@ class NatsEventStore(EventStore):
             try:
                 return await js.add_stream(config)
             except nats.js.errors.BadRequestError as refused:
-                # Exists with other settings (e.g. made by an older release): use it if it
-                # keeps the invariants this adapter relies on, else refuse to start.
-                try:
-                    return await js.stream_info(s.stream)
-                except nats.js.errors.NotFoundError:
-                    raise StoreError(
-                        f"JetStream refused stream {s.stream!r}: {refused.description}"
-                    ) from None
+                # Exists with other settings (e.g. made by an older release, or another
+                # replica with another retention= just made it): use it if it keeps the
+                # invariants this adapter relies on, else refuse to start. On a cluster a
+                # stream just created may not be found at once: ask a few times.
+                for pause in _RETRY_BACKOFF_S:
+                    try:
+                        return await js.stream_info(s.stream)
+                    except nats.js.errors.NotFoundError:
+                        await asyncio.sleep(pause)
+                raise StoreError(
+                    f"JetStream refused stream {s.stream!r}: {refused.description}"
+                ) from None
 
         info = await self._setup_step(f"creating JetStream stream {s.stream!r}", create)
         cfg = info.config
@@ -761,7 +813,6 @@ class NatsEventStore(EventStore):
                 ("allow_atomic must be set", bool(cfg.allow_atomic)),
                 ("allow_direct must be set", bool(cfg.allow_direct)),
                 ("deny_delete must be set", bool(cfg.deny_delete)),
-                ("deny_purge must be set", bool(cfg.deny_purge)),
                 ("subjects must be exactly " + self._subjects.events,
                  list(cfg.subjects or []) == [self._subjects.events]),
             )
@@ -772,6 +823,11 @@ class NatsEventStore(EventStore):
                 f"JetStream stream {s.stream!r} exists with unsafe settings: {'; '.join(problems)}"
             )
         self._replicated = (cfg.num_replicas or 1) > 1
+        self._purge_allowed = not cfg.deny_purge
+        if s.retention and cfg.deny_purge:
+            _log.warning("JetStream stream %r exists with deny_purge (created without "
+                         "retention=1), which JetStream cannot lift: retention cannot cut it",
+                         s.stream)
         self._note_head(info.state.last_seq)
 
     async def _ensure_bucket(self, js: JetStreamContext) -> KeyValue:
@@ -825,6 +881,8 @@ class NatsEventStore(EventStore):
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._anchor_watch is not None:
+            await self._anchor_watch.close()
         if self._nc is not None:
             # Drain (let in-flight callbacks finish), but not for long if the cluster is gone.
             with contextlib.suppress(nats.errors.Error, TimeoutError):
@@ -928,12 +986,15 @@ class NatsEventStore(EventStore):
             by_stream.setdefault(event.stream, []).append(index)
         heads = await self._gather([self._head(stream) for stream in by_stream])
         for (stream, indexes), head in zip(by_stream.items(), heads, strict=True):
-            taken = [order[i].version for i in indexes if order[i].version <= head.version]
+            anchor = self._book.get(stream)  # as fresh as the head (``_head`` reads both)
+            floor = anchor.version if anchor is not None else 0  # below: refused, not looked up
+            taken = [order[i].version for i in indexes if floor < order[i].version <= head.version]
             slots = await self._load_slots(stream, taken) if taken else {}
             running_version, running_hash = head.version, head.hash
             in_batch: dict[int, str] = {}
             for index in indexes:
                 event = order[index]
+                check_after_anchor(event, anchor)  # deleted slots are empty: refuse first
                 if event.version <= head.version:
                     slot = slots.get(event.version)
                     if slot is None:
@@ -1120,14 +1181,40 @@ class NatsEventStore(EventStore):
         cached = self._heads.get(stream)
         if cached is not None:
             return cached
+        # The last message first, then the anchor: a cut writes its anchor before it purges,
+        # so a stream found empty here has its anchor seen below (never a stale genesis).
         found = await self._leader_get_last(self._subjects.stream_all(stream))
-        head = (
-            _EMPTY_HEAD
-            if found is None
-            else _Head(found.event.version, found.event.hash, found.event.global_position)
-        )
+        anchor = await self._fresh_anchor(stream)
+        sequence = found.event.global_position if found is not None else 0
+        if found is not None and (anchor is None or found.event.version > anchor.version):
+            head = _Head(found.event.version, found.event.hash, sequence)
+        elif anchor is not None:  # cut whole (or its purge pending): chain on the anchor
+            head = _Head(anchor.version, anchor.hash, sequence)
+        else:
+            head = _EMPTY_HEAD
         self._heads[stream] = head
         return head
+
+    async def _fresh_anchor(self, stream: str) -> RetentionAnchor | None:
+        """``stream``'s anchor as the bucket's leader has it now (and learnt by the book)."""
+        assert self._kv is not None
+        try:
+            anchor, _ = await load_anchor(self._kv, anchor_key(_stream_tokens(stream)))
+        except AnchorUnavailable as exc:
+            if self._closed:
+                raise StoreError("the store is closed") from None
+            raise _Transient(str(exc)) from None
+        if anchor is not None:
+            self._book.merge(anchor)
+        return self._book.get(stream)
+
+    async def _gap_explained(self, first_missing: int, last_missing: int) -> bool:
+        """Whether positions ``first_missing..last_missing`` were deleted by retention (the
+        anchors are read again before saying no: another replica may have cut)."""
+        if self._book.explains_gap(last_missing):
+            return True
+        await self.anchors()
+        return self._book.explains_gap(last_missing)
 
     async def _load_slots(self, stream: str, versions: list[int]) -> dict[int, _Slot]:
         semaphore = asyncio.Semaphore(_SLOT_LOOKUP_CONCURRENCY)
@@ -1177,7 +1264,11 @@ class NatsEventStore(EventStore):
     ) -> list[StoredEvent]:
         check_read_limit(limit)
         await self._ensure()
-        start_version = max(from_version, 1)
+        try:
+            anchor = await self._fresh_anchor(stream)  # versions at or below it were deleted
+        except _Transient as exc:  # reads are not retried here: the caller may ask again
+            raise StoreError(str(exc)) from None
+        start_version = max(from_version, 1, anchor.version + 1 if anchor is not None else 1)
         first = await self._leader_get_last(self._subjects.slot(stream, start_version))
         if first is None:
             return []
@@ -1231,35 +1322,54 @@ class NatsEventStore(EventStore):
         found: list[StoredEvent] = []
         next_seq = start
         retries = 0
+        book = self._book  # events at or below an anchor are hidden until purged
         while len(found) < limit:
             remembered = self._recent.get(next_seq)
             if remembered is not None:
                 while remembered is not None and len(found) < limit:
-                    if keep is None or keep(remembered):
+                    if (keep is None or keep(remembered)) and not (book and book.hides(remembered)):
                         found.append(remembered)
                     next_seq += 1
                     remembered = self._recent.get(next_seq)
                 continue
             want = self._settings.read_batch if keep is not None else limit - len(found)
-            batch, pending = await self._direct_batch(next_seq, want, subject)
+            batch, pending = await self._direct_batch(
+                next_seq, want, subject, with_sequences=next_seq <= book.highest_position
+            )
             for event in batch:
+                if subject is None and event.global_position != next_seq and not (
+                    await self._gap_explained(next_seq, event.global_position - 1)
+                ):
+                    raise StoreError(
+                        f"gap in the log: positions {next_seq}..{event.global_position - 1} are "
+                        f"missing and no retention anchor reaches them (the highest is at "
+                        f"position {book.highest_position})"
+                    )
                 next_seq = event.global_position + 1
-                if keep is None or keep(event):
+                if (keep is None or keep(event)) and not (book and book.hides(event)):
                     found.append(event)
                     if len(found) == limit:
                         return found
             if batch and pending:
                 continue  # the responder has more; keep going
             # The responder has nothing more. Not the end if this adapter knows of a later
-            # position (it appended it, or was told); else on R1 the responder is the leader,
-            # which settles it; on R3 it may be a lagging follower: the leader decides.
+            # position (it appended it, or was told), unless retention may have deleted the
+            # newest positions (then the leader's last message settles it); else on R1 the
+            # responder is the leader, which settles it; on R3 it may be a lagging follower:
+            # the leader decides.
+            tail_may_be_cut = bool(book) or retries >= 3
             if next_seq <= self._head_seen and subject is None:
-                pass
+                if tail_may_be_cut and not await self._leader_has_after(
+                    self._subjects.events, next_seq
+                ):
+                    return found
             elif not self._replicated:
                 return found
             elif subject is None:
-                leader_head = await self.head_position()
-                if next_seq > leader_head:
+                if tail_may_be_cut:
+                    if not await self._leader_has_after(self._subjects.events, next_seq):
+                        return found
+                elif next_seq > await self.head_position():
                     return found
             elif not await self._leader_has_after(subject, next_seq):
                 return found
@@ -1277,14 +1387,15 @@ class NatsEventStore(EventStore):
         return slot is not None and slot.event.global_position >= sequence
 
     async def _direct_batch(
-        self, start: int, batch: int, subject: str | None
+        self, start: int, batch: int, subject: str | None, *, with_sequences: bool = False
     ) -> tuple[list[StoredEvent], int]:
         """One batched direct get: (events from ``start``, messages the responder has left).
 
-        Without a subject filter the messages come without headers (``no_hdr``: nothing to
-        parse per message); their positions follow from ``start``, and the end-of-batch
-        marker's last sequence proves there was no gap. With a filter each message carries
-        its sequence.
+        Without a subject filter (and unless ``with_sequences``) the messages come without
+        headers (``no_hdr``: nothing to parse per message); their positions follow from
+        ``start``, and the end-of-batch marker's last sequence proves there was no gap (if
+        there was one, e.g. retention deleted positions, the batch is asked again with
+        headers). With a filter or ``with_sequences`` each message carries its sequence.
         """
         nc = self._nc
         assert nc is not None
@@ -1306,7 +1417,7 @@ class NatsEventStore(EventStore):
         }
         if subject is not None:
             request["next_by_subj"] = subject
-        else:
+        elif not with_sequences:
             request["no_hdr"] = True
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, cb=collect)
@@ -1332,17 +1443,15 @@ class NatsEventStore(EventStore):
         if status != "204":
             raise StoreError(f"reading from position {start}: JetStream answered {end}")
         pending = int(end.get("Nats-Num-Pending") or 0)
-        if subject is not None:
+        if subject is not None or with_sequences:
             headers = [msg.headers or {} for msg in raw]
             return [
                 decode_event(msg.data, int(h["Nats-Sequence"]))
                 for msg, h in zip(raw, headers, strict=True)
             ], pending
         last = int(end.get("Nats-Last-Sequence") or 0)
-        if raw and last != start + len(raw) - 1:
-            raise StoreError(
-                f"gap in the log: positions {start}..{last} hold only {len(raw)} events"
-            )
+        if raw and last != start + len(raw) - 1:  # a gap: which positions? (``_scan`` judges)
+            return await self._direct_batch(start, batch, None, with_sequences=True)
         return [decode_event(msg.data, start + i) for i, msg in enumerate(raw)], pending
 
     async def head_position(self) -> int:
@@ -1381,15 +1490,45 @@ class NatsEventStore(EventStore):
             total = int(info.get("total") or 0)
             if not subjects or offset >= total:
                 break
-        return sorted(names)
+        # A stream cut whole has no version 1 any more; its anchor keeps it listed.
+        return sorted(set(names) | set(await self.anchors()))
 
     # --- checkpoints -------------------------------------------------------------------
 
     async def anchors(self) -> dict[str, RetentionAnchor]:
-        return {}  # retention on JetStream: not built yet, so no stream has been cut
+        await self._ensure()
+        assert self._kv is not None and self._nc is not None
+        stored = await load_all_anchors(self._nc, self._kv, self._settings.checkpoint_bucket,
+                                        self._settings.request_timeout_s)
+        for anchor in stored.values():
+            self._book.merge(anchor)
+        return stored
 
     async def cut(self, stream: str, through_version: int, cut_at_ns: int) -> RetentionAnchor:
-        raise StoreError("retention is not supported by the JetStream store yet")
+        """Anchor first, then purge the prefix (``sidecar.eventlog.nats_retention``)."""
+        if through_version < 1:
+            raise ValueError(f"through_version: must be >= 1, got {through_version}")
+        await self._ensure()
+        assert self._kv is not None and self._nc is not None
+        async with self._stream_locks.hold([stream]):  # this adapter's appends wait
+            try:
+                return await cut_stream(
+                    kv=self._kv, nc=self._nc, book=self._book, stream=stream,
+                    key=anchor_key(_stream_tokens(stream)), js_stream=self._settings.stream,
+                    subject=self._subjects.stream_all(stream), purge_allowed=self._purge_allowed,
+                    through_version=through_version, cut_at_ns=cut_at_ns,
+                    timeout_s=self._settings.request_timeout_s,
+                    read_version=lambda v: self._leader_event(self._subjects.slot(stream, v)),
+                    read_last=lambda: self._leader_event(self._subjects.stream_all(stream)),
+                )
+            except _Transient as exc:
+                raise StoreError(f"cutting stream {stream!r}: {exc}") from None
+            finally:
+                self._heads.pop(stream, None)  # re-read: a cut whole has no last message
+
+    async def _leader_event(self, subject: str) -> StoredEvent | None:
+        slot = await self._leader_get_last(subject)
+        return slot.event if slot is not None else None
 
     async def save_checkpoint(self, name: str, position: int, state: bytes) -> None:
         if not name:
@@ -1511,14 +1650,16 @@ class NatsEventStore(EventStore):
                 while True:
                     sequence = _stream_sequence(msg.reply)
                     if sequence >= cursor:  # below: re-sent after a consumer reset; had it
-                        if keep is None and sequence != cursor:
+                        if keep is None and sequence != cursor and not (
+                            await self._gap_explained(cursor, sequence - 1)
+                        ):
                             raise StoreError(
                                 f"following: position {sequence} arrived where {cursor} was "
                                 "due (a message was lost on the way)"
                             )
                         event = decode_event(msg.data, sequence)
                         cursor = sequence + 1
-                        if keep is None or keep(event):
+                        if (keep is None or keep(event)) and not self._book.hides(event):
                             events.append(event)
                     if len(events) >= page_events or not subscription.pending_msgs:
                         break

@@ -23,19 +23,19 @@ pytestmark = pytest.mark.integration
 class TestNatsEventStoreSingleNode(EventStoreContract):
     @pytest.fixture
     async def store(self, nats_single: NatsCluster) -> AsyncIterator[EventStore]:
-        async with fresh_store(nats_single, replicas=1) as (store, _):
+        async with fresh_store(nats_single, replicas=1, retention=1) as (store, _):
             yield store
 
 
 class TestNatsEventStoreSingleNodeReadingOnlyFromJetStream(EventStoreContract):
     @pytest.fixture
     async def store(self, nats_single: NatsCluster) -> AsyncIterator[EventStore]:
-        async with fresh_store(nats_single, replicas=1, recent_events=0) as (store, _):
+        async with fresh_store(nats_single, replicas=1, recent_events=0, retention=1) as (store, _):
             yield store
 
 
 class TestNatsEventStoreThreeNodesR3(EventStoreContract):
     @pytest.fixture
     async def store(self, nats_trio: NatsCluster) -> AsyncIterator[EventStore]:
-        async with fresh_store(nats_trio, replicas=3, recent_events=0) as (store, _):
+        async with fresh_store(nats_trio, replicas=3, recent_events=0, retention=1) as (store, _):
             yield store
