@@ -233,6 +233,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from sidecar.eventlog.server import serve
     from sidecar.eventlog.store import StoreError
+    from sidecar.eventlog.stores import allows_retention
 
     logging.basicConfig(
         level=args.log_level,
@@ -270,6 +271,11 @@ def _serve(args: argparse.Namespace) -> int:
             shutdown_grace_s=args.shutdown_grace_s,
             retention=_retention_policy(args),
         )
+        if settings.retention is not None and not allows_retention(settings.store_url):
+            raise ValueError(
+                "--retain-days/--retain-events-per-stream: the JetStream stream must allow "
+                "purges: add retention=1 to the --store URL (a new stream is created without "
+                "deny_purge; JetStream cannot lift deny_purge from an existing stream)")
     except OSError as exc:
         return _fail(SERVE_PROG, f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_USAGE)
     except ValueError as exc:

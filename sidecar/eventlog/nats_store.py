@@ -1504,6 +1504,12 @@ class NatsEventStore(EventStore):
             self._book.merge(anchor)
         return stored
 
+    async def anchor(self, stream: str) -> RetentionAnchor | None:
+        """From the anchor book (loaded at connect, kept current by the bucket watcher): no
+        request per call, so ReadStream can answer every caller its stream's anchor."""
+        await self._ensure()
+        return self._book.get(stream)
+
     async def cut(self, stream: str, through_version: int, cut_at_ns: int) -> RetentionAnchor:
         """Anchor first, then purge the prefix (``sidecar.eventlog.nats_retention``)."""
         if through_version < 1:

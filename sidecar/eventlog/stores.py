@@ -30,6 +30,18 @@ def store_kind(url: str) -> str:
     return "jetstream" if url.partition(":")[0] in ("nats", "tls") else "sqlite"
 
 
+def allows_retention(url: str) -> bool:
+    """Whether a store at ``url`` can be cut by retention: SQLite always; JetStream only with
+    ``retention=1`` (its stream is then created without ``deny_purge``, which JetStream can
+    never lift from an existing stream)."""
+    if store_kind(url) != "jetstream":
+        return True
+    from urllib.parse import parse_qsl, urlsplit
+
+    query = dict(parse_qsl(urlsplit(url).query))
+    return query.get("retention", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
 def open_store(url: str, *, create: bool = True, nats_auth: object | None = None) -> EventStore:
     """The store for ``url``; ``ValueError`` naming the problem for a bad or unknown URL,
     ``StoreError`` when a SQLite file cannot be opened.

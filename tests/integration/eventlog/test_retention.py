@@ -36,6 +36,9 @@ pytestmark = pytest.mark.integration
 KEEP = 30
 WAIT_S = 30.0
 
+COUNT_RETENTION_ARGS = ("--retain-events-per-stream", str(KEEP), "--retention-interval-s", "0.2")
+"""The server flags :func:`count_retention_scenario` expects (the JetStream test uses them)."""
+
 
 def _until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
@@ -79,13 +82,19 @@ def _drained(sidecars: list[_Sidecar]) -> bool:
 
 @pytest.fixture
 def counted(tmp_path: Path) -> Iterator[EventLogProcess]:
-    with EventLogProcess(tmp_path, "--retain-events-per-stream", str(KEEP),
-                         "--retention-interval-s", "0.2") as process:
+    with EventLogProcess(tmp_path, *COUNT_RETENTION_ARGS) as process:
         yield process
 
 
 def test_count_retention_bounds_the_log_under_traffic_and_loses_nothing_it_was_given(
         tmp_path: Path, counted: EventLogProcess) -> None:
+    count_retention_scenario(tmp_path, counted, counted.store_url, "sqlite")
+
+
+def count_retention_scenario(tmp_path: Path, server: EventLogProcess, store_url: str,
+                             store_kind: str) -> None:
+    """Two sidecars under traffic against ``server`` (started with COUNT_RETENTION_ARGS)."""
+    counted = server
     sidecars = [_Sidecar(tmp_path, f"pod-{n}", counted.address) for n in (1, 2)]
     traffic = _Traffic(sidecars)
     own = StreamFactory("retention", "pod-own")
@@ -96,8 +105,8 @@ def test_count_retention_bounds_the_log_under_traffic_and_loses_nothing_it_was_g
         _until(lambda: counted.head() >= 1500, "1,500 events under traffic")
         elapsed = time.monotonic() - started
         samples = scrape(counted)
-        stored = sample(samples, "eventlog_stored_events", store="sqlite")
-        deleted = sample(samples, "eventlog_retention_deleted_events_total", store="sqlite")
+        stored = sample(samples, "eventlog_stored_events", store=store_kind)
+        deleted = sample(samples, "eventlog_retention_deleted_events_total", store=store_kind)
         assert deleted is not None and deleted > 1000, samples
         # bounded while traffic goes on: KEEP per stream plus what 0.2 s (and a loaded
         # machine's lag) brings, far below the 1,500+ appended
@@ -134,10 +143,10 @@ def test_count_retention_bounds_the_log_under_traffic_and_loses_nothing_it_was_g
         sidecar.close()
     counted.kill()
 
-    verified = _cli("verify", "--store", counted.store_url)
+    verified = _cli("verify", "--store", store_url)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "from their retention anchors" in verified.stdout
-    rebuilt = _cli("rebuild", "--store", counted.store_url)
+    rebuilt = _cli("rebuild", "--store", store_url)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert "from the retention snapshots at position" in rebuilt.stdout
 
