@@ -56,6 +56,7 @@ from sidecar.events.exporter import (
     EventExporter,
     ExportError,
     GrpcEventExporter,
+    hinted_delay_s,
 )
 from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
 from sidecar.events.rollback import RollbackGuard
@@ -217,6 +218,9 @@ class Shipper:
                   "sidecar writing the same stream (service/instance)?", interval_s=0.0)
         self._refused = LoudLimiter(_log, "the event log refused breaker events; they stay in "
                                           "the outbox and are retried with backoff")
+        self._overloaded = LoudLimiter(_log, "the event log is overloaded (RESOURCE_EXHAUSTED): "
+                                       "waiting as long as it asks; events stay in the outbox",
+                                       level=logging.WARNING)
         self._broken = LoudLimiter(_log, "the event shipper failed unexpectedly; retrying")
 
     # --- what the exporter reports -------------------------------------------------------------
@@ -413,10 +417,15 @@ class Shipper:
             delay = self._backoff.delay_s(self._conflicts_in_row - 1, self._rng)
         else:
             self._failures_in_row += 1
-            if exc.unhealthy:  # the log may come back as an older copy of itself
+            hinted = exc.retry_after_s is not None  # an overloaded log: alive, not a restore
+            if exc.unhealthy and not hinted:  # the log may come back as an older copy
                 self.rollback.mark_all()
             delay = self._backoff.delay_s(self._failures_in_row, self._rng)
-            limiter = self._unreachable if exc.unhealthy else self._refused
+            if exc.retry_after_s is not None:
+                delay = hinted_delay_s(exc.retry_after_s, delay, self._backoff.max_s,
+                                       self._backoff.jitter, self._rng)
+            limiter = (self._overloaded if hinted else
+                       self._unreachable if exc.unhealthy else self._refused)
             limiter.hit(extra={"event": "ship_failed", "code": exc.code, "error": exc.message,
                                "retry_in_s": round(delay, 3)})
         self._not_before = now + max(delay, MIN_RETRY_S if delay else 0.0)
