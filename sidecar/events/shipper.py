@@ -428,6 +428,8 @@ class Shipper:
                        self._unreachable if exc.unhealthy else self._refused)
             limiter.hit(extra={"event": "ship_failed", "code": exc.code, "error": exc.message,
                                "retry_in_s": round(delay, 3)})
+        if exc.retry_after_s is not None:  # gRFC A6: the hint counts from the answer
+            now = self._clock()
         self._not_before = now + max(delay, MIN_RETRY_S if delay else 0.0)
         return max(0.0, self._not_before - now)
 

@@ -70,25 +70,37 @@ def vm_hwm_kib(pid: int) -> int:
 
 
 class TimedExporter:
-    """The real exporter, with the wall time and outcome of every Append recorded."""
+    """The real exporter, with the duration and outcome of every Append recorded, and for each
+    refusal that carried a retry hint, how long after its answer the next Append started
+    (``hint_gaps_s``: that time minus the hint; a shipper that honours hints never goes below
+    0)."""
 
     def __init__(self, inner: GrpcEventExporter) -> None:
         self._inner = inner
         self.appends: list[tuple[float, str]] = []
+        self.hint_gaps_s: list[float] = []
+        self._hinted_until: float | None = None
         self._lock = threading.Lock()
 
     def append(self, events: Sequence[events_pb2.Event],
                timeout_s: float) -> list[Acknowledgement]:
         started = time.monotonic()
         code = "OK"
+        hint: float | None = None
+        if self._hinted_until is not None:
+            self.hint_gaps_s.append(started - self._hinted_until)
+            self._hinted_until = None
         try:
             return self._inner.append(events, timeout_s)
         except ExportError as exc:
-            code = exc.code
+            code, hint = exc.code, exc.retry_after_s
             raise
         finally:
+            ended = time.monotonic()
+            if hint is not None:
+                self._hinted_until = ended + hint
             with self._lock:
-                self.appends.append((time.monotonic() - started, code))
+                self.appends.append((ended - started, code))
 
     def read_stream(self, stream: str, from_version: int, limit: int,
                     timeout_s: float) -> list[events_pb2.Event]:
@@ -188,6 +200,7 @@ def worker_main(argv: Sequence[str]) -> int:
         "drained_at": drained_at,
         "ids": [i for s in sidecars for i in s.ids],
         "appends": [a for s in sidecars for a in s.exporter.appends],
+        "hint_gaps_s": [g for s in sidecars for g in s.exporter.hint_gaps_s],
         "failures": dict(sum((Counter(s.shipper.stats().failures) for s in sidecars),
                              Counter())),
         "pending": sum(s.outbox.stats().pending for s in sidecars),
@@ -238,6 +251,9 @@ class StormResult:
     """The outcome of each Append of ``append_latencies_s`` (``OK`` or the status name)."""
     append_codes: Counter[str]
     worker_failures: Counter[str]
+    hint_gaps_s: list[float] = field(default_factory=list)
+    """Per hinted refusal followed by another Append of that shipper: the time between the
+    refusal's answer and that Append, minus the hint (>= 0 when every hint was honoured)."""
     stored: int = 0
     distinct: int = 0
     missing: int = 0
@@ -335,6 +351,7 @@ def run_storm(plan: StormPlan, *, head_before: int = 0) -> StormResult:
         append_result_codes=[code for _, code in appends],
         append_codes=Counter(code for _, code in appends),
         worker_failures=sum((Counter(r["failures"]) for r in results), Counter()),
+        hint_gaps_s=[g for r in results for g in r["hint_gaps_s"]],
     )
 
 

@@ -26,19 +26,23 @@ SETTINGS = EventsSettings(batch_size=10, backoff_base_ms=100, backoff_max_ms=5_0
 class OverloadedLog(FakeEventLog):
     """Refuses the first ``refusals`` Appends with RESOURCE_EXHAUSTED and ``hint_s``."""
 
-    def __init__(self, refusals: int, hint_s: float | None) -> None:
+    def __init__(self, refusals: int, hint_s: float | None, rpc_s: float = 0.0) -> None:
         super().__init__()
         self.refusals = refusals
         self.hint_s = hint_s
+        self.rpc_s = rpc_s
         self.refused_at: list[float] = []
+        self.called_at: list[float] = []
         self.clock: FakeClock | None = None
 
     def append(self, events: Sequence[events_pb2.Event],
                timeout_s: float) -> list[Acknowledgement]:
+        assert self.clock is not None
+        self.called_at.append(self.clock())
         if self.refusals > 0:
             self.refusals -= 1
             self.append_calls += 1
-            assert self.clock is not None
+            self.clock.advance(self.rpc_s)  # the refusal takes a while to arrive
             self.refused_at.append(self.clock())
             raise ExportError("RESOURCE_EXHAUSTED", "event log overloaded", self.hint_s)
         return super().append(events, timeout_s)
@@ -82,6 +86,20 @@ def test_a_hinted_refusal_delays_the_next_attempt_by_at_least_the_hint(outbox: O
         STREAM)]
     assert len(log.events()) == 5 and outbox.stats().pending == 0
     assert shipper.stats().failures == {"RESOURCE_EXHAUSTED": 1}
+
+
+def test_the_hint_counts_from_the_refusal_not_from_the_start_of_the_call(
+        outbox: Outbox) -> None:
+    clock = FakeClock()
+    log = OverloadedLog(refusals=1, hint_s=1.0, rpc_s=0.8)  # a slow answer, as under load
+    log.clock = clock
+    outbox.append([new_event()])
+    shipper = Shipper(outbox, log, SETTINGS, clock=clock, rng=random.Random(3))
+
+    _drive(shipper, clock)
+
+    assert len(log.called_at) == 2
+    assert log.called_at[1] - log.refused_at[0] >= 1.0
 
 
 def test_a_hint_longer_than_the_backoff_cap_is_capped(outbox: Outbox) -> None:
