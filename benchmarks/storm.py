@@ -22,7 +22,7 @@ Usage::
 
     .venv/bin/python benchmarks/storm.py                       # both stores, updates RESULTS.md
     .venv/bin/python benchmarks/storm.py --stores sqlite --sidecars 40 --processes 2 --no-write
-    .venv/bin/python benchmarks/storm.py --max-pending-appends 20  # a log that sheds load
+    .venv/bin/python benchmarks/storm.py --limits 1000,16   # the default limit, then a low one
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ from tests.support.storm import (  # noqa: E402
 )
 
 SECTION = "storm"
+LOW_LIMIT = 16
+"""The second run's admission limit: well below the 200 shippers, so the log sheds load."""
 READY_TIMEOUT_S = 60.0
 
 
@@ -71,6 +73,8 @@ class Row:
     """One store's figures."""
 
     store: str
+    limit: int
+    """``--max-pending-appends`` of the server."""
     result: StormResult
     refused_server: int
     server_hwm_kib: int
@@ -136,7 +140,7 @@ def refused_total(metrics_url: str) -> int:
                    if s.name == "eventlog_appends_refused_total"))
 
 
-def run_store(key: str, args: argparse.Namespace, workdir: Path) -> Row:
+def run_store(key: str, limit: int, args: argparse.Namespace, workdir: Path) -> Row:
     """Server up on ``key``'s store, one storm, exactly-once check, RSS, verify."""
     name, store = STORES[key]
     with store(workdir) as (url, nats_peaks):
@@ -144,7 +148,7 @@ def run_store(key: str, args: argparse.Namespace, workdir: Path) -> Row:
         server = ManagedProcess(
             [SIDECAR_BIN, "eventlog", "serve", "--store", url, "--listen", f"127.0.0.1:{port}",
              "--metrics-listen", f"127.0.0.1:{metrics_port}",
-             "--max-pending-appends", str(args.max_pending_appends), "--log-level", "WARNING"],
+             "--max-pending-appends", str(limit), "--log-level", "WARNING"],
             workdir / "server.log")
         try:
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -162,7 +166,7 @@ def run_store(key: str, args: argparse.Namespace, workdir: Path) -> Row:
             server.close()
         verify = subprocess.run([SIDECAR_BIN, "eventlog", "verify", "--store", url],
                                 capture_output=True, text=True, timeout=300, check=False)
-    return Row(name, result, refused, server_hwm, nats_hwm, verify.returncode,
+    return Row(name, limit, result, refused, server_hwm, nats_hwm, verify.returncode,
                (verify.stdout + verify.stderr).strip())
 
 
@@ -180,19 +184,18 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         f"{r0.sidecars} simulated sidecars in {r0.processes} processes, {args.breakers} breakers "
         "each, all tripped at one start instant (real breakers, recorder, outbox writer, SQLite "
         "outbox, shipper and gRPC exporter per sidecar, default shipping settings; see the "
-        "module docstring). `--max-pending-appends` "
-        f"{args.max_pending_appends}"
-        f"{' (the default)' if args.max_pending_appends == DEFAULT_MAX_PENDING_APPENDS else ''}."
-        " Durable: from the start instant until the log's head holds every event (read back "
+        "module docstring). Limit: the server's `--max-pending-appends` (default "
+        f"{DEFAULT_MAX_PENDING_APPENDS}; the low one shows the log shedding load). "
+        "Durable: from the start instant until the log's head holds every event (read back "
         "through ReadAll). Append latency: per RPC on the client side, every Append of the run "
         "(warm-up included), the accepted ones and the refused ones apart. "
         "Refused: RESOURCE_EXHAUSTED answers (server counter / shippers' count).",
         "",
-        "| Store | Events (storm / total) | Trips spread | Durable after | Append RPCs | "
+        "| Store | Limit | Events (storm / total) | Trips spread | Durable after | Append RPCs | "
         "Append p50 / p99 / max (accepted) | p99 refused | Refused | Peak RSS server | "
         "Peak RSS nats-servers | "
         "Exactly once | verify |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         r = row.result
@@ -202,7 +205,7 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         nats = " / ".join(_mib(k) for k in row.nats_hwm_kib) + " MiB" if row.nats_hwm_kib \
             else "-"
         lines.append(
-            f"| {row.store} | {r.storm_events:,} / {len(r.expected_ids):,} | "
+            f"| {row.store} | {row.limit:,} | {r.storm_events:,} / {len(r.expected_ids):,} | "
             f"{r.trips_spread_s * 1000:.0f} ms | {r.durable_s:.2f} s | "
             f"{len(r.append_latencies_s):,} | "
             f"{percentile(lat, 0.5) * 1000:.0f} / {percentile(lat, 0.99) * 1000:.0f} / "
@@ -210,11 +213,15 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
             f"{r.append_codes.get('RESOURCE_EXHAUSTED', 0):,} | {_mib(row.server_hwm_kib)} MiB | "
             f"{nats} | {'yes' if r.exactly_once else 'NO'} ({r.stored:,} stored, "
             f"{r.distinct:,} distinct, {r.missing} missing) | exit {row.verify_rc} |")
-    codes = "; ".join(f"{row.store}: " + ", ".join(
+    codes = "; ".join(f"{row.store} (limit {row.limit}): " + ", ".join(
         f"{c} {n}" for c, n in sorted(row.result.append_codes.items())) for row in rows)
+    hinted = "; ".join(
+        f"{row.store} (limit {row.limit}): {len(row.result.hint_gaps_s)} Appends after a hinted "
+        f"refusal, the earliest {min(row.result.hint_gaps_s) * 1000:.0f} ms after its hint ran out"
+        for row in rows if row.result.hint_gaps_s)
     lines += [
         "",
-        f"Append outcomes: {codes}.",
+        f"Append outcomes: {codes}." + (f" Backoff: {hinted}." if hinted else ""),
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
         f"({os.cpu_count()} cores, Python {platform.python_version()}); the machine was shared "
@@ -223,11 +230,19 @@ def render(rows: list[Row], args: argparse.Namespace) -> str:
         "",
         "```",
         f".venv/bin/python benchmarks/storm.py --sidecars {args.sidecars} --processes "
-        f"{args.processes} --breakers {args.breakers} --max-pending-appends "
-        f"{args.max_pending_appends} --stores {','.join(args.stores)}",
+        f"{args.processes} --breakers {args.breakers} --limits "
+        f"{','.join(map(str, args.limits))} --stores {','.join(args.stores)}",
         "```",
     ]
     return "\n".join(lines)
+
+
+def _progress(row: Row) -> None:
+    r = row.result
+    print(f"{row.store} limit {row.limit}: {len(r.expected_ids)} events, durable "
+          f"{r.durable_s:.2f} s, p99 {percentile(r.latencies_s(ok=True), 0.99) * 1000:.0f} ms, "
+          f"refused {row.refused_server}, server RSS {_mib(row.server_hwm_kib)} MiB, exactly "
+          f"once {r.exactly_once}, verify {row.verify_rc}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,20 +250,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sidecars", type=int, default=200)
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--breakers", type=int, default=12)
-    parser.add_argument("--max-pending-appends", type=int, default=DEFAULT_MAX_PENDING_APPENDS)
+    parser.add_argument("--limits", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[DEFAULT_MAX_PENDING_APPENDS, LOW_LIMIT],
+                        help="--max-pending-appends of the server, one run per value and store")
     parser.add_argument("--stores", type=lambda s: s.split(","), default=["sqlite", "jetstream"])
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     rows = []
     for key in args.stores:
-        with tempfile.TemporaryDirectory(prefix=f"storm-{key}-") as tmp:
-            row = run_store(key, args, Path(tmp))
-        rows.append(row)
-        r = row.result
-        print(f"{row.store}: {len(r.expected_ids)} events, durable {r.durable_s:.2f} s, "
-              f"p99 {percentile(r.latencies_s(ok=True), 0.99) * 1000:.0f} ms, refused "
-              f"{row.refused_server}, server RSS {_mib(row.server_hwm_kib)} MiB, exactly once "
-              f"{r.exactly_once}, verify {row.verify_rc}", flush=True)
+        for limit in args.limits:
+            with tempfile.TemporaryDirectory(prefix=f"storm-{key}-") as tmp:
+                row = run_store(key, limit, args, Path(tmp))
+            rows.append(row)
+            _progress(row)
     body = render(rows, args)
     print(body)
     failed = [row.store for row in rows if not row.result.exactly_once or row.verify_rc != 0]
