@@ -72,11 +72,12 @@ def vm_hwm_kib(pid: int) -> int:
 class TimedExporter:
     """The real exporter, with the duration and outcome of every Append recorded, and for each
     refusal that carried a retry hint, how long after its answer the next Append started
-    (``hint_gaps_s``: that time minus the hint; a shipper that honours hints never goes below
-    0)."""
+    (``hint_gaps_s``: that time minus the hint capped at ``cap_s``, the shipper's
+    ``backoff_max_ms``; a shipper that honours hints never goes below 0)."""
 
-    def __init__(self, inner: GrpcEventExporter) -> None:
+    def __init__(self, inner: GrpcEventExporter, cap_s: float) -> None:
         self._inner = inner
+        self._cap_s = cap_s
         self.appends: list[tuple[float, str]] = []
         self.hint_gaps_s: list[float] = []
         self._hinted_until: float | None = None
@@ -98,7 +99,7 @@ class TimedExporter:
         finally:
             ended = time.monotonic()
             if hint is not None:
-                self._hinted_until = ended + hint
+                self._hinted_until = ended + min(hint, self._cap_s)
             with self._lock:
                 self.appends.append((ended - started, code))
 
@@ -123,7 +124,8 @@ class SimSidecar:
         self.outbox = Outbox(settings.outbox_path, max_events=settings.outbox_max_events,
                              keep_acked=settings.outbox_keep_acked)
         self.exporter = TimedExporter(GrpcEventExporter(
-            address, max_reconnect_backoff_ms=int(settings.backoff_max_ms)))
+            address, max_reconnect_backoff_ms=int(settings.backoff_max_ms)),
+            settings.backoff_max_ms / 1000)
         self.shipper = Shipper(self.outbox, self.exporter, settings)
         self.writer = OutboxWriter(self.queue, self.outbox, batch_size=settings.batch_size,
                                    on_written=self.shipper.wake)
@@ -178,6 +180,7 @@ def worker_main(argv: Sequence[str]) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--shipping", default="{}")
     parser.add_argument("--drain-timeout-s", type=float, default=300.0)
+    parser.add_argument("--ready-timeout-s", type=float, default=300.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
@@ -185,7 +188,7 @@ def worker_main(argv: Sequence[str]) -> int:
     shipping = json.loads(args.shipping)
     sidecars = [SimSidecar(i, args.address, args.workdir, args.breakers, shipping)
                 for i in range(args.first, args.first + args.count)]
-    ready = _wait(lambda: all(s.drained() for s in sidecars), args.drain_timeout_s)
+    ready = _wait(lambda: all(s.drained() for s in sidecars), args.ready_timeout_s)
     print("READY" if ready else "NOT_READY", flush=True)
     start_at = float(sys.stdin.readline())
     time.sleep(max(0.0, start_at - time.time()))
@@ -226,8 +229,11 @@ class StormPlan:
     shipping: dict[str, Any] = field(default_factory=dict)
     """EventsSettings overrides for every sidecar (default: the proxy's defaults)."""
     start_delay_s: float = 1.0
+    """From the last worker's READY to the start instant (time to hand it to every worker)."""
     ready_timeout_s: float = 300.0
+    """Longest a worker waits for its sidecars' ConfigApplied to be shipped."""
     drain_timeout_s: float = 300.0
+    """Longest wait, after the start instant, for every event to be shipped and read back."""
 
 
 @dataclass
@@ -253,7 +259,8 @@ class StormResult:
     worker_failures: Counter[str]
     hint_gaps_s: list[float] = field(default_factory=list)
     """Per hinted refusal followed by another Append of that shipper: the time between the
-    refusal's answer and that Append, minus the hint (>= 0 when every hint was honoured)."""
+    refusal's answer and that Append, minus the hint capped at ``backoff_max_ms`` (>= 0 when
+    every hint was honoured)."""
     stored: int = 0
     distinct: int = 0
     missing: int = 0
@@ -305,7 +312,8 @@ def run_storm(plan: StormPlan, *, head_before: int = 0) -> StormResult:
                 [PYTHON, "-m", "tests.support.storm", "--address", plan.address,
                  "--first", str(first), "--count", str(count), "--breakers", str(plan.breakers),
                  "--workdir", str(workdir), "--shipping", json.dumps(plan.shipping),
-                 "--drain-timeout-s", str(plan.drain_timeout_s)],
+                 "--drain-timeout-s", str(plan.drain_timeout_s),
+                 "--ready-timeout-s", str(plan.ready_timeout_s)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
                 cwd=ROOT)
             stderr.close()
