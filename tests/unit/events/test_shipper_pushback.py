@@ -162,3 +162,41 @@ class _RpcError(grpc.RpcError):
 def test_the_exporter_reads_the_a6_hint_from_the_trailers(
         trailing: tuple[tuple[str, str], ...], expected: float | None) -> None:
     assert _retry_hint_s(_RpcError(trailing)) == expected
+
+
+class _Failing(FakeEventLog):
+    """Stores until ``error`` is set, then fails every Append with it."""
+
+    error: ExportError | None = None
+
+    def append(self, events: Sequence[events_pb2.Event],
+               timeout_s: float) -> list[Acknowledgement]:
+        if self.error is None:
+            return super().append(events, timeout_s)
+        self.append_calls += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("error, recheck", [
+    (ExportError("RESOURCE_EXHAUSTED", "event log overloaded", 0.5), False),
+    (ExportError("RESOURCE_EXHAUSTED", "received message larger than max"), True),
+    (ExportError("UNAVAILABLE", "connection refused", 0.5), True),
+    (ExportError("UNAVAILABLE", "connection refused"), True),
+])
+def test_only_an_overloaded_log_skips_the_rollback_recheck_of_a_reconnect(
+        outbox: Outbox, error: ExportError, recheck: bool) -> None:
+    clock = FakeClock()
+    log = _Failing()
+    outbox.append([new_event()])
+    shipper = Shipper(outbox, log, SETTINGS, clock=clock, rng=random.Random(3))
+    _drive(shipper, clock)  # the log has acknowledged an event of the stream
+    assert shipper.rollback.next_stream() is None
+    log.error = error
+    outbox.append([new_event()])
+
+    shipper.step()
+
+    assert log.append_calls == 2
+
+    # a log that answered "overloaded" is the same log; one that went away may come back older
+    assert (shipper.rollback.next_stream() is not None) is recheck
