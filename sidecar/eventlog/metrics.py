@@ -29,6 +29,7 @@ name                                               labels                       
 ``eventlog_append_requests_total``                 outcome (ok, invalid, conflict, ...)     counter
 ``eventlog_append_events_total``                   (new events stored by this process)      counter
 ``eventlog_appends_refused_total``                 reason (``overloaded``: admission limit)  counter
+``eventlog_appends_pending``                       (Append requests being served)           gauge
 ``eventlog_subscribers``                           (subscriptions being served)             gauge
 ``eventlog_subscribers_dropped_total``             (too slow, RESOURCE_EXHAUSTED)           counter
 =================================================  =======================================  =======
@@ -102,6 +103,7 @@ class AppendCounters:
         self.subscribers_dropped = 0
         self.subscribers = 0
         self.appends_refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.appends_pending = 0
 
     def appended(self, stored: int, duplicates: int) -> None:
         self.requests["ok"] += 1
@@ -126,6 +128,7 @@ class AppendCounters:
             subscribers_dropped=self.subscribers_dropped,
             subscribers=self.subscribers,
             appends_refused=dict(self.appends_refused),
+            appends_pending=self.appends_pending,
         )
 
 
@@ -138,6 +141,7 @@ class CountersSnapshot:
     subscribers: int = 0
     appends_refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         REFUSAL_REASONS, 0))
+    appends_pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +272,11 @@ def _families(s: MetricsSnapshot) -> Iterator[Metric]:
     for reason, count in sorted(s.counters.appends_refused.items()):
         refused.add_metric([reason], count)
     yield refused
+    yield GaugeMetricFamily(
+        "eventlog_appends_pending",
+        "Append requests being served now (the admission limit is --max-pending-appends).",
+        s.counters.appends_pending,
+    )
     yield GaugeMetricFamily(
         "eventlog_subscribers", "Subscriptions being served.", s.counters.subscribers
     )

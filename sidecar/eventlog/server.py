@@ -213,6 +213,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         """Admission first (see :mod:`sidecar.eventlog.admission`): over the limit, refuse at
         once with RESOURCE_EXHAUSTED and a retry hint; nothing is validated or stored."""
         ticket = self.admission.admit()
+        self._counters.appends_pending = self.admission.pending
         if isinstance(ticket, Refusal):
             self._counters.refused(ticket.reason)
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, ticket.message,
@@ -221,6 +222,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
             return await self._append(request, context)
         finally:
             self.admission.release(ticket)
+            self._counters.appends_pending = self.admission.pending
 
     async def _append(
         self, request: eventlog_pb2.AppendRequest, context: grpc.aio.ServicerContext

@@ -33,6 +33,7 @@ def server(tmp_path: Path) -> Iterator[EventLogProcess]:
 def test_appends_beyond_the_limit_are_refused_with_a_hint_and_store_nothing(
         server: EventLogProcess) -> None:
     assert sample(scrape(server), REFUSED, reason="overloaded") == 0.0
+    assert sample(scrape(server), "eventlog_appends_pending") == 0.0
     refused: list[tuple[str, grpc.Call]] = []
     stored: list[str] = []
     for burst in range(MAX_BURSTS):
@@ -68,4 +69,6 @@ def test_appends_beyond_the_limit_are_refused_with_a_hint_and_store_nothing(
         page = server.stub.ReadStream(eventlog_pb2.ReadStreamRequest(stream=stream),
                                       timeout=10.0)
         assert len(page.events) == 1
-    assert sample(scrape(server), REFUSED, reason="overloaded") == float(len(refused))
+    samples = scrape(server)
+    assert sample(samples, REFUSED, reason="overloaded") == float(len(refused))
+    assert sample(samples, "eventlog_appends_pending") == 0.0  # every admitted one released

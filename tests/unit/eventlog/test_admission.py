@@ -8,9 +8,15 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from sidecar.eventlog.admission import Admitted, AppendAdmission, Refusal
-from sidecar.eventlog.metrics import AppendCounters, CountersSnapshot
+from sidecar.eventlog.metrics import (
+    AppendCounters,
+    CountersSnapshot,
+    EventLogCollector,
+    MetricsSnapshot,
+)
 from sidecar.eventlog.settings import DEFAULT_MAX_PENDING_APPENDS, ServerSettings
 from sidecar.resilience.pushback import PUSHBACK_KEY, parse_pushback
 from tests.support.fake_clock import FakeClock
@@ -233,3 +239,19 @@ def test_without_jitter_the_hint_never_shrinks_while_refusals_keep_coming(
         assert isinstance(refused, Refusal)
         hints.append(refused.retry_after_ms)
     assert hints == sorted(hints)
+
+
+def test_refusals_and_pending_appends_are_exported_from_the_counters() -> None:
+    counters = AppendCounters()
+    registry = CollectorRegistry()
+    registry.register(EventLogCollector(lambda: MetricsSnapshot(counters=counters.copy())))
+    assert registry.get_sample_value("eventlog_appends_refused_total",
+                                     {"reason": "overloaded"}) == 0
+    assert registry.get_sample_value("eventlog_appends_pending") == 0
+
+    counters.refused("overloaded")
+    counters.appends_pending = 3
+
+    assert registry.get_sample_value("eventlog_appends_refused_total",
+                                     {"reason": "overloaded"}) == 1
+    assert registry.get_sample_value("eventlog_appends_pending") == 3
