@@ -6,7 +6,8 @@ dozen breakers each at one instant against ``sidecar eventlog serve --max-pendin
 The log must answer the excess RESOURCE_EXHAUSTED with a retry hint (counted in its
 ``eventlog_appends_refused_total``), the shippers must back off and deliver afterwards, and then
 every recorded event id is in the log exactly once and ``sidecar eventlog verify`` exits 0. On
-SQLite and on JetStream R3 (the session's three-node cluster, a stream of its own).
+SQLite and on JetStream R3 (a fresh three-node cluster: ``nats_cluster`` of tests/support/nats.py,
+stopped after the test).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import pytest
 from tests.chaos._support import percentile, report
 from tests.integration.eventlog._server import EventLogProcess
 from tests.integration.eventlog.test_observability import sample, scrape
-from tests.support.nats import NatsCluster, nats_trio, unique_stream_name
+from tests.support.nats import NatsCluster, nats_cluster, unique_stream_name
 from tests.support.procs import SIDECAR_BIN
 from tests.support.storm import StormPlan, StormResult, check_log, run_storm
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
-__all__ = ["nats_trio"]  # the fixture, imported for this module
+__all__ = ["nats_cluster"]  # the fixture (a fresh three-node cluster), imported for this module
 
 SQLITE_LIMIT = 1
 """Append requests the SQLite log serves at once: far below the sidecars shipping together
@@ -100,8 +101,8 @@ def test_a_storm_on_sqlite_is_shed_backed_off_and_delivered_exactly_once(
 
 
 def test_a_storm_on_jetstream_r3_is_shed_backed_off_and_delivered_exactly_once(
-        tmp_path: Path, nats_trio: NatsCluster) -> None:
-    url = nats_trio.store_url(stream=unique_stream_name("STORM"), replicas=3)
+        tmp_path: Path, nats_cluster: NatsCluster) -> None:
+    url = nats_cluster.store_url(stream=unique_stream_name("STORM"), replicas=3)
     (tmp_path / "log").mkdir()
     with _NatsEventLog(tmp_path / "log", url, "--max-pending-appends",
                        str(JETSTREAM_LIMIT)) as log:
