@@ -170,6 +170,10 @@ def _add_serve(eventlog_sub: SubParsers) -> None:
                        default=defaults.DEFAULT_MAX_MESSAGE_BYTES, metavar="N")
     serve.add_argument("--max-batch-events", type=_positive,
                        default=defaults.DEFAULT_MAX_BATCH_EVENTS, metavar="N")
+    serve.add_argument("--max-pending-appends", type=_positive,
+                       default=defaults.DEFAULT_MAX_PENDING_APPENDS, metavar="N",
+                       help="Append requests served at once; more are refused with "
+                       "RESOURCE_EXHAUSTED and a retry hint")
     serve.add_argument("--subscriber-buffer-events", type=_positive,
                        default=defaults.DEFAULT_SUBSCRIBER_BUFFER_EVENTS, metavar="N",
                        help="live events queued per subscriber before it is dropped as slow")
@@ -265,6 +269,7 @@ def _serve(args: argparse.Namespace) -> int:
             tls=tls,
             max_message_bytes=args.max_message_bytes,
             max_batch_events=args.max_batch_events,
+            max_pending_appends=args.max_pending_appends,
             subscriber_buffer_events=args.subscriber_buffer_events,
             max_subscribers=args.max_subscribers,
             default_heartbeat_interval_s=args.heartbeat_interval_s,

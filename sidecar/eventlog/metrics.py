@@ -28,6 +28,8 @@ name                                               labels                       
 ``eventlog_projection_lag_events``                 (head - projection position)             gauge
 ``eventlog_append_requests_total``                 outcome (ok, invalid, conflict, ...)     counter
 ``eventlog_append_events_total``                   (new events stored by this process)      counter
+``eventlog_appends_refused_total``                 reason (``overloaded``: admission limit)  counter
+``eventlog_appends_pending``                       (Append requests being served)           gauge
 ``eventlog_subscribers``                           (subscriptions being served)             gauge
 ``eventlog_subscribers_dropped_total``             (too slow, RESOURCE_EXHAUSTED)           counter
 =================================================  =======================================  =======
@@ -81,6 +83,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, start_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sidecar.eventlog.admission import REFUSAL_REASONS
 from sidecar.eventlog.settings import parse_host_port
 from sidecar.eventlog.shedding_projections import SheddingTotals
 
@@ -99,6 +102,8 @@ class AppendCounters:
         self.duplicates = 0
         self.subscribers_dropped = 0
         self.subscribers = 0
+        self.appends_refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.appends_pending = 0
 
     def appended(self, stored: int, duplicates: int) -> None:
         self.requests["ok"] += 1
@@ -107,6 +112,10 @@ class AppendCounters:
 
     def rejected(self, outcome: str) -> None:
         self.requests[outcome] = self.requests.get(outcome, 0) + 1
+
+    def refused(self, reason: str) -> None:
+        """An Append refused before it reached the store (admission); not in ``requests``."""
+        self.appends_refused[reason] = self.appends_refused.get(reason, 0) + 1
 
     def subscriber_dropped(self) -> None:
         self.subscribers_dropped += 1
@@ -118,6 +127,8 @@ class AppendCounters:
             duplicates=self.duplicates,
             subscribers_dropped=self.subscribers_dropped,
             subscribers=self.subscribers,
+            appends_refused=dict(self.appends_refused),
+            appends_pending=self.appends_pending,
         )
 
 
@@ -128,6 +139,9 @@ class CountersSnapshot:
     duplicates: int = 0
     subscribers_dropped: int = 0
     subscribers: int = 0
+    appends_refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        REFUSAL_REASONS, 0))
+    appends_pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +262,20 @@ def _families(s: MetricsSnapshot) -> Iterator[Metric]:
         "eventlog_append_events",
         "New events stored by this server process (rate() = append rate).",
         value=s.counters.events_stored,
+    )
+    refused = CounterMetricFamily(
+        "eventlog_appends_refused",
+        "Append requests refused with RESOURCE_EXHAUSTED before the store (nothing stored), "
+        "by reason, since start.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(s.counters.appends_refused.items()):
+        refused.add_metric([reason], count)
+    yield refused
+    yield GaugeMetricFamily(
+        "eventlog_appends_pending",
+        "Append requests being served now (the admission limit is --max-pending-appends).",
+        s.counters.appends_pending,
     )
     yield GaugeMetricFamily(
         "eventlog_subscribers", "Subscriptions being served.", s.counters.subscribers

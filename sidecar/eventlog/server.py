@@ -41,6 +41,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from sidecar.eventlog import validation
+from sidecar.eventlog.admission import AppendAdmission, Refusal
 from sidecar.eventlog.audit import verify
 from sidecar.eventlog.auth import BearerTokenInterceptor
 from sidecar.eventlog.breaker_views import InstanceStatus, UpstreamStatus
@@ -186,6 +187,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
         self._clock_ns = clock_ns
         self._subscriptions: set[Subscription] = set()
         self._closing = False
+        self.admission = AppendAdmission(settings.max_pending_appends)
 
     def end_subscriptions(self, reason: str) -> None:
         """End every subscription now (each with UNAVAILABLE and its resume position) and
@@ -208,6 +210,23 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
     # --- Append ------------------------------------------------------------------------------
 
     async def Append(
+        self, request: eventlog_pb2.AppendRequest, context: grpc.aio.ServicerContext
+    ) -> eventlog_pb2.AppendResponse:
+        """Admission first (see :mod:`sidecar.eventlog.admission`): over the limit, refuse at
+        once with RESOURCE_EXHAUSTED and a retry hint; nothing is validated or stored."""
+        ticket = self.admission.admit()
+        self._counters.appends_pending = self.admission.pending
+        if isinstance(ticket, Refusal):
+            self._counters.refused(ticket.reason)
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, ticket.message,
+                         ticket.trailing_metadata())
+        try:
+            return await self._append(request, context)
+        finally:
+            self.admission.release(ticket)
+            self._counters.appends_pending = self.admission.pending
+
+    async def _append(
         self, request: eventlog_pb2.AppendRequest, context: grpc.aio.ServicerContext
     ) -> eventlog_pb2.AppendResponse:
         try:

@@ -33,6 +33,12 @@ DEFAULT_READ_LIMIT: Final = 1000
 """Events per ReadStream/ReadAll page when the request asks for 0."""
 DEFAULT_MAX_READ_LIMIT: Final = 10_000
 """Most events one ReadStream/ReadAll page returns, whatever the request asks."""
+DEFAULT_MAX_PENDING_APPENDS: Final = 1000
+"""Append requests served at once; one more is refused at once with RESOURCE_EXHAUSTED and a
+``grpc-retry-pushback-ms`` hint (:mod:`sidecar.eventlog.admission`). A shipper has at most one
+Append in flight, so this is about the number of sidecars shipping in the same moment: 1000 is
+above a normal deployment per log replica (the 200-sidecar storm benchmark stays below it) and
+bounds the decoded requests held to ~1000 x one batch (500 events of ~0.5 KB by default)."""
 
 # --- Subscribe ---------------------------------------------------------------------------------
 DEFAULT_HEARTBEAT_INTERVAL_S: Final = 5.0
@@ -105,6 +111,7 @@ class ServerSettings:
     max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
     default_read_limit: int = DEFAULT_READ_LIMIT
     max_read_limit: int = DEFAULT_MAX_READ_LIMIT
+    max_pending_appends: int = DEFAULT_MAX_PENDING_APPENDS
     default_heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     subscriber_buffer_events: int = DEFAULT_SUBSCRIBER_BUFFER_EVENTS
     subscribe_page_events: int = DEFAULT_SUBSCRIBE_PAGE_EVENTS
@@ -131,6 +138,7 @@ class ServerSettings:
             "max_batch_events",
             "default_read_limit",
             "max_read_limit",
+            "max_pending_appends",
             "subscriber_buffer_events",
             "subscribe_page_events",
             "max_subscribers",

@@ -10,12 +10,14 @@ tests' fake log) use. Threading: owned by the shipper's thread.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 import grpc
 
+from sidecar.resilience.pushback import PUSHBACK_KEY, parse_pushback
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "EventExporter",
     "ExportError",
     "GrpcEventExporter",
+    "hinted_delay_s",
 ]
 
 _log = logging.getLogger("sidecar.events")
@@ -47,17 +50,32 @@ after the network healed, until the kernel gave up on it (~15 min). tests/chaos 
 
 
 class ExportError(Exception):
-    """An RPC to the event log failed; ``code`` is the gRPC status name."""
+    """An RPC to the event log failed; ``code`` is the gRPC status name. ``retry_after_s``: the
+    log's own retry hint (``grpc-retry-pushback-ms``, sent with RESOURCE_EXHAUSTED by an
+    overloaded log), None when it gave none."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
 
     @property
     def unhealthy(self) -> bool:
         """True when the failure says the log is down or overloaded (breaker failure)."""
         return self.code in UNHEALTHY_CODES
+
+
+def hinted_delay_s(hint_s: float, backoff_s: float, max_s: float, jitter: float,
+                   rng: random.Random) -> float:
+    """The wait after a refusal carrying the log's retry hint: at least the hint, stretched by
+    up to ``jitter`` (so shippers refused together spread out), never below our own backoff,
+    and capped at ``max_s`` (the shipper's ``backoff_max_ms``: a hint cannot park it longer).
+
+    >>> hinted_delay_s(0.5, 0.1, 10.0, 0.0, random.Random(0))
+    0.5
+    """
+    return min(max_s, max(backoff_s, hint_s * (1.0 + jitter * rng.random())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +176,7 @@ class GrpcEventExporter:
                 stale.close()
                 self._timeouts_in_a_row = 0
                 self.reopened += 1
-        return ExportError(code, str(exc.details()))
+        return ExportError(code, str(exc.details()), _retry_hint_s(exc))
 
     def __repr__(self) -> str:  # never show the token
         return f"GrpcEventExporter({self.address!r})"
@@ -198,3 +216,12 @@ class GrpcEventExporter:
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _retry_hint_s(exc: grpc.RpcError) -> float | None:
+    """The server's ``grpc-retry-pushback-ms`` trailer in seconds (None: absent or "stop")."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    metadata = trailing() if callable(trailing) else None
+    values = [str(v) for k, v in (metadata or ()) if k == PUSHBACK_KEY]
+    hint = parse_pushback(values)
+    return hint if isinstance(hint, float) else None

@@ -23,9 +23,11 @@ Conflicts. ``FAILED_PRECONDITION`` (another event at our version, or our chain d
 the log's head) is logged loudly and counted (``sidecar_events_ship_failures_total{code=
 "FAILED_PRECONDITION"}``). The shipper then re-reads the log's head, drops what the log already
 has and renumbers the rest after it (:meth:`Outbox.rebase`); a conflict again right after that
-backs off exponentially, so it never spins. Other refusals (``INVALID_ARGUMENT``,
-``UNAUTHENTICATED``, ``PERMISSION_DENIED``...) keep the events and back off the same way: data is
-never dropped because the log said no.
+backs off exponentially, so it never spins. An overloaded log (``RESOURCE_EXHAUSTED`` with a
+``grpc-retry-pushback-ms`` hint, :mod:`sidecar.eventlog.admission`) is waited for at least as
+long as it asks, counted from its answer and capped at ``backoff_max_ms``. Other refusals
+(``INVALID_ARGUMENT``, ``UNAUTHENTICATED``, ``PERMISSION_DENIED``...) keep the events and back
+off the same way: data is never dropped because the log said no.
 
 Threading: :class:`Shipper` runs in its own daemon thread; :meth:`Shipper.step` is one unit of
 work and is what unit tests drive with an injected clock and random generator. Nothing here runs
@@ -56,6 +58,7 @@ from sidecar.events.exporter import (
     EventExporter,
     ExportError,
     GrpcEventExporter,
+    hinted_delay_s,
 )
 from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
 from sidecar.events.rollback import RollbackGuard
@@ -217,6 +220,9 @@ class Shipper:
                   "sidecar writing the same stream (service/instance)?", interval_s=0.0)
         self._refused = LoudLimiter(_log, "the event log refused breaker events; they stay in "
                                           "the outbox and are retried with backoff")
+        self._overloaded = LoudLimiter(_log, "the event log is overloaded (RESOURCE_EXHAUSTED): "
+                                       "waiting as long as it asks; events stay in the outbox",
+                                       level=logging.WARNING)
         self._broken = LoudLimiter(_log, "the event shipper failed unexpectedly; retrying")
 
     # --- what the exporter reports -------------------------------------------------------------
@@ -418,12 +424,20 @@ class Shipper:
             delay = self._backoff.delay_s(self._conflicts_in_row - 1, self._rng)
         else:
             self._failures_in_row += 1
-            if exc.unhealthy:  # the log may come back as an older copy of itself
+            # an overloaded log answered: alive, the same log, not a restore from a backup
+            overloaded = exc.code == "RESOURCE_EXHAUSTED" and exc.retry_after_s is not None
+            if exc.unhealthy and not overloaded:  # the log may come back as an older copy
                 self.rollback.mark_all()
             delay = self._backoff.delay_s(self._failures_in_row, self._rng)
-            limiter = self._unreachable if exc.unhealthy else self._refused
+            if exc.retry_after_s is not None:
+                delay = hinted_delay_s(exc.retry_after_s, delay, self._backoff.max_s,
+                                       self._backoff.jitter, self._rng)
+            limiter = (self._overloaded if overloaded else
+                       self._unreachable if exc.unhealthy else self._refused)
             limiter.hit(extra={"event": "ship_failed", "code": exc.code, "error": exc.message,
                                "retry_in_s": round(delay, 3)})
+        if exc.retry_after_s is not None:  # gRFC A6: the hint counts from the answer
+            now = self._clock()
         self._not_before = now + max(delay, MIN_RETRY_S if delay else 0.0)
         return max(0.0, self._not_before - now)
 
