@@ -107,6 +107,9 @@ class TimedExporter:
                     timeout_s: float) -> list[events_pb2.Event]:
         return self._inner.read_stream(stream, from_version, limit, timeout_s)
 
+    def stream_anchor(self, stream: str, timeout_s: float) -> tuple[int, bytes]:
+        return self._inner.stream_anchor(stream, timeout_s)
+
     def close(self) -> None:
         self._inner.close()
 
