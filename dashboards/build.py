@@ -56,6 +56,9 @@ EVENTLOG_ENDPOINT_EJECTIONS: Final = "eventlog_endpoint_ejections_total"
 EVENTLOG_ENDPOINTS_EJECTED: Final = "eventlog_endpoints_ejected"
 EVENTLOG_SHEDDING_PERIODS: Final = "eventlog_shedding_periods_total"
 EVENTLOG_INSTANCES_SHEDDING: Final = "eventlog_instances_shedding"
+# Append admission (sidecar/eventlog/admission.py).
+EVENTLOG_APPENDS_REFUSED: Final = "eventlog_appends_refused_total"
+EVENTLOG_APPENDS_PENDING: Final = "eventlog_appends_pending"
 # Retention (sidecar/eventlog/retention_job.py).
 EVENTLOG_STORED_EVENTS: Final = "eventlog_stored_events"
 EVENTLOG_RETENTION_DELETED: Final = "eventlog_retention_deleted_events_total"
@@ -87,7 +90,8 @@ EXTRA_METRICS: Final = (
     SIDECAR_EVENTS_DROPPED, EVENTLOG_PROJECTION_LAG, EVENTLOG_MEAN_TIME_TO_RECOVER,
     EVENTLOG_ENDPOINT_EJECTIONS, EVENTLOG_ENDPOINTS_EJECTED, EVENTLOG_SHEDDING_PERIODS,
     EVENTLOG_INSTANCES_SHEDDING, EVENTLOG_STORED_EVENTS, EVENTLOG_RETENTION_DELETED,
-    EVENTLOG_RETENTION_ANCHOR_AGE, *SIDECAR_ENDPOINT_METRICS,
+    EVENTLOG_RETENTION_ANCHOR_AGE, EVENTLOG_APPENDS_REFUSED, EVENTLOG_APPENDS_PENDING,
+    *SIDECAR_ENDPOINT_METRICS,
     *SIDECAR_RESILIENCE_METRICS,
 )
 
@@ -677,6 +681,16 @@ def breaker_event_log() -> dash.Dashboard:
             [_query(f"max({EVENTLOG_PROJECTION_LAG})", "lag", "A")],
             width=6))
         .with_panel(_graph(
+            "Appends refused (overloaded)",
+            "Append requests the event log refused with RESOURCE_EXHAUSTED because more than "
+            "--max-pending-appends were waiting for the store (nothing stored; the shippers "
+            "retry after the grpc-retry-pushback-ms hint), and the appends waiting now.",
+            "short",
+            [_query(f"sum by (reason) (rate({EVENTLOG_APPENDS_REFUSED}{rate}))", "{{reason}}",
+                    "A"),
+             _query(f"max({EVENTLOG_APPENDS_PENDING})", "pending", "B")],
+            width=6))
+        .with_panel(_graph(
             "Log size per store",
             "Events kept in the log (head position minus what retention deleted), per store "
             "kind. Without retention it only grows; with --retain-days or "
@@ -684,7 +698,7 @@ def breaker_event_log() -> dash.Dashboard:
             "short",
             # max: event log replicas on one JetStream stream report the same log
             [_query(f"max by (store) ({EVENTLOG_STORED_EVENTS})", "{{store}}", "A")],
-            width=8))
+            width=6))
         .with_panel(_graph(
             "Deleted by retention",
             "Events retention deleted (whole oldest prefixes of streams, each leaving an anchor "
@@ -692,7 +706,7 @@ def breaker_event_log() -> dash.Dashboard:
             "short",
             [_query(f"max by (store) (increase({EVENTLOG_RETENTION_DELETED}{rate}))",
                     "{{store}}", "A")],
-            width=8, bars=True))
+            width=6, bars=True))
         .with_panel(_graph(
             "Retention anchor age",
             "Age of the last deleted event of the newest and oldest anchor. With retention "
@@ -700,7 +714,7 @@ def breaker_event_log() -> dash.Dashboard:
             "is not keeping up (or nothing new is old enough).",
             "s",
             [_query(f"max by (anchor) ({EVENTLOG_RETENTION_ANCHOR_AGE})", "{{anchor}}", "A")],
-            width=8))
+            width=6))
     )
 
 
