@@ -60,7 +60,8 @@ from sidecar.events.exporter import (
     GrpcEventExporter,
     hinted_delay_s,
 )
-from sidecar.events.outbox import GENESIS_HEAD, Outbox, StreamHead
+from sidecar.events.log_head import event_at, read_log_head
+from sidecar.events.outbox import Outbox, StreamHead
 from sidecar.events.rollback import RollbackGuard
 from sidecar.events.settings import EventsSettings
 from sidecar.loud import LoudLimiter
@@ -366,44 +367,11 @@ class Shipper:
                          "already_stored": outcome.already_stored})
 
     def _event_at(self, stream: str, version: int) -> events_pb2.Event | None:
-        page = self._exporter.read_stream(stream, version, 1, self._timeout_s())
-        if page and int(page[0].version) == version:
-            return page[0]
-        return None
+        return event_at(self._exporter, stream, version, self._timeout_s())
 
     def _read_head(self, stream: str) -> StreamHead:
-        """The log's last event of ``stream``: gallop up from the outbox's idea of the head,
-        then binary search. About 2*log2(distance) ReadStream calls; 3 when the guess is right.
-
-        The search starts at the stream's retention anchor (asked first): versions up to it
-        were deleted on purpose, and a stream cut whole has the anchor as its head, not
-        genesis (else a quiet sidecar would take retention for a rollback)."""
-        anchor_version, anchor_hash = self._exporter.stream_anchor(stream, self._timeout_s())
         known = self._outbox.head(stream)
-        probe = max(1, anchor_version + 1, known.version if known is not None else 1)
-        low, low_event = anchor_version, None
-        high: int
-        found = self._event_at(stream, probe)
-        if found is None:
-            high = probe
-        else:
-            low, low_event, step = probe, found, 1
-            while True:
-                candidate = self._event_at(stream, low + step)
-                if candidate is None:
-                    high = low + step
-                    break
-                low, low_event, step = low + step, candidate, step * 2
-        while high - low > 1:
-            middle = (low + high) // 2
-            found = self._event_at(stream, middle)
-            if found is None:
-                high = middle
-            else:
-                low, low_event = middle, found
-        if low_event is None:
-            return StreamHead(anchor_version, anchor_hash) if anchor_version else GENESIS_HEAD
-        return StreamHead(low, bytes(low_event.hash))
+        return read_log_head(self._exporter, stream, known, self._timeout_s())
 
     # --- failures -------------------------------------------------------------------------------
 
