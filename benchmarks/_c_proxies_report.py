@@ -1,0 +1,172 @@
+"""The report of ``benchmarks/c_proxies.py``: tables, issue 16's targets, and what they mean.
+
+Pure (no I/O): a run hands over every round's :class:`_loadgen.Sample` per (target, load) and
+gets back the RESULTS.md section and the targets' verdicts, so the arithmetic is unit-tested
+(``tests/unit/benchmarks``) without running anything.
+
+Each figure in a table is the median over rounds; a target is judged on the median over
+rounds of each round's pair (two cells of one round ran seconds apart, so load from other work
+on the machine hits both alike).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from _loadgen import Sample
+
+DIRECT, NAIVE, NGINX, HAPROXY = "direct", "naive", "nginx", "haproxy"
+SIDECAR, SIDECAR_3, SIDECAR_100 = ("sidecar", "sidecar, 3 endpoints + retries",
+                                   "sidecar, 100 upstreams")
+C1, C16, C64, RATE, STREAM = "c=1", "c=16", "c=64", "1,000/s", "stream c=16"
+TARGET_CPU_VS_NAIVE = 1.03
+"""Sidecar CPU µs/call at most this times the naive pass-through's, at c=16."""
+TARGET_ADDED_P50_MS = 0.05
+"""Sidecar's added p50 over direct at c=1 at most the naive's added p50 plus this."""
+TARGET_3_VS_1 = 1.05
+"""Sidecar with 3 endpoints and retries configured: CPU µs/call within 5% of 1 endpoint's."""
+
+Rounds = dict[tuple[str, str], list[Sample]]
+"""Every round's sample of each (target, load), in round order."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    value: float
+    limit: float
+    met: bool
+    text: str
+
+
+def median_sample(samples: Sequence[Sample], rate: bool = False) -> Sample:
+    """The round in the middle: by throughput (closed loop) or by p50 (fixed rate, where
+    throughput is the rate)."""
+    key: Callable[[Sample], float] = (lambda s: s.p50_ms) if rate else (lambda s: s.throughput)
+    ordered = sorted(samples, key=key)
+    return ordered[len(ordered) // 2]
+
+
+def paired(rounds: Rounds, a: tuple[str, str], b: tuple[str, str],
+           compare: Callable[[Sample, Sample], float]) -> float | None:
+    """Median over rounds of ``compare(a's sample, b's sample)`` of the same round."""
+    if a not in rounds or b not in rounds:
+        return None
+    values = [compare(x, y) for x, y in zip(rounds[a], rounds[b], strict=False)]
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else None
+
+
+def verdicts(rounds: Rounds) -> list[Verdict]:
+    """Issue 16's targets (part 3), each that this run has the cells for."""
+    found: list[Verdict] = []
+    cpu = paired(rounds, (SIDECAR, C16), (NAIVE, C16),
+                 lambda s, n: s.cpu_us_per_call / n.cpu_us_per_call)
+    if cpu is not None:
+        met = cpu <= TARGET_CPU_VS_NAIVE
+        found.append(Verdict("cpu_vs_naive", cpu, TARGET_CPU_VS_NAIVE, met,
+                             f"sidecar CPU µs/call <= {TARGET_CPU_VS_NAIVE:.2f}x naive at c=16: "
+                             f"**{cpu:.2f}x**"))
+    added = paired(rounds, (SIDECAR, C1), (NAIVE, C1), lambda s, n: s.p50_ms - n.p50_ms)
+    if added is not None:
+        met = added <= TARGET_ADDED_P50_MS
+        found.append(Verdict("added_p50", added, TARGET_ADDED_P50_MS, met,
+                             f"sidecar added p50 at c=1 <= naive's + {TARGET_ADDED_P50_MS} ms: "
+                             f"sidecar's is naive's **{added:+.3f} ms**"))
+    three = paired(rounds, (SIDECAR_3, C16), (SIDECAR, C16),
+                   lambda t, o: t.cpu_us_per_call / o.cpu_us_per_call)
+    if three is not None:
+        met = three <= TARGET_3_VS_1
+        found.append(Verdict("three_vs_one", three, TARGET_3_VS_1, met,
+                             f"3 endpoints + retries (no failures) within 5% of 1 endpoint "
+                             f"(CPU µs/call, c=16): **{three:.3f}x**"))
+    return found
+
+
+def _mb(kb: float) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+def _fmt(value: float, pattern: str) -> str:
+    return "-" if math.isnan(value) else format(value, pattern)
+
+
+def table(rounds: Rounds, targets: Sequence[str], loads: Sequence[str]) -> list[str]:
+    """The main table: one row per (load, target), medians over rounds."""
+    lines = ["| load | target | calls/s | p50 ms | p50 added vs direct | p99 ms | CPU µs/call "
+             "| vs naive CPU | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for load in loads:
+        rate = load == RATE
+        for target in targets:
+            if (target, load) not in rounds:
+                continue
+            cell = median_sample(rounds[(target, load)], rate)
+            added = paired(rounds, (target, load), (DIRECT, load),
+                           lambda t, d: t.p50_ms - d.p50_ms)
+            vs_naive = paired(rounds, (target, load), (NAIVE, load),
+                              lambda t, n: t.cpu_us_per_call / n.cpu_us_per_call)
+            added_text = "-" if added is None or target == DIRECT else f"{added:+.3f}"
+            naive_text = ("-" if vs_naive is None or target in (NAIVE, DIRECT)
+                          else f"{vs_naive:.2f}x")
+            errors = sum(s.errors for s in rounds[(target, load)])
+            lines.append(
+                f"| {load} | {target} | {cell.throughput:,.0f} | {_fmt(cell.p50_ms, '.3f')} "
+                f"| {added_text} | {_fmt(cell.p99_ms, '.3f')} "
+                f"| {_fmt(cell.cpu_us_per_call, '.0f')} | {naive_text} | {errors} |")
+    return lines
+
+
+def memory_table(rounds: Rounds, idle_kb: dict[str, int], after_round_kb: dict[str, list[int]],
+                 targets: Sequence[str]) -> list[str]:
+    """RSS of each proxy idle (started, before any call), under c=64 (the largest over
+    rounds, at a cell's end) and after each round (growth would show as a rising series)."""
+    lines = ["| proxy | RSS idle MB | RSS under c=64 MB | RSS after each round MB |",
+             "|---|---:|---:|---|"]
+    for target in targets:
+        if target not in idle_kb:
+            continue
+        loaded = [s.rss_kb for s in rounds.get((target, C64), [])]
+        series = ", ".join(_mb(kb) for kb in after_round_kb.get(target, []))
+        lines.append(f"| {target} | {_mb(idle_kb[target])} "
+                     f"| {_mb(max(loaded)) if loaded else '-'} | {series} |")
+    return lines
+
+
+def cores_at_rate(rounds: Rounds, targets: Sequence[str]) -> list[str]:
+    """What the fixed-rate run costs in cores: CPU µs/call x 1,000 calls/s."""
+    parts = []
+    for target in targets:
+        if (target, RATE) in rounds:
+            cpu = statistics.median(s.cpu_us_per_call for s in rounds[(target, RATE)])
+            parts.append(f"{target} {cpu * 1000 / 1e6:.2f}")
+    return parts
+
+
+def explain(rounds: Rounds, targets: Sequence[str], main_thread_share: float | None) -> list[str]:
+    """A few lines for a user choosing between this sidecar and a C proxy, from this run."""
+    cores = cores_at_rate(rounds, targets)
+    ratio = paired(rounds, (SIDECAR, C16), (NGINX, C16),
+                   lambda s, n: s.cpu_us_per_call / n.cpu_us_per_call)
+    share = ("" if main_thread_share is None else
+             f" About {main_thread_share:.0%} of the sidecar's CPU is its main thread (Python: "
+             f"the asyncio loop, grpc's Cython layer and the sidecar's own code); the rest is "
+             f"grpc core's threads (HTTP/2 framing, sockets).")
+    lines = ["", "What this means when choosing between this sidecar and a C proxy:", ""]
+    if cores:
+        lines.append(f"- Cores used at 1,000 calls/s (CPU µs/call x 1,000/s): "
+                     f"{', '.join(cores)}. Latency at that rate is service time, not queueing.")
+    if ratio is not None:
+        lines.append(f"- At c=16 the sidecar spends {ratio:.1f}x nginx's CPU per call.{share} "
+                     f"The floor is the naive Python pass-through: most of a Python proxy's "
+                     f"cost is grpc's Python API, not the breaker, metrics or tracing.")
+    lines.append("- The sidecar buys what the C proxies here do not do: a circuit breaker per "
+                 "upstream, retries under a budget, outlier detection, per-call metrics and "
+                 "traces, and breaker events in a durable log. For a service handling a few "
+                 "hundred calls/s per instance its CPU cost is a fraction of a core; for "
+                 "thousands of calls/s per pod, a C proxy (or an in-process library) costs "
+                 "several times less CPU.")
+    return lines

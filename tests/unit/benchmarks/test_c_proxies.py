@@ -1,0 +1,200 @@
+"""benchmarks/c_proxies.py's pure parts: the configs it runs nginx, HAProxy and the sidecars
+with, how it reads the Go load generator's summary, and how it judges issue 16's targets.
+
+No timing here: every figure is made up; what is checked is the arithmetic and the text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import _anchors
+import _c_proxies_report as rep
+import _loadgen
+import c_proxies
+import pytest
+import yaml
+from _harness import sidecar_config
+from _loadgen import Load, Sample
+
+from sidecar.config import parse_config
+
+
+def sample(target: str = "t", load: str = rep.C16, *, calls: int = 1000, cpu: float = 100.0,
+           p50: float = 1.0, rss_kb: int = 1024, errors: int = 0) -> Sample:
+    return Sample(target=target, load=load, calls=calls, errors=errors, seconds=1.0,
+                  p50_ms=p50, p90_ms=p50, p99_ms=p50 * 2, max_ms=p50 * 3,
+                  cpu_us_per_call=cpu, rss_kb=rss_kb)
+
+
+# --- the configs ----------------------------------------------------------------------------
+
+
+def test_nginx_config_is_one_worker_with_a_keepalive_pool_and_writes_only_to_its_dir(
+        tmp_path: Path) -> None:
+    text = _anchors.nginx_config(41234, "127.0.0.1:5000", tmp_path)
+    assert "worker_processes 1;" in text
+    assert "daemon off;" in text
+    upstream = re.search(r"upstream echo \{(.*?)\}", text, re.S)
+    assert upstream is not None
+    assert "server 127.0.0.1:5000;" in upstream.group(1)
+    assert f"keepalive {_anchors.NGINX_KEEPALIVE};" in upstream.group(1)
+    assert "listen 127.0.0.1:41234 http2;" in text
+    assert "grpc_pass grpc://echo;" in text
+    assert "access_log off;" in text
+    paths = re.findall(r"\s(/[^\s;]+)", text)
+    assert len(paths) == 7  # pid, error log and the five temp paths
+    assert all(Path(p).is_relative_to(tmp_path) for p in paths), paths
+    assert text.count("{") == text.count("}")
+
+
+def test_haproxy_config_is_one_thread_and_h2_on_both_sides() -> None:
+    text = _anchors.haproxy_config(41234, "127.0.0.1:5000")
+    lines = [line.strip() for line in text.splitlines()]
+    assert "nbthread 1" in lines
+    assert "mode http" in lines
+    assert "bind 127.0.0.1:41234 proto h2" in lines
+    assert "server echo 127.0.0.1:5000 proto h2" in lines
+
+
+@pytest.mark.parametrize("name", [rep.SIDECAR, rep.SIDECAR_3, rep.SIDECAR_100])
+def test_each_sidecar_config_is_accepted_by_the_sidecar(name: str) -> None:
+    echoes = ["127.0.0.1:5001", "127.0.0.1:5002", "127.0.0.1:5003"]
+    tracing = {"tracing": {"otlp_endpoint": "http://127.0.0.1:4317", "sample_ratio": 0.01}}
+    config = sidecar_config(15001, "127.0.0.1:15000", 9464,
+                            c_proxies.sidecar_upstreams(name, echoes), tracing)
+    parsed = parse_config(yaml.safe_dump(config), env={})
+    echo = parsed.upstreams["echo"]
+    assert parsed.tracing is not None and parsed.tracing.sample_ratio == 0.01
+    if name == rep.SIDECAR_3:
+        assert len(parsed.upstreams) == 1
+        assert echo.endpoints is not None and len(echo.endpoints) == 3
+        assert echo.retry is not None and echo.retry.max_attempts == 3
+    else:
+        assert echo.address == echoes[0] and echo.retry is None
+        expected = 1 + (c_proxies.EXTRA_UPSTREAMS if name == rep.SIDECAR_100 else 0)
+        assert len(parsed.upstreams) == expected
+        # the benchmark's method reaches the "echo" upstream only
+        routes = [r for u in parsed.upstreams.values() for r in u.routes]
+        assert [r for r in routes if c_proxies.UNARY.startswith(r)] == ["/bench.Echo/"]
+
+
+# --- the load generator's summary ----------------------------------------------------------
+
+
+def test_go_args_closed_loop_and_open_loop() -> None:
+    closed = _loadgen.go_args(Path("/x/benchgo"), 5000, "/a/B", Load("c", 16), 3, 0.5, [7, 8])
+    assert closed[:2] == ["/x/benchgo", "load"]
+    assert closed[closed.index("-concurrency") + 1] == "16"
+    assert closed[closed.index("-watch") + 1] == "7,8"
+    assert closed[closed.index("-mode") + 1] == "unary"
+    assert "-rate" not in closed
+    opened = _loadgen.go_args(Path("b"), 5000, "/a/B", Load("r", rate=1000.0, stream=True),
+                              3, 0.5, [7])
+    assert opened[opened.index("-rate") + 1] == "1000"
+    assert opened[opened.index("-mode") + 1] == "stream"
+    assert "-concurrency" not in opened
+
+
+def test_parse_summary_adds_up_the_watched_processes_per_call() -> None:
+    text = json.dumps({
+        "calls": 2000, "errors": 3, "dropped": 2, "messages": 2000, "seconds": 2.0,
+        "p50_ms": 0.5, "p90_ms": 0.7, "p99_ms": 1.5, "max_ms": 9.0, "client_cpu_ticks": 10,
+        "watched": {"7": {"cpu_ticks": 30, "rss_kb": 1000}, "8": {"cpu_ticks": 10, "rss_kb": 24},
+                    "9": {"cpu_ticks": 500, "rss_kb": 500}},
+    })
+    got = _loadgen.parse_summary(text, "nginx", rep.C16, [7, 8], clk_tck=100)
+    assert got.calls == 2000 and got.errors == 5  # a dropped call is an error
+    assert got.cpu_us_per_call == pytest.approx(40 / 100 / 2000 * 1e6)  # 200 µs; pid 9 not ours
+    assert got.rss_kb == 1024
+    assert got.client_cpu_us_per_call == pytest.approx(50.0)
+    assert got.throughput == pytest.approx(1000.0)
+    assert (got.p50_ms, got.p90_ms, got.p99_ms, got.max_ms) == (0.5, 0.7, 1.5, 9.0)
+
+
+def test_parse_summary_of_no_calls_has_no_cpu_per_call() -> None:
+    text = json.dumps({"calls": 0, "errors": 9, "seconds": 1.0, "p50_ms": 0, "p90_ms": 0,
+                       "p99_ms": 0, "max_ms": 0, "watched": {}})
+    got = _loadgen.parse_summary(text, "x", rep.C1, [1], clk_tck=100)
+    assert math.isnan(got.cpu_us_per_call) and got.errors == 9 and got.rss_kb == 0
+
+
+# --- the targets and the tables ---------------------------------------------------------------
+
+
+def _rounds(sidecar_cpu: list[float], naive_cpu: list[float]) -> rep.Rounds:
+    return {(rep.SIDECAR, rep.C16): [sample(rep.SIDECAR, cpu=c) for c in sidecar_cpu],
+            (rep.NAIVE, rep.C16): [sample(rep.NAIVE, cpu=c) for c in naive_cpu]}
+
+
+def test_cpu_target_is_judged_on_per_round_pairs() -> None:
+    # Medians of each side alone are 300 vs 300 (1.00x); the rounds' own pairs say 1.10x.
+    rounds = _rounds([110, 330, 550], [100, 300, 500])
+    (verdict,) = rep.verdicts(rounds)
+    assert verdict.name == "cpu_vs_naive"
+    assert verdict.value == pytest.approx(1.10)
+    assert not verdict.met and "missed" not in verdict.text  # the caller says met/missed
+
+
+def test_cpu_target_met_at_its_limit() -> None:
+    (verdict,) = rep.verdicts(_rounds([103, 206], [100, 200]))
+    assert verdict.met and verdict.value == pytest.approx(1.03)
+
+
+def test_added_p50_and_three_endpoint_targets() -> None:
+    rounds: rep.Rounds = {
+        (rep.SIDECAR, rep.C1): [sample(rep.SIDECAR, rep.C1, p50=0.80)],
+        (rep.NAIVE, rep.C1): [sample(rep.NAIVE, rep.C1, p50=0.70)],
+        (rep.SIDECAR, rep.C16): [sample(rep.SIDECAR, cpu=500)],
+        (rep.SIDECAR_3, rep.C16): [sample(rep.SIDECAR_3, cpu=520)],
+    }
+    found = {v.name: v for v in rep.verdicts(rounds)}
+    assert set(found) == {"added_p50", "three_vs_one"}
+    assert found["added_p50"].value == pytest.approx(0.10) and not found["added_p50"].met
+    assert found["three_vs_one"].value == pytest.approx(1.04) and found["three_vs_one"].met
+
+
+def test_no_cells_no_verdicts() -> None:
+    assert rep.verdicts({}) == []
+
+
+def test_median_sample_of_a_fixed_rate_is_by_p50() -> None:
+    samples = [sample(calls=900, p50=3.0), sample(calls=1000, p50=1.0),
+               sample(calls=1100, p50=2.0)]
+    assert rep.median_sample(samples).calls == 1000
+    assert rep.median_sample(samples, rate=True).p50_ms == 2.0
+
+
+def test_table_rows_show_added_latency_and_cpu_against_naive() -> None:
+    rounds: rep.Rounds = {
+        (rep.DIRECT, rep.C1): [sample(rep.DIRECT, rep.C1, p50=0.2, cpu=20)],
+        (rep.NAIVE, rep.C1): [sample(rep.NAIVE, rep.C1, p50=0.9, cpu=400)],
+        (rep.NGINX, rep.C1): [sample(rep.NGINX, rep.C1, p50=0.4, cpu=80, errors=2)],
+    }
+    lines = rep.table(rounds, [rep.DIRECT, rep.NAIVE, rep.NGINX, rep.SIDECAR], [rep.C1])
+    assert len(lines) == 2 + 3  # header, rule, one row per target that ran
+    nginx = lines[-1].split(" | ")
+    assert nginx[:3] == ["| c=1", "nginx", "1,000"]
+    assert nginx[4] == "+0.200" and nginx[6] == "80" and nginx[7] == "0.20x"
+    assert nginx[8] == "2 |"
+    direct = lines[2].split(" | ")
+    assert direct[4] == "-" and direct[7] == "-"
+
+
+def test_memory_table_shows_idle_loaded_and_every_round() -> None:
+    rounds: rep.Rounds = {(rep.SIDECAR, rep.C64): [sample(rep.SIDECAR, rep.C64, rss_kb=70 * 1024),
+                                                   sample(rep.SIDECAR, rep.C64, rss_kb=72 * 1024)]}
+    lines = rep.memory_table(rounds, {rep.SIDECAR: 60 * 1024, rep.NGINX: 10 * 1024},
+                             {rep.SIDECAR: [71 * 1024, 71 * 1024 + 512]},
+                             [rep.NGINX, rep.SIDECAR])
+    assert lines[2] == "| nginx | 10.0 | - |  |"
+    assert lines[3] == "| sidecar | 60.0 | 72.0 | 71.0, 71.5 |"
+
+
+def test_cores_at_rate_is_cpu_per_call_times_the_rate() -> None:
+    rounds: rep.Rounds = {(rep.NGINX, rep.RATE): [sample(rep.NGINX, rep.RATE, cpu=c)
+                                                  for c in (90, 100, 400)]}
+    assert rep.cores_at_rate(rounds, [rep.NGINX, rep.SIDECAR]) == ["nginx 0.10"]
