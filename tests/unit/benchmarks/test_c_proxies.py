@@ -198,3 +198,16 @@ def test_cores_at_rate_is_cpu_per_call_times_the_rate() -> None:
     rounds: rep.Rounds = {(rep.NGINX, rep.RATE): [sample(rep.NGINX, rep.RATE, cpu=c)
                                                   for c in (90, 100, 400)]}
     assert rep.cores_at_rate(rounds, [rep.NGINX, rep.SIDECAR]) == ["nginx 0.10"]
+
+
+def test_explain_names_the_cores_at_1000_per_s_and_the_clients_cost() -> None:
+    rounds: rep.Rounds = {
+        (rep.SIDECAR, rep.RATE): [sample(rep.SIDECAR, rep.RATE, cpu=600)],
+        (rep.SIDECAR, rep.C16): [Sample(rep.SIDECAR, rep.C16, 1000, 0, 1.0, 1, 1, 1, 1, 500.0,
+                                        1, client_cpu_us_per_call=30.0)],
+        (rep.NGINX, rep.C16): [sample(rep.NGINX, cpu=50)],
+    }
+    text = "\n".join(rep.explain(rounds, [rep.NGINX, rep.SIDECAR], 0.75))
+    assert "sidecar 0.60" in text
+    assert "10.0x nginx's CPU per call" in text and "About 75%" in text
+    assert "30 µs of CPU per call" in text
