@@ -64,7 +64,7 @@ LOADS = (Load(rep.C1, 1), Load(rep.C16, 16), Load(rep.C64, 64), Load(rep.RATE, r
          Load(rep.STREAM, 16, stream=True))
 UNARY_LOADS = (rep.C1, rep.C16, rep.C64, rep.RATE)
 DEFAULT_SECONDS, DEFAULT_ROUNDS, DEFAULT_WARMUP_S = 3.0, 5, 0.5
-TRACING_1PCT = {"tracing": {"otlp_endpoint": "$otlp", "sample_ratio": 0.01}}
+TRACING_RATIO = 0.01
 EXTRA_UPSTREAMS = 99
 
 
@@ -132,8 +132,8 @@ class Run:
         if sidecars:
             otlp = procs.start("otlp receiver", [sys.executable, "-m",
                                                  "tests.support.otlp_receiver", "--count-only"])
-            tracing = {"tracing": {**TRACING_1PCT["tracing"],
-                                   "otlp_endpoint": f"http://127.0.0.1:{otlp}"}}
+            tracing = {"tracing": {"otlp_endpoint": f"http://127.0.0.1:{otlp}",
+                                   "sample_ratio": TRACING_RATIO}}
             for name in sidecars:
                 procs.start_sidecar(name, workdir, sidecar_upstreams(name, echoes), tracing)
                 self.watch[name] = [procs.pids[name]]

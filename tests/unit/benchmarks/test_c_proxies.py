@@ -194,20 +194,34 @@ def test_memory_table_shows_idle_loaded_and_every_round() -> None:
     assert lines[3] == "| sidecar | 60.0 | 72.0 | 71.0, 71.5 |"
 
 
-def test_cores_at_rate_is_cpu_per_call_times_the_rate() -> None:
-    rounds: rep.Rounds = {(rep.NGINX, rep.RATE): [sample(rep.NGINX, rep.RATE, cpu=c)
-                                                  for c in (90, 100, 400)]}
-    assert rep.cores_at_rate(rounds, [rep.NGINX, rep.SIDECAR]) == ["nginx 0.10"]
-
-
-def test_explain_names_the_cores_at_1000_per_s_and_the_clients_cost() -> None:
+def test_explain_is_drawn_from_the_run() -> None:
+    def cell(target: str, load: str, cpu: float, p50: float = 1.0) -> list[Sample]:
+        return [Sample(target, load, 1000, 0, 1.0, p50, p50, p50, p50, cpu, 1,
+                       client_cpu_us_per_call=30.0)]
     rounds: rep.Rounds = {
-        (rep.SIDECAR, rep.RATE): [sample(rep.SIDECAR, rep.RATE, cpu=600)],
-        (rep.SIDECAR, rep.C16): [Sample(rep.SIDECAR, rep.C16, 1000, 0, 1.0, 1, 1, 1, 1, 500.0,
-                                        1, client_cpu_us_per_call=30.0)],
-        (rep.NGINX, rep.C16): [sample(rep.NGINX, cpu=50)],
+        (rep.DIRECT, rep.RATE): cell(rep.DIRECT, rep.RATE, 100, p50=0.2),
+        (rep.SIDECAR, rep.RATE): cell(rep.SIDECAR, rep.RATE, 600, p50=0.7),
+        (rep.SIDECAR, rep.C1): cell(rep.SIDECAR, rep.C1, 600, p50=0.6),
+        (rep.SIDECAR, rep.C16): cell(rep.SIDECAR, rep.C16, 500),
+        (rep.NAIVE, rep.C16): cell(rep.NAIVE, rep.C16, 450),
+        (rep.NGINX, rep.C16): cell(rep.NGINX, rep.C16, 50),
+        (rep.SIDECAR, rep.C64): cell(rep.SIDECAR, rep.C64, 800),
+        (rep.NGINX, rep.C64): cell(rep.NGINX, rep.C64, 40),
     }
-    text = "\n".join(rep.explain(rounds, [rep.NGINX, rep.SIDECAR], 0.75))
-    assert "sidecar 0.60" in text
-    assert "10.0x nginx's CPU per call" in text and "About 75%" in text
-    assert "30 µs of CPU per call" in text
+    text = "\n".join(rep.explain(rounds, [rep.DIRECT, rep.NGINX, rep.SIDECAR], 0.75))
+    assert "sidecar 0.60 core, +0.50 ms" in text and "direct 0." not in text
+    assert "latency is service time, not queueing" in text  # 0.7 ms is not over 2 x 0.6 ms
+    assert "nginx 25,000, sidecar 1,250." in text
+    assert "10x nginx's CPU" in text and "costs 450 µs/call" in text and "+50 µs/call" in text
+    assert "75% of the sidecar's CPU" in text
+    assert "30 µs of CPU per call" in text and "(3% of a core)" in text
+    assert "a core per 1,250 calls/s" in text
+
+
+def test_explain_says_when_the_fixed_rate_queues() -> None:
+    rounds: rep.Rounds = {
+        (rep.SIDECAR, rep.RATE): [sample(rep.SIDECAR, rep.RATE, p50=5.0)],
+        (rep.SIDECAR, rep.C1): [sample(rep.SIDECAR, rep.C1, p50=1.0)],
+    }
+    text = "\n".join(rep.explain(rounds, [rep.SIDECAR], None))
+    assert "calls queue" in text and "not queueing" not in text
