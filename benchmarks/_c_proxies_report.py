@@ -42,14 +42,6 @@ class Verdict:
     text: str
 
 
-def median_sample(samples: Sequence[Sample], rate: bool = False) -> Sample:
-    """The round in the middle: by throughput (closed loop) or by p50 (fixed rate, where
-    throughput is the rate)."""
-    key: Callable[[Sample], float] = (lambda s: s.p50_ms) if rate else (lambda s: s.throughput)
-    ordered = sorted(samples, key=key)
-    return ordered[len(ordered) // 2]
-
-
 def paired(rounds: Rounds, a: tuple[str, str], b: tuple[str, str],
            compare: Callable[[Sample, Sample], float]) -> float | None:
     """Median over rounds of ``compare(a's sample, b's sample)`` of the same round."""
@@ -100,33 +92,39 @@ def _mb(kb: float) -> str:
     return f"{kb / 1024:.1f}"
 
 
-def _fmt(value: float, pattern: str) -> str:
-    return "-" if math.isnan(value) else format(value, pattern)
+def _median(rounds: Rounds, key: tuple[str, str], value: Callable[[Sample], float]
+            ) -> float | None:
+    values = [value(s) for s in rounds.get(key, []) if not math.isnan(value(s))]
+    return statistics.median(values) if values else None
 
 
 def table(rounds: Rounds, targets: Sequence[str], loads: Sequence[str]) -> list[str]:
-    """The main table: one row per (load, target), medians over rounds."""
+    """The main table: one row per (load, target); each figure its own median over rounds,
+    each comparison the median of the rounds' pairs."""
     lines = ["| load | target | calls/s | p50 ms | p50 added vs direct | p99 ms | CPU µs/call "
              "| vs naive CPU | errors |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for load in loads:
-        rate = load == RATE
         for target in targets:
-            if (target, load) not in rounds:
+            key = (target, load)
+            if key not in rounds:
                 continue
-            cell = median_sample(rounds[(target, load)], rate)
-            added = paired(rounds, (target, load), (DIRECT, load),
-                           lambda t, d: t.p50_ms - d.p50_ms)
-            vs_naive = paired(rounds, (target, load), (NAIVE, load),
-                              lambda t, n: t.cpu_us_per_call / n.cpu_us_per_call)
+
+            def column(value: Callable[[Sample], float], pattern: str,
+                       key: tuple[str, str] = key) -> str:
+                found = _median(rounds, key, value)
+                return "-" if found is None else format(found, pattern)
+            added = paired(rounds, key, (DIRECT, load), _p50_difference)
+            vs_naive = paired(rounds, key, (NAIVE, load), _cpu_ratio)
             added_text = "-" if added is None or target == DIRECT else f"{added:+.3f}"
             naive_text = ("-" if vs_naive is None or target in (NAIVE, DIRECT)
                           else f"{vs_naive:.2f}x")
-            errors = sum(s.errors for s in rounds[(target, load)])
+            errors = sum(s.errors for s in rounds[key])
             lines.append(
-                f"| {load} | {target} | {cell.throughput:,.0f} | {_fmt(cell.p50_ms, '.3f')} "
-                f"| {added_text} | {_fmt(cell.p99_ms, '.3f')} "
-                f"| {_fmt(cell.cpu_us_per_call, '.0f')} | {naive_text} | {errors} |")
+                f"| {load} | {target} | {column(lambda s: s.throughput, ',.0f')} "
+                f"| {column(lambda s: s.p50_ms, '.3f')} | {added_text} "
+                f"| {column(lambda s: s.p99_ms, '.3f')} "
+                f"| {column(lambda s: s.cpu_us_per_call, '.0f')} | {naive_text} | {errors} |")
     return lines
 
 
@@ -144,12 +142,6 @@ def memory_table(rounds: Rounds, idle_kb: dict[str, int], after_round_kb: dict[s
         lines.append(f"| {target} | {_mb(idle_kb[target])} "
                      f"| {_mb(max(loaded)) if loaded else '-'} | {series} |")
     return lines
-
-
-def _median(rounds: Rounds, key: tuple[str, str], value: Callable[[Sample], float]
-            ) -> float | None:
-    values = [value(s) for s in rounds.get(key, []) if not math.isnan(value(s))]
-    return statistics.median(values) if values else None
 
 
 def explain(rounds: Rounds, targets: Sequence[str], main_thread_share: float | None) -> list[str]:
@@ -182,17 +174,17 @@ def explain(rounds: Rounds, targets: Sequence[str], main_thread_share: float | N
     over_naive = paired(rounds, (SIDECAR, C16), (NAIVE, C16),
                         lambda s, n: s.cpu_us_per_call - n.cpu_us_per_call)
     naive = _median(rounds, (NAIVE, C16), lambda s: s.cpu_us_per_call)
-    if nginx is not None and over_naive is not None and naive is not None:
+    if over_naive is not None and naive is not None:
+        versus = "" if nginx is None else f" the sidecar spends {nginx:.0f}x nginx's CPU per call."
         share = ("" if main_thread_share is None else
                  f" {main_thread_share:.0%} of the sidecar's CPU is its main thread (Python: "
                  f"the asyncio loop, grpc's Cython layer, the sidecar's code), the rest grpc "
                  f"core's threads (HTTP/2, sockets).")
         lines.append(
-            f"- Where the CPU goes (c=16): the sidecar spends {nginx:.0f}x nginx's CPU per "
-            f"call. The naive Python pass-through already costs {naive:.0f} µs/call: that is "
-            f"grpc's Python API, the floor of any Python proxy; the sidecar's own work "
-            f"(breaker, metrics, balancer, 1% tracing) is the {over_naive:+.0f} µs/call over "
-            f"it.{share}")
+            f"- Where the CPU goes (c=16):{versus} The naive Python pass-through already costs "
+            f"{naive:.0f} µs/call: that is grpc's Python API, the floor of any Python proxy; "
+            f"the sidecar's own work (breaker, metrics, balancer, 1% tracing) is the "
+            f"{over_naive:+.0f} µs/call over it.{share}")
     client = _median(rounds, (SIDECAR, C16), lambda s: s.client_cpu_us_per_call)
     calls = _median(rounds, (SIDECAR, C16), lambda s: s.throughput)
     if client is not None and calls is not None:

@@ -36,6 +36,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import shutil
@@ -44,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,8 @@ UNARY_LOADS = (rep.C1, rep.C16, rep.C64, rep.RATE)
 DEFAULT_SECONDS, DEFAULT_ROUNDS, DEFAULT_WARMUP_S = 3.0, 5, 0.5
 TRACING_RATIO = 0.01
 EXTRA_UPSTREAMS = 99
+LAST_RUN = _loadgen.CACHE / "c_proxies-last-run.json"
+"""The last full run's measurements (git ignores the folder)."""
 
 
 @dataclass(frozen=True)
@@ -180,21 +184,100 @@ def _version(args: list[str]) -> str:
     return (done.stdout + done.stderr).strip().splitlines()[0]
 
 
-def header(loadgen: str, seconds: float, rounds: int, load_before: str, load_after: str,
-           missing: Sequence[str]) -> str:
-    """The section's first paragraph: setup, versions, the machine and its load."""
-    left_out = f" Not installed, so left out: {', '.join(missing)}." if missing else ""
-    return (
-        f"Load: **{loadgen}**. 100-byte payloads; {seconds:g} s per cell after a warm-up, "
-        f"{rounds} rounds interleaved (medians kept). Client, echo servers and each proxy in "
-        f"their own process on one machine ({platform.machine()}, {os.cpu_count()} cores; "
-        f"{_version(['nginx', '-v'])}; {_version(['haproxy', '-v'])}; "
-        f"{_version(['go', 'version'])}; Python {platform.python_version()}, grpcio "
-        f"{grpc.__version__}; measured {time.strftime('%Y-%m-%d')}). CPU µs/call: user+system "
-        f"CPU of the proxy's process(es) over the measured part / calls (`direct`: the echo "
-        f"server's). Load average (1/5/15 min) before the run {load_before}, after "
-        f"{load_after}: other work shares the machine, so compare rows of one run, not runs."
-        f"{left_out}")
+def versions() -> str:
+    """The machine and the software a run measured, for the section's first paragraph."""
+    return (f"{platform.machine()}, {os.cpu_count()} cores; {_version(['nginx', '-v'])}; "
+            f"{_version(['haproxy', '-v'])}; {_version(['go', 'version'])}; Python "
+            f"{platform.python_version()}, grpcio {grpc.__version__}; measured "
+            f"{time.strftime('%Y-%m-%d')}")
+
+
+@dataclass
+class Outcome:
+    """What one run measured: everything its section is drawn from. Saved as JSON to
+    :data:`LAST_RUN`, so ``--report-only`` can draw the section again without measuring."""
+
+    loadgen: str
+    versions: str
+    seconds: float
+    rounds: int
+    load_before: str
+    targets: list[str]
+    missing: list[str]
+    samples: list[Sample] = field(default_factory=list)  # in the order they ran
+    idle_kb: dict[str, int] = field(default_factory=dict)
+    after_round_kb: dict[str, list[int]] = field(default_factory=dict)
+    main_thread_shares: list[float] = field(default_factory=list)  # sidecar, c=16
+    load_after: str = ""
+
+    def rounds_data(self) -> rep.Rounds:
+        data: rep.Rounds = {}
+        for sample in self.samples:
+            data.setdefault((sample.target, sample.load), []).append(sample)
+        return data
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Outcome:
+        raw = json.loads(path.read_text())
+        raw["samples"] = [Sample(**sample) for sample in raw["samples"]]
+        return cls(**raw)
+
+
+def render(outcome: Outcome) -> tuple[str, list[rep.Verdict]]:
+    """The RESULTS.md section of a run, and its targets' verdicts."""
+    data, names = outcome.rounds_data(), outcome.targets
+    left_out = (f" Not installed, so left out: {', '.join(outcome.missing)}."
+                if outcome.missing else "")
+    shares = sorted(outcome.main_thread_shares)
+    found = rep.verdicts(data)
+    lines = [
+        f"Load: **{outcome.loadgen}**. 100-byte payloads; {outcome.seconds:g} s per cell after "
+        f"a warm-up, {outcome.rounds} rounds interleaved (each figure the median over rounds). "
+        f"Client, echo servers and each proxy in their own process on one machine "
+        f"({outcome.versions}). CPU µs/call: user+system CPU of the proxy's process(es) over "
+        f"the measured part / calls (`direct`: the echo server's). Load average (1/5/15 min) "
+        f"before the run {outcome.load_before}, after {outcome.load_after}: other work shares "
+        f"the machine, so compare rows of one run, not runs.{left_out}",
+        "", *rep.table(data, names, [load.label for load in LOADS]), "",
+        "Memory (RSS of the proxy's process(es); the 100-upstream sidecar runs at c=64 only):",
+        "", *rep.memory_table(data, outcome.idle_kb, outcome.after_round_kb, names), "",
+        "Targets (issue 16, part 3; median over rounds of each round's pair):", "",
+        *[f"- {v.text}: {'met' if v.met else 'missed'}" for v in found],
+        *rep.explain(data, names, shares[len(shares) // 2] if shares else None),
+    ]
+    return "\n".join(lines), found
+
+
+def measure_all(outcome: Outcome, targets: Sequence[Target], binary: Path | None,
+                warmup_s: float) -> None:
+    """Every round of every cell, into ``outcome``."""
+    with tempfile.TemporaryDirectory() as workdir:
+        run = Run(targets, Path(workdir), binary)
+        try:
+            outcome.idle_kb = run.idle_kb
+            for round_index in range(outcome.rounds):
+                for load in LOADS:
+                    names = [t.name for t in targets if load.label in t.loads]
+                    for name in _rotated(names, round_index):
+                        sample, share = run.measure(name, load, outcome.seconds, warmup_s)
+                        if sample is None:
+                            continue
+                        outcome.samples.append(sample)
+                        if share is not None and name == rep.SIDECAR and load.label == rep.C16:
+                            outcome.main_thread_shares.append(share)
+                        print(f"r{round_index + 1} {load.label:11} {name:31} "
+                              f"{sample.throughput:8,.0f}/s p50 {sample.p50_ms:7.3f} "
+                              f"p99 {sample.p99_ms:7.3f} ms cpu {sample.cpu_us_per_call:5.0f} "
+                              f"us/call rss {sample.rss_kb / 1024:5.1f} MB "
+                              f"err {sample.errors}", flush=True)
+                for name, kb in run.rss_kb().items():
+                    outcome.after_round_kb.setdefault(name, []).append(kb)
+        finally:
+            run.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,54 +291,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS_PATH)
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--report-only", action="store_true",
+                        help=f"measure nothing: draw the section again from {LAST_RUN.name}")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.warmup < 0:
         parser.error("--seconds must be > 0, --rounds >= 1, --warmup >= 0")
-    wanted = {name.strip() for name in args.only.split(",") if name.strip()}
-    missing = _anchors.missing_anchors()
-    targets = [t for t in TARGETS if (not wanted or t.name in wanted) and t.name not in missing]
-    binary, why = (None, "--python given") if args.python else _loadgen.build_go()
-    loadgen = why if binary else f"Python client and echo server (fallback: {why})"
-    print(f"load generator: {loadgen}; anchors missing: {missing or 'none'}", flush=True)
-    load_before = load_average()
-    data: rep.Rounds = {}
-    shares: list[float] = []
-    after_round: dict[str, list[int]] = {}
-    with tempfile.TemporaryDirectory() as workdir:
-        run = Run(targets, Path(workdir), binary)
-        try:
-            for round_index in range(args.rounds):
-                for load in LOADS:
-                    names = [t.name for t in targets if load.label in t.loads]
-                    for name in _rotated(names, round_index):
-                        sample, share = run.measure(name, load, args.seconds, args.warmup)
-                        if sample is None:
-                            continue
-                        data.setdefault((name, load.label), []).append(sample)
-                        if share is not None and name == rep.SIDECAR and load.label == rep.C16:
-                            shares.append(share)
-                        print(f"r{round_index + 1} {load.label:11} {name:31} "
-                              f"{sample.throughput:8,.0f}/s p50 {sample.p50_ms:7.3f} "
-                              f"p99 {sample.p99_ms:7.3f} ms cpu {sample.cpu_us_per_call:5.0f} "
-                              f"us/call rss {sample.rss_kb / 1024:5.1f} MB "
-                              f"err {sample.errors}", flush=True)
-                for name, kb in run.rss_kb().items():
-                    after_round.setdefault(name, []).append(kb)
-            idle_kb = run.idle_kb
-        finally:
-            run.close()
-    names = [t.name for t in targets]
-    found = rep.verdicts(data)
-    lines = [header(loadgen, args.seconds, args.rounds, load_before, load_average(), missing),
-             "", *rep.table(data, names, [load.label for load in LOADS]), "",
-             "Memory (RSS of the proxy's process(es); the 100-upstream sidecar runs at c=64 "
-             "only):", "", *rep.memory_table(data, idle_kb, after_round, names), "",
-             "Targets (issue 16, part 3; median over rounds of each round's pair):", ""]
-    lines += [f"- {v.text}: {'met' if v.met else 'missed'}" for v in found]
-    lines += rep.explain(data, names, sorted(shares)[len(shares) // 2] if shares else None)
-    body = "\n".join(lines)
+    if args.report_only:
+        outcome = Outcome.load(LAST_RUN)
+    else:
+        wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+        missing = _anchors.missing_anchors()
+        targets = [t for t in TARGETS
+                   if (not wanted or t.name in wanted) and t.name not in missing]
+        binary, why = (None, "--python given") if args.python else _loadgen.build_go()
+        loadgen = why if binary else f"Python client and echo server (fallback: {why})"
+        print(f"load generator: {loadgen}; anchors missing: {missing or 'none'}", flush=True)
+        outcome = Outcome(loadgen, versions(), args.seconds, args.rounds, load_average(),
+                          [t.name for t in targets], missing)
+        measure_all(outcome, targets, binary, args.warmup)
+        outcome.load_after = load_average()
+        if not wanted:
+            outcome.save(LAST_RUN)
+    body, found = render(outcome)
     print(body)
-    if not args.no_write and not wanted:
+    if not args.no_write and set(outcome.targets) | set(outcome.missing) == {
+            t.name for t in TARGETS}:
         _results.write_section(args.results, SECTION,
                                "Against the C proxies (`benchmarks/c_proxies.py`)", body)
     return 1 if args.check and not all(v.met for v in found) else 0

@@ -161,11 +161,13 @@ def test_no_cells_no_verdicts() -> None:
     assert rep.verdicts({}) == []
 
 
-def test_median_sample_of_a_fixed_rate_is_by_p50() -> None:
-    samples = [sample(calls=900, p50=3.0), sample(calls=1000, p50=1.0),
-               sample(calls=1100, p50=2.0)]
-    assert rep.median_sample(samples).calls == 1000
-    assert rep.median_sample(samples, rate=True).p50_ms == 2.0
+def test_each_table_column_is_its_own_median() -> None:
+    rounds: rep.Rounds = {(rep.NGINX, rep.C16): [
+        sample(rep.NGINX, calls=900, cpu=60, p50=3.0),
+        sample(rep.NGINX, calls=1000, cpu=40, p50=1.0),
+        sample(rep.NGINX, calls=1100, cpu=50, p50=2.0)]}
+    (row,) = rep.table(rounds, [rep.NGINX], [rep.C16])[2:]
+    assert row.split(" | ")[2:7] == ["1,000", "2.000", "-", "4.000", "50"]
 
 
 def test_table_rows_show_added_latency_and_cpu_against_naive() -> None:
@@ -225,3 +227,25 @@ def test_explain_says_when_the_fixed_rate_queues() -> None:
     }
     text = "\n".join(rep.explain(rounds, [rep.SIDECAR], None))
     assert "calls queue" in text and "not queueing" not in text
+
+
+def test_an_outcome_saved_and_loaded_renders_the_same_section(tmp_path: Path) -> None:
+    outcome = c_proxies.Outcome(
+        "Go load generator", "x86_64, 2 cores", 3.0, 2, "0.50 / 0.40 / 0.30",
+        [rep.DIRECT, rep.NAIVE, rep.SIDECAR], ["nginx"],
+        samples=[sample(t, rep.C16, cpu=c) for _ in range(2)
+                 for t, c in ((rep.DIRECT, 20.0), (rep.NAIVE, 400.0), (rep.SIDECAR, 420.0))],
+        idle_kb={rep.SIDECAR: 65536}, after_round_kb={rep.SIDECAR: [70000, 70100]},
+        main_thread_shares=[0.6, 0.7, 0.8], load_after="1.50 / 0.90 / 0.40")
+    path = tmp_path / "run.json"
+    outcome.save(path)
+    loaded = c_proxies.Outcome.load(path)
+    assert repr(loaded) == repr(outcome)  # NaN (no client CPU here) is not == itself
+    body, found = c_proxies.render(loaded)
+    assert body == c_proxies.render(outcome)[0]
+    assert "before the run 0.50 / 0.40 / 0.30, after 1.50 / 0.90 / 0.40" in body
+    assert "Not installed, so left out: nginx." in body
+    assert "| c=16 | sidecar | 1,000 | 1.000 | +0.000 | 2.000 | 420 | 1.05x | 0 |" in body
+    assert "| sidecar | 64.0 | - | 68.4, 68.5 |" in body
+    assert [(v.name, v.met) for v in found] == [("cpu_vs_naive", False)]
+    assert "1.05x**: missed" in body and "70% of the sidecar's CPU" in body
