@@ -120,7 +120,9 @@ class Run:
     def _start(self, targets: Sequence[Target], workdir: Path) -> None:
         procs, names = self.procs, {t.name for t in targets}
         echo_args = [str(self.binary), "echo"] if self.binary else ECHO_ARGS
-        echoes = [f"127.0.0.1:{procs.start(f'echo {n}', echo_args)}" for n in "abc"]
+        echo_env = _loadgen.GO_ENV if self.binary else None
+        echoes = [f"127.0.0.1:{procs.start(f'echo {n}', echo_args, env=echo_env)}"
+                  for n in "abc"]
         procs.ports[rep.DIRECT] = int(echoes[0].rsplit(":", 1)[1])
         self.watch[rep.DIRECT] = [procs.pids["echo a"]]
         if rep.NAIVE in names:
