@@ -21,6 +21,9 @@ from _loadgen import Sample
 DIRECT, NAIVE, NGINX, HAPROXY = "direct", "naive", "nginx", "haproxy"
 SIDECAR, SIDECAR_3, SIDECAR_100 = ("sidecar", "sidecar, 3 endpoints + retries",
                                    "sidecar, 100 upstreams")
+SIDECAR_AA = "sidecar (A/A control)"
+"""A second sidecar configured as ``sidecar``, at c=16 only: its distance from the first is
+the noise floor of the run's CPU ratios."""
 C1, C16, C64, RATE, STREAM = "c=1", "c=16", "c=64", "1,000/s", "stream c=16"
 TARGET_CPU_VS_NAIVE = 1.03
 """Sidecar CPU µs/call at most this times the naive pass-through's, at c=16."""
@@ -75,6 +78,15 @@ TARGETS: tuple[tuple[str, tuple[str, str], tuple[str, str], Callable[[Sample, Sa
 (per round), the limit the median must not exceed, and the sentence that reports it. Each
 added p50 is over the same round's direct cell, so sidecar's minus naive's is their p50s'
 difference."""
+
+
+def noise_floor(rounds: Rounds) -> str | None:
+    """The A/A control's line: how far an identical sidecar's CPU µs/call is from the first's."""
+    ratio = paired(rounds, (SIDECAR_AA, C16), (SIDECAR, C16), _cpu_ratio)
+    if ratio is None:
+        return None
+    return (f"- Noise floor: a second, identical sidecar at c=16 is at **{ratio:.3f}x** the "
+            f"first's CPU µs/call; a ratio above that is within this run's noise")
 
 
 def verdicts(rounds: Rounds) -> list[Verdict]:

@@ -15,7 +15,8 @@ One command, every server in its own process on 127.0.0.1:
   endpoint, tracing at 1% exported over OTLP/gRPC to a real receiver process; ``sidecar, 3
   endpoints + retries``: the same over three echo servers (p2c_ewma) with ``retry`` configured
   (no call fails, so none is retried); ``sidecar, 100 upstreams``: one-endpoint routing with
-  99 more upstreams configured, for memory (at c=64 only).
+  99 more upstreams configured, for memory (at c=64 only); ``sidecar (A/A control)``: a second
+  ``sidecar`` (at c=16 only), whose distance from the first is the noise floor of the ratios.
 
 Loads: 100-byte unary calls at concurrency 1, 16 and 64 (closed loop), at a fixed 1,000 calls/s
 (open loop: latency without queueing), and server-streaming calls (one request, 10 responses)
@@ -86,6 +87,7 @@ TARGETS = (
     Target(rep.SIDECAR, (*UNARY_LOADS, rep.STREAM)),
     Target(rep.SIDECAR_3, UNARY_LOADS),
     Target(rep.SIDECAR_100, (rep.C64,)),
+    Target(rep.SIDECAR_AA, (rep.C16,)),
 )
 
 
@@ -134,7 +136,8 @@ class Run:
         if rep.HAPROXY in names:
             self.watch[rep.HAPROXY] = _anchors.start_haproxy(procs, rep.HAPROXY, workdir,
                                                              echoes[0])
-        sidecars = [n for n in (rep.SIDECAR, rep.SIDECAR_3, rep.SIDECAR_100) if n in names]
+        sidecars = [n for n in (rep.SIDECAR, rep.SIDECAR_3, rep.SIDECAR_100, rep.SIDECAR_AA)
+                    if n in names]
         if sidecars:
             otlp = procs.start("otlp receiver", [sys.executable, "-m",
                                                  "tests.support.otlp_receiver", "--count-only"])
@@ -249,6 +252,7 @@ def render(outcome: Outcome) -> tuple[str, list[rep.Verdict]]:
         "", *rep.memory_table(data, outcome.idle_kb, outcome.after_round_kb, names), "",
         "Targets (issue 16, part 3; median over rounds of each round's pair):", "",
         *[f"- {v.text}: {'met' if v.met else 'missed'}" for v in found],
+        *([floor] if (floor := rep.noise_floor(data)) else []),
         *rep.explain(data, names, shares[len(shares) // 2] if shares else None),
     ]
     return "\n".join(lines), found

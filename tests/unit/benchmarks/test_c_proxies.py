@@ -249,3 +249,12 @@ def test_an_outcome_saved_and_loaded_renders_the_same_section(tmp_path: Path) ->
     assert "| sidecar | 64.0 | - | 68.4, 68.5 |" in body
     assert [(v.name, v.met) for v in found] == [("cpu_vs_naive", False)]
     assert "1.05x**: missed" in body and "70% of the sidecar's CPU" in body
+
+
+def test_noise_floor_is_the_a_a_controls_ratio() -> None:
+    rounds: rep.Rounds = {(rep.SIDECAR, rep.C16): [sample(rep.SIDECAR, cpu=c) for c in (500, 600)],
+                          (rep.SIDECAR_AA, rep.C16): [sample(rep.SIDECAR_AA, cpu=c)
+                                                      for c in (510, 630)]}
+    line = rep.noise_floor(rounds)
+    assert line is not None and "**1.035x**" in line  # median of 1.02 and 1.05
+    assert rep.noise_floor({}) is None
