@@ -86,7 +86,8 @@ def noise_floor(rounds: Rounds) -> str | None:
     if ratio is None:
         return None
     return (f"- Noise floor: a second, identical sidecar at c=16 is at **{ratio:.3f}x** the "
-            f"first's CPU µs/call; a ratio above that is within this run's noise")
+            f"first's CPU µs/call: a ratio no further from 1 than that is within this run's "
+            f"noise")
 
 
 def verdicts(rounds: Rounds) -> list[Verdict]:
