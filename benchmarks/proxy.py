@@ -57,8 +57,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,11 +68,17 @@ from typing import Any
 import _results  # benchmarks/_results.py (this folder is on sys.path)
 import grpc
 import yaml
+from _harness import (  # noqa: F401  (ROOT, SIDECAR_BIN, thread_cpu_s: other benchmarks')
+    ROOT,
+    SIDECAR_BIN,
+    Processes,
+    cpu_s,
+    free_port,
+    thread_cpu_s,
+)
 
 SECTION = "proxy"
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
-ROOT = Path(__file__).resolve().parent.parent
-SIDECAR_BIN = str(Path(sys.executable).with_name("sidecar"))
 PAYLOAD = b"x" * 100
 REFLECTED_METHOD = "/bench.Echo/Unary"
 OPAQUE_METHOD = "/bench.Opaque/Unary"
@@ -91,7 +95,6 @@ FLAPPING_BREAKER = {  # metrics_only: transitions and events, never a rejected c
     "consecutive_failures": None, "half_open_probes": 1,
     "open": {"base_ms": 20, "max_ms": 20, "jitter": 0},
 }
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -200,117 +203,10 @@ async def _serve(role: str, port: int, target: str | None) -> None:
     await server.wait_for_termination()
 
 
-# --- processes -----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
-
-
-def _stat_cpu_s(stat: Path) -> float:
-    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's)."""
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
-
-
-def thread_cpu_s(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of each thread of a process, by thread id (the main thread's
-    id is ``pid``), from /proc; threads that end while being read are left out."""
-    seconds: dict[int, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            seconds[int(task.name)] = _stat_cpu_s(task / "stat")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return seconds
-
+# --- processes (benchmarks/_harness.py) --------------------------------------------------------
 
 ECHO_ARGS = [sys.executable, __file__, "--role", "echo"]
 """Starts this file's echo server (``--port N`` is added by :meth:`Processes.start`)."""
-
-
-class Processes:
-    """Server processes of one run, each on a free port of 127.0.0.1; stopped by ``close``.
-
-    ``ports`` and ``pids`` map a name to the port the client calls and the pid whose CPU is
-    measured (see :func:`run_cell`); ``admin`` maps a sidecar's name to its admin address.
-    Other benchmarks (``benchmarks/endpoints.py``) start their own set with :meth:`start` and
-    :meth:`start_sidecar`.
-    """
-
-    def __init__(self) -> None:
-        self._procs: list[subprocess.Popen[bytes]] = []
-        self.ports: dict[str, int] = {}
-        self.pids: dict[str, int] = {}
-        self.admin: dict[str, str] = {}  # a sidecar's name: its admin_listen address
-
-    def start(self, name: str, args: list[str], port: int | None = None,
-              env: dict[str, str] | None = None) -> int:
-        """Start ``args`` (with ``--port N`` appended when ``port`` is None), wait until it
-        listens; its port."""
-        if port is None:
-            port = _free_port()
-            args = [*args, "--port", str(port)]
-        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._procs.append(proc)
-        _wait_for_port(port, proc)
-        self.pids[name] = proc.pid
-        return port
-
-    def start_sidecar(self, name: str, workdir: Path, upstreams: dict[str, Any],
-                      extra: dict[str, Any] | None = None,
-                      env: dict[str, str] | None = None, launcher: Sequence[str] = ()) -> int:
-        """``sidecar proxy`` through its CLI with these ``upstreams`` (and ``extra`` top-level
-        config keys), logging at WARNING; the port it listens on (also ``ports[name]``).
-        ``launcher`` goes before the command (e.g. ``python -m cProfile -o FILE``)."""
-        listen = _free_port()
-        self.admin[name] = f"127.0.0.1:{_free_port()}"
-        config = {
-            "service": "bench", "instance": "bench",
-            "listen": f"127.0.0.1:{listen}",
-            "admin_listen": self.admin[name],
-            "metrics_listen": f"127.0.0.1:{_free_port()}",
-            "logging": {"level": "WARNING"},
-            "upstreams": upstreams,
-            **(extra or {}),
-        }
-        path = workdir / f"sidecar-{len(self._procs)}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        self.start(name, [*launcher, SIDECAR_BIN, "proxy", "--config", str(path)], port=listen,
-                   env=env)
-        self.ports[name] = listen
-        return listen
-
-    def close(self) -> None:
-        for proc in self._procs:
-            proc.terminate()
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 class Servers(Processes):
@@ -345,7 +241,7 @@ class Servers(Processes):
                 if target.eventlog is not None:
                     extra["eventlog"] = {
                         "address": self._eventlog(workdir) if target.eventlog == "up"
-                        else f"127.0.0.1:{_free_port()}",
+                        else f"127.0.0.1:{free_port()}",
                         "outbox_path": str(workdir / f"outbox-{len(self._procs)}.db"),
                     }
                 self.start_sidecar(target.name, workdir,
@@ -357,7 +253,7 @@ class Servers(Processes):
     def _eventlog(self, workdir: Path) -> str:
         """Start one ``sidecar eventlog serve`` (sqlite store in ``workdir``); its address."""
         if "eventlog" not in self.ports:
-            port = _free_port()
+            port = free_port()
             self.start("eventlog", [SIDECAR_BIN, "eventlog", "serve", "--store",
                                      f"sqlite:///{workdir / 'eventlog.db'}",
                                      "--listen", f"127.0.0.1:{port}"], port=port)
@@ -416,11 +312,11 @@ async def _measure(port: int, method: str, concurrency: int, seconds: float,
 
         if on_start is not None:
             on_start()
-        cpu_before = _cpu_s(pid) if pid else 0.0
+        cpu_before = cpu_s(pid) if pid else 0.0
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.monotonic() - started
-        cpu = (_cpu_s(pid) - cpu_before) if pid else 0.0
+        cpu = (cpu_s(pid) - cpu_before) if pid else 0.0
     return len(latencies), errors, elapsed, latencies, cpu
 
 
