@@ -2,7 +2,7 @@
 
 - ``sqlite:///abs/path.db`` (absolute path) or ``sqlite:relative/path.db``, with optional query
   settings ``?synchronous=FULL|NORMAL|OFF|EXTRA&read_threads=N&max_group_events=N``.
-- ``nats://host:port[,host:port...][?...]``: the JetStream adapter; its module
+- ``nats://host:port[,host:port...][?...]``: the JetStream adapter; its package
   (``sidecar.eventlog.nats``, which must provide ``open_nats_store(url) -> EventStore``)
   is imported only when asked for, so the SQLite path never loads nats-py.
 

@@ -5,6 +5,24 @@ event log server keeps nothing on local disk: the log is one JetStream stream (f
 ``replicas`` copies kept by Raft), projection checkpoints live in a JetStream key-value bucket
 beside it. Several event log servers can therefore serve the same cluster.
 
+Where the adapter lives
+-----------------------
+
+- ``store``: ``NatsEventStore``, the facade joining the parts below over one shared state,
+  and ``open_nats_store``.
+- ``settings``: ``NatsSettings``, the URL parsing and every default.
+- ``subjects`` (subject names, base64 tokens); ``codec`` (message bodies, header names,
+  JetStream replies); ``errors`` (JetStream error codes: retry, plan again or give up).
+- ``connection`` (the shared state, connect, close, head notices) and ``provisioning``
+  (creating or checking the stream and the checkpoint bucket).
+- ``lookups`` (single requests: leader gets, direct-get batches, stream info, fresh anchors)
+  and ``reads`` (``read_stream``, ``read_all``, the scan, ``streams``).
+- ``plans``, ``append`` and ``commit``: planning an append against the heads, group commit,
+  publishing atomic batches.
+- ``checkpoints`` (projection checkpoints, anchors, ``cut``) and ``retention`` (the anchor
+  book, the bucket watcher, prefix purges).
+- ``following``: ``follow`` on an ordered consumer, ``wait_for_append``.
+
 How the port's promises map onto JetStream
 -------------------------------------------
 
@@ -94,24 +112,18 @@ Example::
     store = open_nats_store("nats://127.0.0.1:4222?stream=EVENTLOG&replicas=1")
     outcomes = await store.append(events)
     await store.close()
-
-Where the adapter lives
------------------------
-
-``settings`` (``NatsSettings``, URL parsing, every default), ``subjects`` (subject names,
-base64 tokens), ``codec`` (message bodies, header names, JetStream replies), ``errors`` (the
-JetStream error codes and the retry-or-give-up mapping), ``provisioning`` (creating and
-checking the stream and the bucket), ``connection`` (the adapter's state, connect, close, head
-notices), ``lookups`` (single JetStream requests: leader gets, direct-get batches, stream
-info, fresh anchors), ``reads`` (``read_stream``, ``read_all``, the scan, ``streams``),
-``plans`` + ``append`` + ``commit`` (planning an append against the heads, group commit,
-publishing atomic batches), ``checkpoints`` (projection checkpoints, anchors, ``cut``),
-``retention`` (the anchor book, the bucket watcher, prefix purges), ``following`` (``follow``
-on an ordered consumer, ``wait_for_append``) and ``store`` (the ``NatsEventStore`` facade that
-puts these parts together, and ``open_nats_store``).
 """
 
-from sidecar.eventlog.nats.settings import NatsSettings
+from sidecar.eventlog.nats.codec import decode_event, encode_event
+from sidecar.eventlog.nats.settings import DEFAULT_REPLICAS, DEFAULT_STREAM, NatsSettings
 from sidecar.eventlog.nats.store import NatsEventStore, open_nats_store
 
-__all__ = ["NatsEventStore", "NatsSettings", "open_nats_store"]
+__all__ = [
+    "DEFAULT_REPLICAS",
+    "DEFAULT_STREAM",
+    "NatsEventStore",
+    "NatsSettings",
+    "decode_event",
+    "encode_event",
+    "open_nats_store",
+]

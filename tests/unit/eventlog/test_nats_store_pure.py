@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.eventlog.nats import NatsSettings
-from sidecar.eventlog.nats.codec import decode_event, encode_event
-from sidecar.eventlog.nats.settings import DEFAULT_REPLICAS, DEFAULT_STREAM
+from sidecar.eventlog.nats import (
+    DEFAULT_REPLICAS,
+    DEFAULT_STREAM,
+    NatsSettings,
+    decode_event,
+    encode_event,
+)
 from sidecar.eventlog.nats.subjects import Subjects, stream_sequence
 from sidecar.eventlog.store import EventFilter, StoreError
 from tests.support.events import StreamFactory
