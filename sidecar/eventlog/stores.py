@@ -2,8 +2,8 @@
 
 - ``sqlite:///abs/path.db`` (absolute path) or ``sqlite:relative/path.db``, with optional query
   settings ``?synchronous=FULL|NORMAL|OFF|EXTRA&read_threads=N&max_group_events=N``.
-- ``nats://host:port[,host:port...][?...]``: the JetStream adapter; its module
-  (``sidecar.eventlog.nats_store``, which must provide ``open_nats_store(url) -> EventStore``)
+- ``nats://host:port[,host:port...][?...]``: the JetStream adapter; its package
+  (``sidecar.eventlog.nats``, which must provide ``open_nats_store(url) -> EventStore``)
   is imported only when asked for, so the SQLite path never loads nats-py.
 
 Blocking: opening a SQLite store opens the file (creating it and its folders unless
@@ -57,7 +57,7 @@ def open_store(url: str, *, create: bool = True, nats_auth: object | None = None
             f"store: unknown store URL {url!r}; expected sqlite:///PATH or nats://HOST:PORT"
         )
     if scheme in ("nats", "tls"):
-        module = import_module("sidecar.eventlog.nats_store")
+        module = import_module("sidecar.eventlog.nats")
         store: EventStore = module.open_nats_store(url, nats_auth)
         return store
     return _open_sqlite(url, create)

@@ -15,7 +15,7 @@ import pytest
 from sidecar.cli import main as sidecar_main
 from sidecar.cli_types import finite_float, non_negative_finite_float, positive_finite_float
 from sidecar.demo._phases import parse_schedule
-from sidecar.eventlog.nats_store import NatsSettings
+from sidecar.eventlog.nats import NatsSettings
 from sidecar.eventlog.settings import _FLOAT_SETTINGS, ServerSettings
 from sidecar.eventlog.sqlite_settings import SqliteSettings
 from sidecar.eventlog.stores import open_store

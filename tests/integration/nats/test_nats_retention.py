@@ -26,8 +26,8 @@ import pytest
 
 from sidecar.eventlog.anchors import BeforeAnchorError, RetentionAnchor
 from sidecar.eventlog.audit import verify
-from sidecar.eventlog.nats_retention import anchor_key, save_anchor
-from sidecar.eventlog.nats_store import _stream_tokens
+from sidecar.eventlog.nats.retention import anchor_key, save_anchor
+from sidecar.eventlog.nats.subjects import stream_tokens
 from sidecar.eventlog.store import EventStore, NewEvent, StoredEvent, StoreError
 from sidecar.eventlog.stores import open_store
 from tests.contract.store_contract import read_everything
@@ -115,7 +115,7 @@ async def test_an_anchor_whose_purge_never_ran_hides_the_prefix_until_a_cut_agai
                                   recorded_at_ns=1, cut_at_ns=CUT_AT_NS)
         async with jetstream(nats_single) as js:
             bucket = await js.key_value(f"{stream}_CHECKPOINTS")
-            assert await save_anchor(bucket, anchor_key(_stream_tokens(cut.stream)), written, 0)
+            assert await save_anchor(bucket, anchor_key(stream_tokens(cut.stream)), written, 0)
 
         seen_by_writer = await wait_until_hidden(writer, [1, 2, 3])  # its memory learns too
         reader = open_store(nats_single.store_url(stream=stream, retention=1, recent_events=0))

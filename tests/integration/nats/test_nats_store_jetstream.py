@@ -15,7 +15,7 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from sidecar.eventlog.nats_store import NatsEventStore, NatsSettings
+from sidecar.eventlog.nats import NatsEventStore, NatsSettings
 from sidecar.eventlog.store import ConflictError, StoreError
 from sidecar.eventlog.stores import open_store
 from tests.contract.store_contract import read_everything

@@ -9,8 +9,8 @@ from pathlib import Path
 import nats.errors
 import pytest
 
+from sidecar.eventlog.nats import NatsSettings
 from sidecar.eventlog.nats_auth import NatsAuth
-from sidecar.eventlog.nats_store import NatsSettings
 
 SECRET = "hunter2-very-secret"
 

@@ -7,14 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar.eventlog.anchors import RetentionAnchor
-from sidecar.eventlog.nats_retention import (
+from sidecar.eventlog.nats import NatsSettings
+from sidecar.eventlog.nats.codec import stored_event
+from sidecar.eventlog.nats.retention import (
     AnchorBook,
     anchor_key,
     decode_anchor,
     encode_anchor,
     purge_denied,
 )
-from sidecar.eventlog.nats_store import NatsSettings, _stored
 from sidecar.eventlog.store import StoreError
 from tests.support.events import StreamFactory
 
@@ -47,8 +48,8 @@ def test_the_book_hides_exactly_the_versions_at_or_below_the_anchor(
 ) -> None:
     book = AnchorBook()
     book.merge(_anchor("checkout/pod-1", anchor_version))
-    event = _stored(StreamFactory().transitions(event_version)[-1], 1, 1)
-    other = _stored(StreamFactory(instance="pod-2").transitions(1)[0], 2, 1)
+    event = stored_event(StreamFactory().transitions(event_version)[-1], 1, 1)
+    other = stored_event(StreamFactory(instance="pod-2").transitions(1)[0], 2, 1)
 
     assert book.hides(event) == (event_version <= anchor_version)
     assert not book.hides(other)  # another stream: never hidden

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.eventlog.nats_store import (
+from sidecar.eventlog.nats import (
     DEFAULT_REPLICAS,
     DEFAULT_STREAM,
     NatsSettings,
-    _stream_sequence,
-    _Subjects,
     decode_event,
     encode_event,
 )
+from sidecar.eventlog.nats.subjects import Subjects, stream_sequence
 from sidecar.eventlog.store import EventFilter, StoreError
 from tests.support.events import StreamFactory
 
@@ -54,7 +53,7 @@ def test_bad_url_is_refused_naming_the_problem(url: str, named: str) -> None:
 
 
 def test_every_stream_name_maps_to_its_own_subject_and_back() -> None:
-    subjects = _Subjects("EVENTLOG")
+    subjects = Subjects("EVENTLOG")
     names = ["checkout/pod-1", "a.b/c:d", "no-slash", "svc/", "/inst", "x/y/z", "ünï/cödé"]
 
     slots = [subjects.slot(name, 7) for name in names]
@@ -67,7 +66,7 @@ def test_every_stream_name_maps_to_its_own_subject_and_back() -> None:
 
 
 def test_service_and_instance_filters_become_subject_filters() -> None:
-    subjects = _Subjects("EVENTLOG")
+    subjects = Subjects("EVENTLOG")
     slot = subjects.slot("checkout/pod-1", 3)
 
     by_service = subjects.filter_for(EventFilter(service="checkout"))
@@ -107,9 +106,9 @@ def test_truncated_or_padded_body_is_refused() -> None:
     ids=["v1", "v2", "v2 without token"],
 )
 def test_the_stream_sequence_is_read_from_either_form_of_a_delivery_reply(reply: str) -> None:
-    assert _stream_sequence(reply) == 42
+    assert stream_sequence(reply) == 42
 
 
 def test_a_delivery_without_a_jetstream_reply_is_a_store_error() -> None:
     with pytest.raises(StoreError, match="unexpected reply"):
-        _stream_sequence("_INBOX.abc")
+        stream_sequence("_INBOX.abc")

@@ -2,7 +2,7 @@
 
 The port's rules (``sidecar.eventlog.anchors``) say a cut deletes a stream prefix and anchors
 the stream "at once". JetStream has no transaction spanning a KV put and a stream purge, so
-the JetStream adapter (``sidecar.eventlog.nats_store``) keeps them in this order:
+the JetStream adapter (``sidecar.eventlog.nats``) keeps them in this order:
 
 1. **The anchor is written first**, to the checkpoint bucket (key ``=anchor.<svc>.<inst>``,
    the stream's subject tokens; ``=`` is never the start of a checkpoint key, whose keys are
