@@ -1,6 +1,6 @@
 """The event store port: records, errors and the abstract ``EventStore`` every adapter implements.
 
-Adapters: ``sqlite_store.SqliteEventStore`` (embedded default) and ``nats_store`` (JetStream).
+Adapters: ``sqlite_store.SqliteEventStore`` (embedded default) and the ``nats`` package (JetStream).
 ``stores.open_store(url)`` picks one by URL. One contract test suite
 (``tests/contract/store_contract.py``) runs against every adapter.
 
