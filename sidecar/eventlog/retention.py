@@ -115,6 +115,10 @@ async def last_deletable(
         )
 
     low, high = first_kept - 1, head_version  # invariant: low may go (or is before the start)
+    if policy.retain_days is None and policy.retain_events_per_stream is not None:
+        high = head_version - policy.retain_events_per_stream  # the count rule's last victim
+        if high >= first_kept and await may_go(high):  # steady state: one read
+            return high
     if high < first_kept or not await may_go(first_kept):
         return low
     low = first_kept

@@ -43,7 +43,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from sidecar.eventlog.anchors import RetentionAnchor, deleted_events
-from sidecar.eventlog.heads import stream_head
 from sidecar.eventlog.projection_runner import ProjectionRunner
 from sidecar.eventlog.retention import Probe, RetentionPolicy, last_deletable
 from sidecar.eventlog.retention_base import save_base
@@ -142,7 +141,7 @@ class RetentionJob:
                           now_ns: int) -> int:
         """Cut ``stream`` as far as the policy allows; returns how many events went."""
         first_kept = anchor.version + 1 if anchor is not None else 1
-        head = await stream_head(self._store, stream, anchor)
+        head_version, _ = await self._store.stream_head(stream)
 
         async def event_at(version: int) -> Probe | None:
             page = await self._store.read_stream(stream, version, 1)
@@ -150,7 +149,7 @@ class RetentionJob:
                 return None
             return Probe(version, page[0].recorded_at_ns, page[0].global_position)
 
-        through = await last_deletable(policy, first_kept=first_kept, head_version=head.version,
+        through = await last_deletable(policy, first_kept=first_kept, head_version=head_version,
                                        folded_through=folded_through, now_ns=now_ns,
                                        event_at=event_at)
         done = first_kept - 1

@@ -52,6 +52,9 @@ from sidecar.eventlog.sqlite_schema import (
     load_anchor,
     load_anchors,
 )
+from sidecar.eventlog.sqlite_schema import (
+    stream_head as head_row,
+)
 from sidecar.eventlog.sqlite_settings import SqliteSettings
 from sidecar.eventlog.store import (
     DEFAULT_READ_LIMIT,
@@ -269,6 +272,10 @@ class SqliteEventStore(EventStore):
 
     async def anchors(self) -> dict[str, RetentionAnchor]:
         return await self._read_with(load_anchors)
+
+    async def stream_head(self, stream: str) -> tuple[int, bytes]:
+        version, hash_ = await self._read_with(lambda conn: head_row(conn, stream))
+        return (version, hash_) if version else (0, b"")
 
     async def anchor(self, stream: str) -> RetentionAnchor | None:
         return await self._read_with(lambda conn: load_anchor(conn, stream))

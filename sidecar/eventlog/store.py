@@ -270,6 +270,15 @@ class EventStore(ABC):
     async def anchors(self) -> dict[str, RetentionAnchor]:
         """Every stream's retention anchor, by stream (streams never cut have none)."""
 
+    async def stream_head(self, stream: str) -> tuple[int, bytes]:
+        """``stream``'s last version and hash (its anchor's when retention deleted every event;
+        ``(0, b"")`` for a stream never written). Default: a search with ``read_stream``
+        (``sidecar.eventlog.heads``); adapters that know their heads answer at once."""
+        from sidecar.eventlog.heads import stream_head
+
+        head = await stream_head(self, stream, await self.anchor(stream))
+        return head.version, head.hash
+
     async def anchor(self, stream: str) -> RetentionAnchor | None:
         """``stream``'s retention anchor, or None (adapters answer it without reading all)."""
         return (await self.anchors()).get(stream)

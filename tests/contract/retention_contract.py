@@ -133,3 +133,19 @@ class RetentionContract:
         assert report.ok, report.summary()
         assert report.events_checked == 2
         assert [e.version for e in await store.read_stream(producer.stream, 1)] == [5, 6]
+
+    async def test_stream_head_is_the_last_event_or_the_anchor_of_a_stream_cut_whole(
+        self, store: EventStore
+    ) -> None:
+        producer = StreamFactory()
+        assert await store.stream_head(producer.stream) == (0, b"")
+        events = producer.transitions(3)
+        await store.append(events)
+        assert await store.stream_head(producer.stream) == (3, events[2].hash)
+
+        anchor = await store.cut(producer.stream, 3, CUT_AT_NS)
+
+        assert await store.stream_head(producer.stream) == (3, anchor.hash)
+        following = producer.transitions(1)
+        await store.append(following)
+        assert await store.stream_head(producer.stream) == (4, following[0].hash)

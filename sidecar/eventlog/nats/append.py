@@ -184,6 +184,15 @@ class Appends(GroupCommit):
         while len(self._recent_order) > self._settings.recent_events:
             self._recent.pop(self._recent_order.popleft(), None)
 
+    async def stream_head(self, stream: str) -> tuple[int, bytes]:
+        """From the head this adapter keeps for appends (one leader read when not known)."""
+        await self._ensure()
+        try:
+            head = await self._head(stream)
+        except TransientFailure as exc:
+            raise StoreError(str(exc)) from None
+        return (head.version, head.hash) if head.version else (0, b"")
+
     async def _head(self, stream: str) -> Head:
         cached = self._heads.get(stream)
         if cached is not None:
