@@ -15,42 +15,26 @@ milliseconds while the server deletes what is past retention every 200 ms:
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from sidecar.v1 import eventlog_pb2
-from tests.integration.eventlog._rollback import _read_stream, _Sidecar
+from tests.integration.eventlog._rollback import _cli, _read_stream, _Sidecar, _until
 from tests.integration.eventlog._server import EventLogProcess
 from tests.integration.eventlog.test_observability import sample, scrape
 from tests.support.events import StreamFactory
-from tests.support.procs import SIDECAR_BIN
 
 pytestmark = pytest.mark.integration
 
 KEEP = 30
-WAIT_S = 30.0
 
 COUNT_RETENTION_ARGS = ("--retain-events-per-stream", str(KEEP), "--retention-interval-s", "0.2")
 """The server flags :func:`count_retention_scenario` expects (the JetStream test uses them)."""
-
-
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SIDECAR_BIN, "eventlog", *args], capture_output=True, text=True,
-                          timeout=60, check=False)
 
 
 class _Traffic:
