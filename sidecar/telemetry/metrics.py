@@ -263,13 +263,16 @@ class _MetricsScope:
         if self._call.per_endpoint.enabled:
             self._endpoint = address
 
-    def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
+    def finish(self, code: grpc.StatusCode, duration_s: float,
+               span: trace.Span | None = None) -> None:
+        """``span``: the call's span when the caller knows it is the current one (saves the
+        context lookup); by default the current span gives the exemplar."""
         self._finished = True
         call = self._call
         call.requests(code).inc()
         if self._endpoint is not None:
             call.endpoint_requests(self._endpoint, code)
-        span_context = trace.get_current_span().get_span_context()
+        span_context = (trace.get_current_span() if span is None else span).get_span_context()
         if span_context.trace_flags.sampled:
             call.duration.observe(duration_s, {
                 "trace_id": format(span_context.trace_id, "032x"),
