@@ -36,6 +36,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Tracer
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import AttributeValue
 
 from sidecar.telemetry._names import UNROUTED
@@ -43,7 +44,8 @@ from sidecar.telemetry._names import UNROUTED
 if TYPE_CHECKING:
     from sidecar.proxy.hooks import CallInfo
 
-__all__ = ["SPAN_KEY", "CallIds", "CallStatics", "RootSpans", "call_statics", "split_host_port"]
+__all__ = ["SPAN_KEY", "CallIds", "CallStatics", "RootSpans", "call_statics", "split_host_port",
+           "traceparent"]
 
 SPAN_KEY: Final = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 """The context key the API keeps the current span under (read once, not imported private)."""
@@ -51,6 +53,23 @@ _TRACE_ID_LIMIT: Final = (1 << 64) - 1  # TraceIdRatioBased decides on the low 6
 _UNSAMPLED: Final = TraceFlags(TraceFlags.DEFAULT | getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 """The flags the SDK gives an unsampled root span with random ids (01 added when sampled)."""
 _getrandbits: Final = random.getrandbits  # the SDK's RandomIdGenerator draws from this one
+_new_tuple: Final = tuple.__new__
+_LAYOUT_KNOWN: Final = tuple(SpanContext(1, 2, True, _UNSAMPLED)) == (
+    1, 2, True, _UNSAMPLED, DEFAULT_TRACE_STATE, True)
+"""A ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote, trace_flags, trace_state,
+is_valid)``: read and built as one (a property per field, and ``__new__``'s checks, cost more
+than the rest of an unsampled span). Checked here, once; otherwise the public API is used."""
+
+
+def traceparent(span_context: SpanContext) -> str | None:
+    """The W3C ``traceparent`` header of ``span_context``; None when it is not valid."""
+    if _LAYOUT_KNOWN:
+        trace_id, span_id, _, flags, _, valid = span_context
+    else:  # pragma: no cover - another opentelemetry-api's layout
+        trace_id, span_id = span_context.trace_id, span_context.span_id
+        flags, valid = span_context.trace_flags, span_context.is_valid
+    # %-formatting: twice as fast as an f-string with format specs here (~0.3 µs a call)
+    return "00-%032x-%016x-%02x" % (trace_id, span_id, flags) if valid else None  # noqa: UP031
 
 
 class CallIds(RandomIdGenerator):
@@ -116,6 +135,9 @@ class RootSpans:
         span_id = _getrandbits(64)
         while not span_id:
             span_id = _getrandbits(64)
+        if _LAYOUT_KNOWN:  # both ids are > 0 and in range: valid
+            return NonRecordingSpan(_new_tuple(SpanContext, (
+                trace_id, span_id, False, _UNSAMPLED, DEFAULT_TRACE_STATE, True)))
         return NonRecordingSpan(SpanContext(trace_id, span_id, False, _UNSAMPLED))
 
 

@@ -74,7 +74,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from sidecar import __version__
@@ -88,6 +88,7 @@ from sidecar.telemetry.call_spans import (
     RootSpans,
     call_statics,
     split_host_port,
+    traceparent,
 )
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ class _TracingScope:
         fields = observer._fields
         if not fields:
             return
-        if any(key in fields for key, _ in metadata):
+        if metadata and any(key in fields for key, _ in metadata):
             metadata[:] = [item for item in metadata if item[0] not in fields]
         if not observer._w3c:
             observer._propagator.inject(metadata, context=self._context, setter=_SETTER)
@@ -247,11 +248,12 @@ class _TracingScope:
         # The default propagators (tracecontext, baggage), written directly: same headers as
         # the SDK's propagators, at a fraction of the per-call cost.
         span_context = self.span.get_span_context()
-        if span_context.is_valid:
-            metadata.append(("traceparent", f"00-{span_context.trace_id:032x}-"
-                             f"{span_context.span_id:016x}-{span_context.trace_flags:02x}"))
-            if span_context.trace_state:
-                metadata.append(("tracestate", span_context.trace_state.to_header()))
+        header = traceparent(span_context)
+        if header is not None:
+            metadata.append(("traceparent", header))
+            state = span_context.trace_state
+            if state is not DEFAULT_TRACE_STATE and state:
+                metadata.append(("tracestate", state.to_header()))
         if self._baggage:  # passed on as the host sent it
             metadata.append(("baggage", self._baggage))
 

@@ -13,10 +13,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
 from prometheus_client import CollectorRegistry
 
 from sidecar.config import parse_config
-from sidecar.telemetry.call_spans import CallIds, RootSpans
+from sidecar.telemetry.call_spans import CallIds, RootSpans, traceparent
 from sidecar.telemetry.metrics import MetricsObserver, SidecarMetrics
 from sidecar.telemetry.observer import TelemetryObserver
 from sidecar.telemetry.tracing import SidecarSampler, TracingObserver, setup_tracing
@@ -87,9 +88,9 @@ def test_a_call_is_sampled_exactly_when_its_trace_id_is_under_the_ratios_bound(
     sent = [tracing.call() for _ in range(400)]
     bound = TraceIdRatioBased(ratio).bound
     recorded = {format(s.context.trace_id, "032x") for s in tracing.exporter.get_finished_spans()}
-    for traceparent in sent:
-        trace_id = traceparent.split("-")[1]
-        assert (trace_id in recorded) == (int(trace_id, 16) & LOW_64 < bound), traceparent
+    for header in sent:
+        trace_id = header.split("-")[1]
+        assert (trace_id in recorded) == (int(trace_id, 16) & LOW_64 < bound), header
     assert len(recorded) == sum(int(t.split("-")[1], 16) & LOW_64 < bound for t in sent)
     if ratio == 0.3:
         assert 80 <= len(recorded) <= 160  # about 120 of 400
@@ -136,3 +137,15 @@ def test_a_told_trace_id_is_taken_only_on_its_own_thread() -> None:
     assert other[0] != 42
     assert ids.generate_trace_id() == 42
     assert ids.generate_trace_id() != 42  # told once, taken once
+
+
+def test_an_unsampled_span_context_is_the_one_the_api_would_build() -> None:
+    tracer = TracerProvider(sampler=SidecarSampler(0.0), id_generator=CallIds()).get_tracer("t")
+    roots = RootSpans.for_tracer(tracer, SidecarSampler)
+    assert roots is not None
+    context = roots.start("payments.v1.Payments/Charge", {}).get_span_context()
+    assert context == SpanContext(context.trace_id, context.span_id, False, context.trace_flags)
+    assert context.is_valid and not context.is_remote and not context.trace_flags.sampled
+    assert traceparent(context) == (f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+                                    f"{context.trace_flags:02x}")
+    assert traceparent(INVALID_SPAN_CONTEXT) is None
