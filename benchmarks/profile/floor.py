@@ -6,6 +6,10 @@ One run starts three echo servers, the naive unary pass-through and two sidecars
 
 - ``direct``: the first echo server;
 - ``naive (unary)``: the baseline (``proxy.py``'s raw-bytes unary pass-through to echo a);
+- ``naive, 3 channels + deadline + traceparent``: the naive pass-through doing the grpc-level
+  work the sidecar must do for this config (round-robin over the three echo servers, the
+  caller's deadline, a ``traceparent``, the upstream's metadata passed back): what separates
+  the sidecar from it is the sidecar's own Python;
 - ``sidecar full``: breaker (defaults), metrics, ``endpoints: [a, b, c]`` with ``p2c_ewma``,
   tracing at 1% exported over OTLP/gRPC to a receiver process that counts spans;
 - ``sidecar full + retry``: the same with ``retry`` configured for the method (no failures, so
@@ -29,10 +33,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import functools
+import itertools
 import os
 import pstats
+import random
 import shutil
 import signal
 import statistics
@@ -43,6 +50,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from proxy import (  # benchmarks/proxy.py (benchmarks/ is put on sys.path above)
@@ -56,11 +65,56 @@ from proxy import (  # benchmarks/proxy.py (benchmarks/ is put on sys.path above
 )
 
 DIRECT, NAIVE = "direct", "naive (unary)"
+NAIVE_FLOOR = "naive, 3 channels + deadline + traceparent"
 FULL, RETRY = "sidecar full", "sidecar full + retry"
+TARGETS = (DIRECT, NAIVE, NAIVE_FLOOR, FULL, RETRY)
 CONCURRENCIES = (1, 16)
 CPU_RATIO, ADDED_P50_MS, RETRY_RATIO = 1.03, 0.05, 1.05
 WARMUP_S = 0.5
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
+
+
+class _NaiveFloor(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """The grpc-level work the sidecar cannot skip, and nothing else: each call round-robin
+    over 3 channels, with the caller's deadline (else 2 s), a fresh ``traceparent`` and the
+    upstream's initial and trailing metadata passed back. The sidecar minus this is its own
+    Python (routing, breaker, balancer, metrics, spans)."""
+
+    def __init__(self, channels: list[grpc.aio.Channel]) -> None:
+        self._channels = channels
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            upstreams = itertools.cycle([c.unary_unary(details.method) for c in self._channels])
+
+            async def forward(request: bytes, context: Any) -> bytes:
+                timeout = context.time_remaining()
+                call = next(upstreams)(
+                    request, timeout=2.0 if timeout is None else timeout,
+                    metadata=(("traceparent", f"00-{random.getrandbits(128):032x}-"
+                                              f"{random.getrandbits(64):016x}-02"),))
+                response: bytes = await call
+                initial = await call.initial_metadata()
+                if initial:
+                    await context.send_initial_metadata(tuple(initial))
+                trailing = await call.trailing_metadata()
+                if trailing:
+                    context.set_trailing_metadata(tuple(trailing))
+                return response
+            handler = self._handlers[details.method] = grpc.unary_unary_rpc_method_handler(
+                forward)
+        return handler
+
+
+async def _serve_floor(port: int, targets: list[str]) -> None:
+    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+    server.add_generic_rpc_handlers((_NaiveFloor(
+        [grpc.aio.insecure_channel(t) for t in targets]),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
 
 
 def _upstream(echoes: list[str], retry: bool) -> dict[str, Any]:
@@ -80,6 +134,8 @@ def start(workdir: Path) -> Processes:
         procs.pids[DIRECT] = procs.pids["echo a"]
         procs.ports[NAIVE] = procs.start(NAIVE, [*ECHO_ARGS[:2], "--role", "naive_unary",
                                                  "--target", echoes[0]])
+        procs.ports[NAIVE_FLOOR] = procs.start(NAIVE_FLOOR, [
+            sys.executable, __file__, "--role", "naive_floor", "--targets", ",".join(echoes)])
         otlp = procs.start("otlp", [sys.executable, "-m", "tests.support.otlp_receiver",
                                     "--count-only"])
         tracing = {"tracing": {"otlp_endpoint": f"http://127.0.0.1:{otlp}",
@@ -126,7 +182,7 @@ def report(rounds: dict[tuple[str, int], list[Cell]]) -> list[str]:
              "| p50 vs naive ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in CONCURRENCIES:
         base = rounds.get((NAIVE, c), [])
-        for name in (DIRECT, NAIVE, FULL, RETRY):
+        for name in TARGETS:
             cells = rounds.get((name, c))
             if not cells:
                 continue
@@ -143,6 +199,12 @@ def report(rounds: dict[tuple[str, int], list[Cell]]) -> list[str]:
         p50 = _paired(rounds.get((name, 1), []), rounds.get((NAIVE, 1), []), _p50_diff)
         lines.append(f"{name}: CPU {cpu:.3f}x naive at c=16 (target <= {CPU_RATIO}); p50 "
                      f"{p50:+.3f} ms vs naive at c=1 (target <= +{ADDED_P50_MS})")
+        floor16 = _paired(rounds.get((name, 16), []), rounds.get((NAIVE_FLOOR, 16), []),
+                          _cpu_ratio)
+        floor1 = _paired(rounds.get((name, 1), []), rounds.get((NAIVE_FLOOR, 1), []),
+                         _p50_diff)
+        lines.append(f"{name} vs `{NAIVE_FLOOR}`: CPU {floor16:.3f}x at c=16, p50 "
+                     f"{floor1:+.3f} ms at c=1 (what the sidecar's own Python costs)")
     for c in CONCURRENCIES:
         full, retry = rounds.get((FULL, c), []), rounds.get((RETRY, c), [])
         if full and retry:
@@ -162,8 +224,8 @@ def _frame(entry: str) -> str:
     return f"{name} ({short})"
 
 
-def top_table(raw: Path, limit: int = 45) -> list[str]:
-    """py-spy's collapsed stacks -> the functions with the most own and total samples."""
+def _own_samples(raw: Path) -> tuple[collections.Counter[str], collections.Counter[str], int]:
+    """py-spy's collapsed stacks: samples by function, own and total, and all samples."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
     samples = 0
@@ -177,7 +239,13 @@ def top_table(raw: Path, limit: int = 45) -> list[str]:
         own[frames[-1]] += count
         for frame in set(frames):
             total[frame] += count
-    out = [f"{samples} samples (py-spy, 1 sample = 1/rate s of the main thread's CPU or wait)",
+    return own, total, samples
+
+
+def top_table(raw: Path, limit: int = 45) -> list[str]:
+    """py-spy's collapsed stacks -> the functions with the most own and total samples."""
+    own, total, samples = _own_samples(raw)
+    out = [f"{samples} samples (py-spy: every thread's CPU, not idle waits)",
            "", f"{'own %':>7} {'total %':>8}  function (own)"]
     for frame, count in own.most_common(limit):
         out.append(f"{100 * count / samples:7.2f} {100 * total[frame] / samples:8.2f}  {frame}")
@@ -187,22 +255,63 @@ def top_table(raw: Path, limit: int = 45) -> list[str]:
     return out
 
 
-def profile(procs: Processes, out_dir: Path, name: str, seconds: float) -> None:
-    pid = procs.pids[FULL]
+def diff_table(raws: dict[str, tuple[Path, int]], rate: int, limit: int = 40) -> list[str]:
+    """Own time per forwarded call (µs: samples / rate / calls) by function, naive vs sidecar,
+    largest difference first."""
+    per_call: dict[str, dict[str, float]] = {}
+    totals: dict[str, float] = {}
+    for name, (raw, calls) in raws.items():
+        own, _, samples = _own_samples(raw)
+        scale = 1e6 / rate / max(calls, 1)
+        per_call[name] = {frame: count * scale for frame, count in own.items()}
+        totals[name] = samples * scale
+    naive, full = per_call.get(NAIVE, {}), per_call.get(FULL, {})
+    rows = sorted(((full.get(f, 0.0) - naive.get(f, 0.0), f) for f in set(naive) | set(full)),
+                  reverse=True)
+    out = [f"Own time per call, µs (py-spy samples / {rate} Hz / calls): naive "
+           f"{totals.get(NAIVE, 0.0):.0f} µs, sidecar full {totals.get(FULL, 0.0):.0f} µs in all",
+           "", f"{'naive':>7} {'sidecar':>8} {'diff':>7}  function (own)"]
+    for diff, frame in rows[:limit]:
+        out.append(f"{naive.get(frame, 0.0):7.1f} {full.get(frame, 0.0):8.1f} {diff:+7.1f}  "
+                   f"{frame}")
+    out += ["", "most negative (the naive spends more):"]
+    for diff, frame in rows[-10:]:
+        out.append(f"{naive.get(frame, 0.0):7.1f} {full.get(frame, 0.0):8.1f} {diff:+7.1f}  "
+                   f"{frame}")
+    return out
+
+
+def profile(procs: Processes, out_dir: Path, name: str, seconds: float, native: bool) -> None:
+    """py-spy on the naive pass-through and on ``sidecar full``, one c=16 cell each:
+    DIR/NAME.txt (the sidecar's top functions, and the per-call difference by function) and
+    DIR/NAME.svg (the sidecar's flame graph)."""
+    rate = 250
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        raw, svg = Path(tmp) / "raw.txt", Path(tmp) / "flame.svg"
-        spies = [subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", "250",
-                                   "--duration", str(int(seconds)), "--nonblocking",
-                                   "--format", fmt, "--output", str(path)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for fmt, path in (("raw", raw), ("flamegraph", svg))]
-        cell = run_cell(procs, Target(FULL, "sidecar"), 16, seconds + 1, warmup_s=WARMUP_S)
-        for spy in spies:
-            spy.wait(timeout=60)
-        header = [f"`{FULL}` at concurrency 16, {cell.throughput:,.0f} calls/s, "
-                  f"{cell.cpu_us_per_call:.0f} CPU µs/call while sampled (py-spy adds some)", ""]
-        (out_dir / f"{name}.txt").write_text("\n".join(header + top_table(raw)) + "\n")
+        raws: dict[str, tuple[Path, int]] = {}
+        svg = Path(tmp) / "flame.svg"
+        cells: dict[str, Cell] = {}
+        for target in (NAIVE, FULL):
+            raw = Path(tmp) / f"{len(raws)}.raw"
+            outputs = [("raw", raw)] + ([("flamegraph", svg)] if target == FULL else [])
+            spies = [subprocess.Popen(
+                [PY_SPY, "record", "--pid", str(procs.pids[target]), "--rate", str(rate),
+                 "--duration", str(int(seconds)), "--nonblocking", "--format", fmt,
+                 "--output", str(path), *(["--native"] if native else [])],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for fmt, path in outputs]
+            time.sleep(0.5)  # py-spy attaches
+            started = time.monotonic()
+            cell = run_cell(procs, Target(target, "sidecar"), 16, seconds - 0.5, warmup_s=0.0)
+            for spy in spies:
+                spy.wait(timeout=60)
+            # the samples cover `seconds`, the cell a little less: scale calls to match
+            calls = int(cell.calls * seconds / max(time.monotonic() - started, seconds - 0.5))
+            raws[target], cells[target] = (raw, calls), cell
+        header = [f"py-spy{' --native' if native else ''}, concurrency 16: "
+                  + "; ".join(f"`{t}` {c.throughput:,.0f} calls/s, {c.cpu_us_per_call:.0f} "
+                              f"CPU µs/call while sampled" for t, c in cells.items()), ""]
+        body = [*diff_table(raws, rate), "", f"## `{FULL}`", "", *top_table(raws[FULL][0])]
+        (out_dir / f"{name}.txt").write_text("\n".join(header + body) + "\n")
         if svg.exists():
             shutil.copy(svg, out_dir / f"{name}.svg")
 
@@ -270,8 +379,15 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="write a py-spy profile to this folder")
     parser.add_argument("--name", default="profile", help="profile file name (no suffix)")
     parser.add_argument("--cprofile", type=Path, help="write cProfile tables to this folder")
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+    parser.add_argument("--role", choices=("naive_floor",), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--targets", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or [DIRECT, NAIVE, FULL, RETRY]
+    if args.role:
+        asyncio.run(_serve_floor(args.port, args.targets.split(",")))
+        return 0
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(TARGETS)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
@@ -290,7 +406,7 @@ def main() -> int:
                               f"err {cell.errors}", flush=True)
             print("\n".join(report(rounds)))
             if args.profile is not None:
-                profile(procs, args.profile, args.name, max(args.seconds, 5.0))
+                profile(procs, args.profile, args.name, max(args.seconds, 5.0), args.native)
         finally:
             procs.close()
     if args.cprofile is not None:
