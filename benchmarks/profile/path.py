@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import inspect
 import io
 import pstats
 import sys
@@ -126,9 +127,12 @@ async def _setup(retry: bool) -> tuple[Any, Telemetry]:
     forward = handler._forward
     context = _Context()
 
+    breaker = upstream.guard.breaker_for(METHOD).name
+    extra = (breaker,) if "breaker" in inspect.signature(forward).parameters else ()
+
     async def sidecar(n: int) -> None:
         for _ in range(n):
-            await forward(upstream, lookup, METHOD, "unary_unary", PAYLOAD, context)
+            await forward(upstream, lookup, METHOD, "unary_unary", PAYLOAD, context, *extra)
 
     await sidecar(1000)  # warm caches (handler, labels, statics)
     return sidecar, telemetry
