@@ -100,6 +100,7 @@ DEFAULT_MAX_METHODS_PER_UPSTREAM: Final = 100
 
 _STATES: Final = tuple(State)
 _SAMPLED: Final = int(trace.TraceFlags.SAMPLED)
+_OK: Final = grpc.StatusCode.OK
 
 
 class SidecarMetrics:
@@ -169,6 +170,7 @@ class _CallMetrics:
         "_codes",
         "_method",
         "_metrics",
+        "_ok",
         "_upstream",
         "duration",
         "fallbacks",
@@ -191,14 +193,19 @@ class _CallMetrics:
         self.overflows = metrics.overflows.labels(upstream)
         self.resilience: UpstreamResilience = metrics.resilience.for_upstream(upstream)
         self._codes: dict[grpc.StatusCode, Incrementable] = {}
+        self._ok: Incrementable | None = None  # bound at the first OK: no series before it
 
     def requests(self, code: grpc.StatusCode) -> Incrementable:
         """What to ``inc(1)`` for a call that ended with ``code``."""
+        if code is _OK and self._ok is not None:  # the common case, without hashing an enum
+            return self._ok
         value = self._codes.get(code)
         if value is None:
             value = counter_value(
                 self._metrics.requests.labels(self._upstream, self._method, code.name))
             self._codes[code] = value
+        if code is _OK:
+            self._ok = value
         return value
 
     def endpoint_requests(self, endpoint: str, code: grpc.StatusCode) -> None:
