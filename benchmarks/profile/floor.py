@@ -6,7 +6,7 @@ One run starts three echo servers, the naive unary pass-through and two sidecars
 
 - ``direct``: the first echo server;
 - ``naive (unary)``: the baseline (``proxy.py``'s raw-bytes unary pass-through to echo a);
-- ``naive, 3 channels + deadline + traceparent``: the naive pass-through doing the grpc-level
+- ``naive 3 channels + deadline + traceparent``: the naive pass-through doing the grpc-level
   work the sidecar must do for this config (round-robin over the three echo servers, the
   caller's deadline, a ``traceparent``, the upstream's metadata passed back): what separates
   the sidecar from it is the sidecar's own Python;
@@ -65,9 +65,11 @@ from proxy import (  # benchmarks/proxy.py (benchmarks/ is put on sys.path above
 )
 
 DIRECT, NAIVE = "direct", "naive (unary)"
-NAIVE_FLOOR = "naive, 3 channels + deadline + traceparent"
+NAIVE_FLOOR = "naive 3 channels + deadline + traceparent"
+NAIVE_3, NAIVE_DEADLINE = "naive 3 channels", "naive + deadline + traceparent"
+"""The floor's two parts alone (``--parts``): which of them costs what."""
 FULL, RETRY = "sidecar full", "sidecar full + retry"
-TARGETS = (DIRECT, NAIVE, NAIVE_FLOOR, FULL, RETRY)
+TARGETS = (DIRECT, NAIVE, NAIVE_3, NAIVE_DEADLINE, NAIVE_FLOOR, FULL, RETRY)
 CONCURRENCIES = (1, 16)
 CPU_RATIO, ADDED_P50_MS, RETRY_RATIO = 1.03, 0.05, 1.05
 WARMUP_S = 0.5
@@ -80,14 +82,19 @@ class _NaiveFloor(grpc.GenericRpcHandler):  # type: ignore[misc]
     upstream's initial and trailing metadata passed back. The sidecar minus this is its own
     Python (routing, breaker, balancer, metrics, spans)."""
 
-    def __init__(self, channels: list[grpc.aio.Channel]) -> None:
+    def __init__(self, channels: list[grpc.aio.Channel], extras: bool = True) -> None:
         self._channels = channels
+        self._extras = extras  # the deadline, traceparent and metadata (else bare calls)
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         handler = self._handlers.get(details.method)
         if handler is None:
             upstreams = itertools.cycle([c.unary_unary(details.method) for c in self._channels])
+
+            async def bare(request: bytes, context: Any) -> bytes:
+                response: bytes = await next(upstreams)(request)
+                return response
 
             async def forward(request: bytes, context: Any) -> bytes:
                 timeout = context.time_remaining()
@@ -104,14 +111,14 @@ class _NaiveFloor(grpc.GenericRpcHandler):  # type: ignore[misc]
                     context.set_trailing_metadata(tuple(trailing))
                 return response
             handler = self._handlers[details.method] = grpc.unary_unary_rpc_method_handler(
-                forward)
+                forward if self._extras else bare)
         return handler
 
 
-async def _serve_floor(port: int, targets: list[str]) -> None:
+async def _serve_floor(port: int, targets: list[str], extras: bool) -> None:
     server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
     server.add_generic_rpc_handlers((_NaiveFloor(
-        [grpc.aio.insecure_channel(t) for t in targets]),))
+        [grpc.aio.insecure_channel(t) for t in targets], extras),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
@@ -134,8 +141,11 @@ def start(workdir: Path) -> Processes:
         procs.pids[DIRECT] = procs.pids["echo a"]
         procs.ports[NAIVE] = procs.start(NAIVE, [*ECHO_ARGS[:2], "--role", "naive_unary",
                                                  "--target", echoes[0]])
-        procs.ports[NAIVE_FLOOR] = procs.start(NAIVE_FLOOR, [
-            sys.executable, __file__, "--role", "naive_floor", "--targets", ",".join(echoes)])
+        for name, targets, extras in ((NAIVE_FLOOR, echoes, ()), (NAIVE_3, echoes, ("--bare",)),
+                                      (NAIVE_DEADLINE, echoes[:1], ())):
+            procs.ports[name] = procs.start(name, [
+                sys.executable, __file__, "--role", "naive_floor", "--targets", ",".join(targets),
+                *extras])
         otlp = procs.start("otlp", [sys.executable, "-m", "tests.support.otlp_receiver",
                                     "--count-only"])
         tracing = {"tracing": {"otlp_endpoint": f"http://127.0.0.1:{otlp}",
@@ -285,7 +295,7 @@ def profile(procs: Processes, out_dir: Path, name: str, seconds: float, native: 
     """py-spy on the naive pass-through and on ``sidecar full``, one c=16 cell each:
     DIR/NAME.txt (the sidecar's top functions, and the per-call difference by function) and
     DIR/NAME.svg (the sidecar's flame graph)."""
-    rate = 250
+    rate = 1000
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         raws: dict[str, tuple[Path, int]] = {}
@@ -383,11 +393,15 @@ def main() -> int:
     parser.add_argument("--role", choices=("naive_floor",), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--targets", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--parts", action="store_true",
+                        help=f"also `{NAIVE_3}` and `{NAIVE_DEADLINE}`")
     args = parser.parse_args()
     if args.role:
-        asyncio.run(_serve_floor(args.port, args.targets.split(",")))
+        asyncio.run(_serve_floor(args.port, args.targets.split(","), not args.bare))
         return 0
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(TARGETS)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or [
+        t for t in TARGETS if args.parts or t not in (NAIVE_3, NAIVE_DEADLINE)]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
