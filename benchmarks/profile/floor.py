@@ -133,7 +133,12 @@ def _upstream(echoes: list[str], retry: bool) -> dict[str, Any]:
     return {"echo": upstream}
 
 
-def start(workdir: Path) -> Processes:
+BEFORE = "sidecar full (before)"
+"""``--before DIR``: ``sidecar full`` again, importing the sidecar package from DIR (e.g. a
+``git archive`` of an older commit): a change's gain measured in one run."""
+
+
+def start(workdir: Path, before: Path | None = None) -> Processes:
     procs = Processes()
     try:
         echoes = [f"127.0.0.1:{procs.start(f'echo {n}', ECHO_ARGS)}" for n in "abc"]
@@ -152,6 +157,9 @@ def start(workdir: Path) -> Processes:
                                "sample_ratio": 0.01}}
         for name, retry in ((FULL, False), (RETRY, True)):
             procs.start_sidecar(name, workdir, _upstream(echoes, retry), tracing)
+        if before is not None:
+            procs.start_sidecar(BEFORE, workdir, _upstream(echoes, False), tracing,
+                                env={"PYTHONPATH": str(before)})
         time.sleep(1.0)  # let the sidecars learn the method's shape from reflection
         return procs
     except BaseException:
@@ -192,7 +200,7 @@ def report(rounds: dict[tuple[str, int], list[Cell]]) -> list[str]:
              "| p50 vs naive ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in CONCURRENCIES:
         base = rounds.get((NAIVE, c), [])
-        for name in TARGETS:
+        for name in (*TARGETS, BEFORE):
             cells = rounds.get((name, c))
             if not cells:
                 continue
@@ -215,6 +223,12 @@ def report(rounds: dict[tuple[str, int], list[Cell]]) -> list[str]:
                          _p50_diff)
         lines.append(f"{name} vs `{NAIVE_FLOOR}`: CPU {floor16:.3f}x at c=16, p50 "
                      f"{floor1:+.3f} ms at c=1 (what the sidecar's own Python costs)")
+    for c in CONCURRENCIES:
+        full, before = rounds.get((FULL, c), []), rounds.get((BEFORE, c), [])
+        if full and before:
+            lines.append(f"`{FULL}` vs `{BEFORE}` at c={c}: CPU "
+                         f"{_paired(full, before, _cpu_ratio):.3f}x, p50 "
+                         f"{_paired(full, before, _p50_diff):+.3f} ms")
     for c in CONCURRENCIES:
         full, retry = rounds.get((FULL, c), []), rounds.get((RETRY, c), [])
         if full and retry:
@@ -390,6 +404,8 @@ def main() -> int:
     parser.add_argument("--name", default="profile", help="profile file name (no suffix)")
     parser.add_argument("--cprofile", type=Path, help="write cProfile tables to this folder")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help=f"also `{BEFORE}`: the sidecar package imported from DIR")
     parser.add_argument("--role", choices=("naive_floor",), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--targets", help=argparse.SUPPRESS)
@@ -401,11 +417,12 @@ def main() -> int:
         asyncio.run(_serve_floor(args.port, args.targets.split(","), not args.bare))
         return 0
     names = [n.strip() for n in args.only.split(",") if n.strip()] or [
-        t for t in TARGETS if args.parts or t not in (NAIVE_3, NAIVE_DEADLINE)]
+        t for t in TARGETS if args.parts or t not in (NAIVE_3, NAIVE_DEADLINE)] + (
+        [BEFORE] if args.before is not None else [])
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
-        procs = start(Path(workdir))
+        procs = start(Path(workdir), args.before)
         try:
             rounds: dict[tuple[str, int], list[Cell]] = {}
             for r in range(args.rounds):
