@@ -128,8 +128,10 @@ class RootSpans:
         trace_id = _getrandbits(128)
         while not trace_id:
             trace_id = _getrandbits(128)
-        if trace_id & _TRACE_ID_LIMIT < self._sampler.bound or not tracer._is_enabled():
-            self._ids.tell(trace_id)
+        enabled = tracer._is_enabled()
+        if not enabled or trace_id & _TRACE_ID_LIMIT < self._sampler.bound:
+            if enabled:  # a disabled tracer draws no id: nothing may be left told
+                self._ids.tell(trace_id)
             return tracer.start_span(name, context=_ROOT, kind=SpanKind.CLIENT,
                                      attributes=attributes)
         span_id = _getrandbits(64)

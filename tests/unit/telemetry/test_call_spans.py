@@ -149,3 +149,15 @@ def test_an_unsampled_span_context_is_the_one_the_api_would_build() -> None:
     assert traceparent(context) == (f"00-{context.trace_id:032x}-{context.span_id:016x}-"
                                     f"{context.trace_flags:02x}")
     assert traceparent(INVALID_SPAN_CONTEXT) is None
+
+
+def test_a_disabled_tracer_gets_the_sdks_invalid_span_and_no_told_id_is_left(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = CallIds()
+    tracer = TracerProvider(sampler=SidecarSampler(1.0), id_generator=ids).get_tracer("t")
+    roots = RootSpans.for_tracer(tracer, SidecarSampler)
+    assert roots is not None
+    monkeypatch.setattr(tracer, "_is_enabled", lambda: False)
+    span = roots.start("payments.v1.Payments/Charge", {})
+    assert not span.get_span_context().is_valid and not span.is_recording()
+    assert getattr(ids._told, "trace_id", 0) == 0
