@@ -169,22 +169,25 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         kind: CallKind = upstream.shapes.kind(method) or "stream_stream"
         lookup = routing.upstreams.get
         forward = self._forward
+        # The breaker's name for the call info: fixed for an upstream and method (the name is
+        # the upstream's, or upstream/method with per_method), so looked up once, here.
+        breaker = upstream.guard.breaker_for(method).name
 
         if kind == "unary_unary":
             async def unary_unary(request: bytes, context: Context) -> bytes | None:
-                return await forward(upstream, lookup, method, kind, request, context)
+                return await forward(upstream, lookup, method, kind, request, context, breaker)
             return grpc.unary_unary_rpc_method_handler(unary_unary)
         if kind == "unary_stream":
             async def unary_stream(request: bytes, context: Context) -> None:
-                await forward(upstream, lookup, method, kind, request, context)
+                await forward(upstream, lookup, method, kind, request, context, breaker)
             return grpc.unary_stream_rpc_method_handler(unary_stream)
         if kind == "stream_unary":
             async def stream_unary(requests: object, context: Context) -> bytes | None:
-                return await forward(upstream, lookup, method, kind, None, context)
+                return await forward(upstream, lookup, method, kind, None, context, breaker)
             return grpc.stream_unary_rpc_method_handler(stream_unary)
 
         async def stream_stream(requests: object, context: Context) -> None:
-            await forward(upstream, lookup, method, "stream_stream", None, context)
+            await forward(upstream, lookup, method, "stream_stream", None, context, breaker)
         return grpc.stream_stream_rpc_method_handler(stream_stream)
 
     def _unrouted_handler(self, method: str) -> grpc.RpcMethodHandler:
@@ -205,14 +208,14 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     async def _forward(self, first: Upstream, lookup: Callable[[str], Upstream | None],
                        method: str, kind: CallKind, request: bytes | None,
-                       context: Context) -> bytes | None:
+                       context: Context, breaker: str) -> bytes | None:
         observer = self._observer
         incoming = context.invocation_metadata() or ()
         if observer is NOOP_OBSERVER:
             return await self._call(first, lookup, method, kind, request, context, incoming,
                                     NOOP_SCOPE)
-        info = CallInfo(first.name, method, first.guard.breaker_for(method).name, kind,
-                        context.peer(), first.address, tuple(incoming))
+        info = CallInfo(first.name, method, breaker, kind, context.peer(), first.address,
+                        tuple(incoming))
         with observer.start_call(info) as scope:
             return await self._call(first, lookup, method, kind, request, context, incoming,
                                     scope)

@@ -41,7 +41,7 @@ from sidecar.proxy._request_buffer import RequestBuffer
 from sidecar.proxy.guard import MD_UPSTREAM, Admission
 from sidecar.proxy.hooks import CallKind, CallScope, MetadataItem
 from sidecar.proxy.upstream import Upstream
-from sidecar.resilience import RetryPolicy
+from sidecar.resilience import Backoff, RetryPolicy
 
 __all__ = ["CallPlan", "commit_attempt", "forward_retried"]
 
@@ -175,7 +175,7 @@ class _Retrying:
     async def run(self) -> bytes | None:
         plan = self.plan
         upstream = plan.upstream
-        backoff = self.policy.backoff.new_backoff()
+        backoff: Backoff | None = None  # made at the first failure: most calls never retry
         tried: list[Any] = []
         if self.buffer is not None:
             self.buffer.start()
@@ -197,6 +197,8 @@ class _Retrying:
                     return await self._attempt(trip, timeout)
                 except _Failed as failed:
                     code = failed.error.code()
+                    if backoff is None:
+                        backoff = self.policy.backoff.new_backoff()
                     verdict = retry_verdict(
                         self.policy, backoff, code=code,
                         per_try_timed_out=bounded and code is _DEADLINE_EXCEEDED,

@@ -69,6 +69,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sidecar.breaker import BreakerListener, BreakerView, State, Transition
+from sidecar.telemetry._fast_metrics import Incrementable, LatencyBuckets, counter_value
 from sidecar.telemetry._names import OTHER_METHOD, UNROUTED
 from sidecar.telemetry.endpoint_metrics import PerEndpointRequests
 from sidecar.telemetry.resilience_metrics import ResilienceMetrics, UpstreamResilience
@@ -98,6 +99,8 @@ DEFAULT_MAX_METHODS_PER_UPSTREAM: Final = 100
 """Distinct ``method`` label values per upstream before new ones count as ``_other_``."""
 
 _STATES: Final = tuple(State)
+_SAMPLED: Final = int(trace.TraceFlags.SAMPLED)
+_OK: Final = grpc.StatusCode.OK
 
 
 class SidecarMetrics:
@@ -167,9 +170,11 @@ class _CallMetrics:
         "_codes",
         "_method",
         "_metrics",
+        "_ok",
         "_upstream",
         "duration",
         "fallbacks",
+        "latency",
         "overflows",
         "per_endpoint",
         "rejections",
@@ -182,18 +187,26 @@ class _CallMetrics:
         self._method = method
         self.per_endpoint = metrics.per_endpoint
         self.duration = metrics.duration.labels(upstream, method)
+        self.latency = LatencyBuckets(self.duration)  # observe() without an exemplar
         self.rejections = metrics.rejections.labels(upstream)
         self.fallbacks = metrics.fallbacks.labels(upstream)
         self.overflows = metrics.overflows.labels(upstream)
         self.resilience: UpstreamResilience = metrics.resilience.for_upstream(upstream)
-        self._codes: dict[grpc.StatusCode, Counter] = {}
+        self._codes: dict[grpc.StatusCode, Incrementable] = {}
+        self._ok: Incrementable | None = None  # bound at the first OK: no series before it
 
-    def requests(self, code: grpc.StatusCode) -> Counter:
-        child = self._codes.get(code)
-        if child is None:
-            child = self._metrics.requests.labels(self._upstream, self._method, code.name)
-            self._codes[code] = child
-        return child
+    def requests(self, code: grpc.StatusCode) -> Incrementable:
+        """What to ``inc(1)`` for a call that ended with ``code``."""
+        if code is _OK and self._ok is not None:  # the common case, without hashing an enum
+            return self._ok
+        value = self._codes.get(code)
+        if value is None:
+            value = counter_value(
+                self._metrics.requests.labels(self._upstream, self._method, code.name))
+            self._codes[code] = value
+        if code is _OK:
+            self._ok = value
+        return value
 
     def endpoint_requests(self, endpoint: str, code: grpc.StatusCode) -> None:
         self.per_endpoint.count(self._upstream, endpoint, code)
@@ -217,7 +230,7 @@ class _MetricsScope:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if not self._finished:  # the proxy failed before reporting a status: count it anyway
-            self._call.requests(grpc.StatusCode.UNKNOWN).inc()
+            self._call.requests(grpc.StatusCode.UNKNOWN).inc(1)
             if self._endpoint is not None:
                 self._call.endpoint_requests(self._endpoint, grpc.StatusCode.UNKNOWN)
 
@@ -263,20 +276,23 @@ class _MetricsScope:
         if self._call.per_endpoint.enabled:
             self._endpoint = address
 
-    def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
+    def finish(self, code: grpc.StatusCode, duration_s: float,
+               span: trace.Span | None = None) -> None:
+        """``span``: the call's span when the caller knows it is the current one (saves the
+        context lookup); by default the current span gives the exemplar."""
         self._finished = True
         call = self._call
-        call.requests(code).inc()
+        call.requests(code).inc(1)
         if self._endpoint is not None:
             call.endpoint_requests(self._endpoint, code)
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.trace_flags.sampled:
+        span_context = (trace.get_current_span() if span is None else span).get_span_context()
+        if span_context.trace_flags & _SAMPLED:
             call.duration.observe(duration_s, {
                 "trace_id": format(span_context.trace_id, "032x"),
                 "span_id": format(span_context.span_id, "016x"),
             })
         else:
-            call.duration.observe(duration_s)
+            call.latency.observe(duration_s)
 
 
 class MetricsObserver:

@@ -126,8 +126,12 @@ class _TelemetryScope:
 
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         if self._tracing_entered:
-            self._tracing.finish(code, duration_s)
-        self._metrics.finish(code, duration_s)
+            tracing = self._tracing
+            tracing.finish(code, duration_s)
+            # the call's span is the current one (entered): hand it over, no context lookup
+            self._metrics.finish(code, duration_s, tracing.span)
+        else:
+            self._metrics.finish(code, duration_s)
 
 
 class TelemetryObserver:

@@ -74,13 +74,22 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from sidecar import __version__
 from sidecar.breaker import BreakerListener, ModeChange, Transition
 from sidecar.telemetry import attempt_tracing
-from sidecar.telemetry._names import UNROUTED, upstream_of
+from sidecar.telemetry._names import upstream_of
+from sidecar.telemetry.call_spans import (
+    SPAN_KEY,
+    CallIds,
+    CallStatics,
+    RootSpans,
+    call_statics,
+    split_host_port,
+    traceparent,
+)
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig, TracingConfig
@@ -143,7 +152,9 @@ class SidecarSampler(Sampler):
     def set_ratio(self, ratio: float) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"tracing.sample_ratio: must be >= 0 and <= 1, got {ratio!r}")
-        self._calls = ParentBased(TraceIdRatioBased(ratio))
+        calls = TraceIdRatioBased(ratio)
+        self.bound = calls.bound  # for call_spans.RootSpans; set first: a racing call may
+        self._calls = ParentBased(calls)  # sample on the old ratio or the new, never a mix
         self.ratio = ratio
 
     def should_sample(
@@ -176,65 +187,12 @@ class _MetadataSetter(Setter[list[tuple[str, str | bytes]]]):
 _SETTER: Final = _MetadataSetter()
 
 
-def _split_host_port(address: str) -> tuple[str, int | None]:
-    """``"127.0.0.1:50051"`` / ``"[::1]:50051"`` -> (host, port); no port -> (address, None)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        return address, None
-    return host.strip("[]"), int(port)
-
-
-def _peer_attributes(peer: str) -> dict[str, AttributeValue]:
-    """gRPC peer strings (``ipv4:127.0.0.1:5555``, ``ipv6:[::1]:5555``, ``unix:/path``)."""
-    scheme, sep, rest = peer.partition(":")
-    if not sep:
-        return {"client.address": peer} if peer else {}
-    if scheme == "unix":
-        return {"client.address": rest, "network.transport": "unix"}
-    host, port = _split_host_port(rest)
-    attributes: dict[str, AttributeValue] = {"client.address": host}
-    if port is not None:
-        attributes["client.port"] = port
-    return attributes
-
-
-@dataclass(frozen=True, slots=True)
-class _CallStatics:
-    """Span name and attributes that depend only on the route: computed once, reused."""
-
-    name: str
-    attributes: Mapping[str, AttributeValue]
-
-
-def _call_statics(info: CallInfo) -> _CallStatics:
-    """The span name and attributes of calls with this route and peer. Kept to the useful
-    minimum: every attribute costs a validation on each recorded span."""
-    path = info.method.lstrip("/")
-    service, _, method = path.rpartition("/")
-    host, port = _split_host_port(info.upstream_address)
-    attributes: dict[str, AttributeValue] = {
-        "rpc.system": "grpc",
-        "rpc.service": service,
-        "rpc.method": method,
-        "sidecar.upstream": info.upstream or UNROUTED,
-    }
-    if info.breaker and info.breaker != info.upstream:  # per-method breakers
-        attributes["sidecar.breaker"] = info.breaker
-    if host:
-        attributes["server.address"] = host
-    if port is not None:
-        attributes["server.port"] = port
-    if info.peer:
-        attributes.update(_peer_attributes(info.peer))
-    return _CallStatics(name=path or info.method, attributes=attributes)
-
-
 class _TracingScope:
     """One call's span: enter starts it and makes it current, exit ends it. Also the
     ``CallScope`` the proxy reports to (one object per call, no other allocation)."""
 
-    __slots__ = ("_attempts", "_baggage", "_code", "_context", "_info", "_observer", "_span",
-                 "_token")
+    __slots__ = ("_attempts", "_baggage", "_code", "_context", "_info", "_observer", "_token",
+                 "span")
 
     def __init__(self, observer: TracingObserver, info: CallInfo) -> None:
         self._observer = observer
@@ -247,16 +205,22 @@ class _TracingScope:
         observer, info = self._observer, self._info
         statics = observer._statics(info)
         parent = observer._extract(info.metadata, self)
-        span = observer._tracer.start_span(statics.name, context=parent, kind=SpanKind.CLIENT,
-                                           attributes=statics.attributes)
-        self._span = span
-        self._context = trace.set_span_in_context(span, parent)
+        roots = observer._roots
+        if parent is _ROOT and roots is not None and statics.by_ratio:
+            span = roots.start(statics.name, statics.attributes)
+            self._context = Context({SPAN_KEY: span})  # = set_span_in_context(span, _ROOT)
+        else:
+            span = observer._tracer.start_span(statics.name, context=parent,
+                                               kind=SpanKind.CLIENT,
+                                               attributes=statics.attributes)
+            self._context = trace.set_span_in_context(span, parent)
+        self.span = span
         self._token = otel_context.attach(self._context)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        span = self._span
+        span = self.span
         try:
             # After finish(), an exception is the proxy answering (grpc's abort raises): not an
             # error of the call beyond its status. Before it, something went wrong: record it.
@@ -276,40 +240,41 @@ class _TracingScope:
         fields = observer._fields
         if not fields:
             return
-        if any(key in fields for key, _ in metadata):
+        if metadata and any(key in fields for key, _ in metadata):
             metadata[:] = [item for item in metadata if item[0] not in fields]
         if not observer._w3c:
             observer._propagator.inject(metadata, context=self._context, setter=_SETTER)
             return
         # The default propagators (tracecontext, baggage), written directly: same headers as
         # the SDK's propagators, at a fraction of the per-call cost.
-        span_context = self._span.get_span_context()
-        if span_context.is_valid:
-            metadata.append(("traceparent", f"00-{span_context.trace_id:032x}-"
-                             f"{span_context.span_id:016x}-{span_context.trace_flags:02x}"))
-            if span_context.trace_state:
-                metadata.append(("tracestate", span_context.trace_state.to_header()))
+        span_context = self.span.get_span_context()
+        header = traceparent(span_context)
+        if header is not None:
+            metadata.append(("traceparent", header))
+            state = span_context.trace_state
+            if state is not DEFAULT_TRACE_STATE and state:
+                metadata.append(("tracestate", state.to_header()))
         if self._baggage:  # passed on as the host sent it
             metadata.append(("baggage", self._baggage))
 
     def rejected(self, reason: str, retry_after_ms: int) -> None:
-        if self._span.is_recording():
-            self._span.add_event("breaker.rejected", {
+        if self.span.is_recording():
+            self.span.add_event("breaker.rejected", {
                 "breaker.reason": reason, "breaker.retry_after_ms": retry_after_ms,
             })
 
     def fallback(self, kind: str, target: str) -> None:
-        if self._span.is_recording():
-            self._span.add_event("breaker.fallback", {
+        if self.span.is_recording():
+            self.span.add_event("breaker.fallback", {
                 "fallback.kind": kind, "fallback.target": target,
             })
 
     def overflow(self) -> None:
-        if self._span.is_recording():
-            self._span.add_event("sidecar.overflow")
+        if self.span.is_recording():
+            self.span.add_event("sidecar.overflow")
 
     def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
-        if self._span.is_recording():
+        if self.span.is_recording():
             if self._attempts is None:
                 self._attempts = {}
             self._attempts[attempt] = attempt_tracing.start_attempt(
@@ -322,33 +287,33 @@ class _TracingScope:
             attempt_tracing.end_attempt(span, code, outcome)
 
     def retry(self, reason: str, delay_s: float) -> None:
-        if self._span.is_recording():
-            attempt_tracing.retry_event(self._span, reason, delay_s)
+        if self.span.is_recording():
+            attempt_tracing.retry_event(self.span, reason, delay_s)
 
     def retry_refused(self, reason: str) -> None:
-        if self._span.is_recording():
-            attempt_tracing.retry_refused_event(self._span, reason)
+        if self.span.is_recording():
+            attempt_tracing.retry_refused_event(self.span, reason)
 
     def hedge(self, attempt: int) -> None:
-        if self._span.is_recording():
-            self._span.add_event("sidecar.hedge", {"sidecar.hedge.attempt": attempt})
+        if self.span.is_recording():
+            self.span.add_event("sidecar.hedge", {"sidecar.hedge.attempt": attempt})
 
     def shed(self, limit: int, in_flight: int) -> None:
-        if self._span.is_recording():
-            attempt_tracing.shed_event(self._span, limit, in_flight)
+        if self.span.is_recording():
+            attempt_tracing.shed_event(self.span, limit, in_flight)
 
     def endpoint(self, address: str) -> None:
         """The chosen endpoint becomes the span's ``server.address`` / ``server.port``."""
-        span = self._span
+        span = self.span
         if span.is_recording():
-            host, port = _split_host_port(address)
+            host, port = split_host_port(address)
             span.set_attribute("server.address", host)
             if port is not None:
                 span.set_attribute("server.port", port)
 
     def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
         self._code = code
-        span = self._span
+        span = self.span
         if span.is_recording():
             span.set_attribute("rpc.grpc.status_code", code.value[0])
             if code is not grpc.StatusCode.OK:
@@ -374,17 +339,19 @@ class TracingObserver:
         self._w3c = propagator is None and _default_propagators()
         # Empty with OTEL_PROPAGATORS=none: the host's headers then pass through untouched.
         self._fields = frozenset(self._propagator.fields)
-        self._cache: dict[tuple[str, str, str, str, str], _CallStatics] = {}
+        self._roots = RootSpans.for_tracer(tracer, SidecarSampler)
+        """The cheap start of unsampled root call spans (None: the SDK starts every span)."""
+        self._cache: dict[tuple[str, str, str, str, str], CallStatics] = {}
         self._cache_lock = threading.Lock()
 
     def start_call(self, info: CallInfo) -> _TracingScope:
         return _TracingScope(self, info)
 
-    def _statics(self, info: CallInfo) -> _CallStatics:
+    def _statics(self, info: CallInfo) -> CallStatics:
         key = (info.method, info.upstream, info.upstream_address, info.breaker, info.peer)
         statics = self._cache.get(key)
         if statics is None:
-            statics = _call_statics(info)
+            statics = call_statics(info, ALWAYS_SAMPLED_SPANS)
             with self._cache_lock:
                 if len(self._cache) >= _ATTRIBUTE_CACHE_SIZE:
                     self._cache.clear()
@@ -554,7 +521,8 @@ def setup_tracing(config: SidecarConfig, *, exporter: SpanExporter | None = None
     benchmarks). Does not touch the global tracer provider."""
     env = os.environ if environ is None else environ
     sampler = SidecarSampler(_sample_ratio(config.tracing, env))
-    provider = TracerProvider(resource=build_resource(config), sampler=sampler)
+    provider = TracerProvider(resource=build_resource(config), sampler=sampler,
+                              id_generator=CallIds())
     endpoint = _exporter_endpoint(config.tracing, env)
     if exporter is None and endpoint is not None:
         from sidecar.telemetry._otlp import FastOTLPSpanExporter

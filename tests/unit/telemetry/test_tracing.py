@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from sidecar.breaker import Mode, ModeChange, State
 from sidecar.config import parse_config
+from sidecar.telemetry.call_spans import CallIds
 from sidecar.telemetry.tracing import (
     SidecarSampler,
     TracingObserver,
@@ -32,15 +33,17 @@ Metadata = list[tuple[str, str | bytes]]
 
 
 class Harness:
-    """A tracer provider with the sidecar's sampler and an in-memory exporter."""
+    """A tracer provider set up as ``setup_tracing`` does (the sidecar's sampler and id
+    generator, so root call spans take the fast path) with an in-memory exporter."""
 
     def __init__(self, ratio: float = 1.0, propagator: TextMapPropagator | None = None) -> None:
         self.exporter = InMemorySpanExporter()
         self.sampler = SidecarSampler(ratio)
-        provider = TracerProvider(sampler=self.sampler)
+        provider = TracerProvider(sampler=self.sampler, id_generator=CallIds())
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.tracer = provider.get_tracer("test")
         self.observer = TracingObserver(self.tracer, propagator)
+        assert self.observer._roots is not None
         self.transitions = TransitionTracer(self.tracer)
 
     def call(self, metadata: Metadata | None = None, code: grpc.StatusCode = grpc.StatusCode.OK,
