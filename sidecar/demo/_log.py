@@ -28,9 +28,9 @@ LOG_DRAIN_S: Final = 0.5
 
 
 def state_name(value: int) -> str:
-    from sidecar.v1 import events_pb2
+    from sidecar.breaker_protos import state_name as proto_state_name
 
-    return str(events_pb2.BreakerState.Name(value)).removeprefix("BREAKER_STATE_")
+    return proto_state_name(value)
 
 
 @dataclass

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from sidecar.breaker_protos import STATE_BY_NAME
 from sidecar.eventlog.breaker_views import InstanceStatus, UpstreamStatus
 from sidecar.eventlog.store import NO_FILTER, EventFilter
 from sidecar.v1 import eventlog_pb2, events_pb2
 
 _UNSPECIFIED: Final = events_pb2.BREAKER_STATE_UNSPECIFIED
-_STATE_ENUM: Final[dict[str, events_pb2.BreakerState]] = {
-    "CLOSED": events_pb2.BREAKER_STATE_CLOSED,
-    "OPEN": events_pb2.BREAKER_STATE_OPEN,
-    "HALF_OPEN": events_pb2.BREAKER_STATE_HALF_OPEN,
-}
+_STATE_ENUM: Final = STATE_BY_NAME
 
 
 def _timestamp(message: Any, ns: int) -> None:

@@ -47,7 +47,8 @@ from typing import Final, Protocol
 from opentelemetry import trace
 
 from sidecar.balancer import Ejection, EndpointListener, EndpointsChange, Return
-from sidecar.breaker import BreakerListener, Mode, ModeChange, State, Transition, WindowSnapshot
+from sidecar.breaker import BreakerListener, ModeChange, Transition, WindowSnapshot
+from sidecar.breaker_protos import MODE_TO_PROTO, STATE_TO_PROTO
 from sidecar.ids import uuid7
 from sidecar.loud import LoudLimiter
 from sidecar.resilience import SheddingChange, SheddingListener
@@ -76,17 +77,6 @@ TYPE_ENDPOINT_EJECTED: Final = "EndpointEjected"
 TYPE_ENDPOINT_RETURNED: Final = "EndpointReturned"
 TYPE_LOAD_SHEDDING: Final = "LoadShedding"
 
-_STATES: Final = {
-    State.CLOSED: events_pb2.BREAKER_STATE_CLOSED,
-    State.OPEN: events_pb2.BREAKER_STATE_OPEN,
-    State.HALF_OPEN: events_pb2.BREAKER_STATE_HALF_OPEN,
-}
-_MODES: Final = {
-    Mode.ENFORCE: events_pb2.BREAKER_MODE_ENFORCE,
-    Mode.METRICS_ONLY: events_pb2.BREAKER_MODE_METRICS_ONLY,
-    Mode.DISABLED: events_pb2.BREAKER_MODE_DISABLED,
-    Mode.FORCED_OPEN: events_pb2.BREAKER_MODE_FORCED_OPEN,
-}
 _EJECTION_REASONS: Final = {
     "consecutive_failures": events_pb2.EJECTION_REASON_CONSECUTIVE_FAILURES,
     "failure_rate": events_pb2.EJECTION_REASON_FAILURE_RATE,
@@ -238,13 +228,13 @@ class EventRecorder(BreakerListener, EndpointListener, SheddingListener):
         payload.instance = self.instance
         payload.upstream = _upstream_of(transition.breaker)
         payload.breaker = transition.breaker
-        payload.from_state = _STATES[transition.from_state]
-        payload.to_state = _STATES[transition.to_state]
+        payload.from_state = STATE_TO_PROTO[transition.from_state]
+        payload.to_state = STATE_TO_PROTO[transition.to_state]
         payload.reason = transition.reason
         payload.window.CopyFrom(_window(transition.snapshot))
         payload.open_duration_ms = max(0, round(transition.open_duration_s * 1000))
         payload.trip_streak = max(0, transition.trip_streak)
-        payload.mode = _MODES[transition.mode]
+        payload.mode = MODE_TO_PROTO[transition.mode]
         self._sink.offer(event)
 
     def on_mode_change(self, change: ModeChange) -> None:
@@ -256,8 +246,8 @@ class EventRecorder(BreakerListener, EndpointListener, SheddingListener):
         payload.instance = self.instance
         payload.upstream = _upstream_of(change.breaker)
         payload.breaker = change.breaker
-        payload.from_mode = _MODES[change.from_mode]
-        payload.to_mode = _MODES[change.to_mode]
+        payload.from_mode = MODE_TO_PROTO[change.from_mode]
+        payload.to_mode = MODE_TO_PROTO[change.to_mode]
         payload.source = change.source
         self._sink.offer(event)
 

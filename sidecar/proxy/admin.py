@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Final, NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from sidecar.breaker import BreakerView, CircuitBreaker, Mode, State
+from sidecar.breaker import BreakerView, CircuitBreaker
+from sidecar.breaker_protos import MODE_TO_PROTO, PROTO_TO_MODE, STATE_TO_PROTO
 from sidecar.proxy.admin_endpoints import UpstreamLookup, list_endpoints
 from sidecar.proxy.guard import BreakerRegistry, Bulkhead
 from sidecar.proxy.upstream import Upstream
@@ -28,18 +29,6 @@ from sidecar.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 
 __all__ = ["SidecarAdminServicer", "breaker_info", "upstream_of"]
 
-STATE_TO_PROTO: Final[dict[State, int]] = {
-    State.CLOSED: events_pb2.BREAKER_STATE_CLOSED,
-    State.OPEN: events_pb2.BREAKER_STATE_OPEN,
-    State.HALF_OPEN: events_pb2.BREAKER_STATE_HALF_OPEN,
-}
-MODE_TO_PROTO: Final[dict[Mode, int]] = {
-    Mode.ENFORCE: events_pb2.BREAKER_MODE_ENFORCE,
-    Mode.METRICS_ONLY: events_pb2.BREAKER_MODE_METRICS_ONLY,
-    Mode.DISABLED: events_pb2.BREAKER_MODE_DISABLED,
-    Mode.FORCED_OPEN: events_pb2.BREAKER_MODE_FORCED_OPEN,
-}
-PROTO_TO_MODE: Final[dict[int, Mode]] = {value: key for key, value in MODE_TO_PROTO.items()}
 
 Context: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type hints
 LimitLookup: TypeAlias = Callable[[str], Bulkhead | None]
@@ -68,8 +57,8 @@ def breaker_info(view: BreakerView, limit: Bulkhead | None = None) -> admin_pb2.
     info = admin_pb2.BreakerInfo(
         name=view.name,
         upstream=upstream_of(view.name),
-        state=STATE_TO_PROTO[view.state],  # type: ignore[arg-type]
-        mode=MODE_TO_PROTO[view.mode],  # type: ignore[arg-type]
+        state=STATE_TO_PROTO[view.state],
+        mode=MODE_TO_PROTO[view.mode],
         window=events_pb2.WindowSnapshot(
             calls=snapshot.calls,
             failures=snapshot.failures,
@@ -97,8 +86,8 @@ def breaker_info(view: BreakerView, limit: Bulkhead | None = None) -> admin_pb2.
     last = view.last_transition
     if last is not None:
         info.last_transition.CopyFrom(admin_pb2.LastTransition(
-            from_state=STATE_TO_PROTO[last.from_state],  # type: ignore[arg-type]
-            to_state=STATE_TO_PROTO[last.to_state],  # type: ignore[arg-type]
+            from_state=STATE_TO_PROTO[last.from_state],
+            to_state=STATE_TO_PROTO[last.to_state],
             reason=last.reason,
             at=_timestamp(last.at_wall),
         ))

@@ -206,10 +206,11 @@ def _list_endpoints(args: argparse.Namespace) -> int:
 
 def breaker_dict(info: Any) -> dict[str, Any]:
     """A ``BreakerInfo`` as plain JSON-able data (lower-case states/modes, RFC 3339 times)."""
+    from sidecar.breaker_protos import state_name
     from sidecar.v1 import events_pb2
 
     def state(value: int) -> str:
-        return str(events_pb2.BreakerState.Name(value)).removeprefix("BREAKER_STATE_").lower()
+        return state_name(value).lower()
 
     def when(stamp: Any) -> str:
         return str(stamp.ToJsonString())
