@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.cli_types import positive_finite_float
+from sidecar.dial import add_tls_arguments
 from sidecar.eventlog import settings as defaults
 from sidecar.eventlog.cli_common import (
     fail,
@@ -40,16 +41,15 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path, default=None,
                         help=f"bearer token file (else ${defaults.ENV_TOKEN} / "
                         f"${defaults.ENV_TOKEN_FILE})")
-    parser.add_argument("--tls-ca", type=Path, default=None, help="CA of the server (PEM)")
-    parser.add_argument("--tls-cert", type=Path, default=None, help="client certificate (mTLS)")
-    parser.add_argument("--tls-key", type=Path, default=None, help="client key (mTLS)")
+    add_tls_arguments(parser)  # --tls-ca/-cert/-key/-server-name, as the admin clients
     parser.add_argument("--timeout-s", type=positive_finite_float, default=10.0, metavar="S",
                         help="deadline of each call (default 10)")
 
 
 def _client_setup(prog: str, args: argparse.Namespace) -> tuple[Any, Any] | int:
     """(client, query) for the client commands, or an exit code after printing the problem."""
-    from sidecar.eventlog.client import ClientTls, EventQuery, connect
+    from sidecar.dial import ClientTls
+    from sidecar.eventlog.client import EventQuery, connect
     from sidecar.eventlog.validation import EVENT_TYPES
 
     unknown = [t for t in args.types if t not in EVENT_TYPES]
@@ -58,9 +58,7 @@ def _client_setup(prog: str, args: argparse.Namespace) -> tuple[Any, Any] | int:
     try:
         defaults.parse_host_port(args.eventlog, "--eventlog")
         token = defaults.resolve_token(args.token_file)
-        tls = None
-        if args.tls_ca or args.tls_cert or args.tls_key:
-            tls = ClientTls(args.tls_ca, args.tls_cert, args.tls_key)
+        tls = ClientTls.from_args(args)
         client = connect(args.eventlog, token=token, tls=tls, timeout_s=args.timeout_s)
     except (ValueError, OSError) as exc:
         return fail(prog, str(exc), 2)

@@ -16,7 +16,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
@@ -24,6 +23,7 @@ import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 
+from sidecar.dial import ClientTls
 from sidecar.eventlog.auth import bearer_metadata
 from sidecar.eventlog.enums import enum_label, unknown_label
 from sidecar.eventlog.settings import (
@@ -42,24 +42,6 @@ TABLE_LIST_ITEMS: Final = 3
 
 class EventLogUnreachable(Exception):
     """The event log did not answer (not running, wrong address, TLS mismatch)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientTls:
-    """Client TLS: the CA that signed the server, and a client certificate for mTLS."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("tls: --tls-cert and --tls-key go together (client certificate)")
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca_file.read_bytes() if self.ca_file else None,
-            private_key=self.key_file.read_bytes() if self.key_file else None,
-            certificate_chain=self.cert_file.read_bytes() if self.cert_file else None,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +154,15 @@ def connect(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> EventLogClient:
     """A client for the event log at ``address`` (HOST:PORT); connects lazily."""
-    options = [
+    options: list[tuple[str, int | str]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
     if tls is None:
         channel = grpc.insecure_channel(address, options=options)
     else:
+        if tls.server_name is not None:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
         channel = grpc.secure_channel(address, tls.credentials(), options=options)
     return EventLogClient(
         address=address,
