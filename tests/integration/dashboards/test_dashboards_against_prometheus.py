@@ -211,9 +211,14 @@ def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 def _orders(upstream: UpstreamProcess, sick: UpstreamProcess) -> dict[str, Any]:
     """``orders``: the real upstream and a failing replica; the failing one is ejected after 3
-    failures in a row for 2 s (then 4 s, 6 s), and the upstream as a whole never trips."""
+    failures in a row for 2 s (then 4 s, 6 s), and the upstream as a whole never trips.
+
+    Round robin, so the failing replica gets every other call: with p2c_ewma the healthy one's
+    lower latency estimate can win nearly every pick at this test's light load (a CI run gave
+    the failing replica 2 calls in 683), and it would never fail three times in a row."""
     return {
         "endpoints": [upstream.address, sick.address], "routes": [f"/{ORDERS}/"],
+        "balancer": "round_robin",
         "timeout_ms": 1000,
         "outlier_detection": {"consecutive_failures": 3, "base_ejection_ms": 2000,
                               "max_ejection_ms": 6000},
