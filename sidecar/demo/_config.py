@@ -129,7 +129,7 @@ class Ports:
 
 
 def sidecar_config(ports: Ports, data_dir: Path) -> dict[str, Any]:
-    """The demo sidecar's configuration (see the configuration reference in README.md)."""
+    """The demo sidecar's configuration (see the reference in docs/configuration.md)."""
     upstream = f"127.0.0.1:{ports.upstream}"
     return {
         "service": SERVICE,

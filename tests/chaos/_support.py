@@ -1,6 +1,6 @@
 """Helpers of the chaos suite: load drivers that record what each host call got, an upstream on
 a fixed port that can be killed and started again, RSS readings, percentiles, and a report
-line per test (``CHAOS ...``, printed with ``-s``; RELIABILITY.md quotes them)."""
+line per test (``CHAOS ...``, printed with ``-s``; docs/reliability.md quotes them)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def report(name: str, **figures: object) -> None:
-    """One greppable line of measured figures for RELIABILITY.md."""
+    """One greppable line of measured figures for docs/reliability.md."""
     print(f"\nCHAOS {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
 
 

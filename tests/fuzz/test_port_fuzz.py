@@ -34,7 +34,7 @@ CLOSE_WAIT_S = 5.0
 IDLE_CONNECTIONS = 20
 """Half-open connections per port in the slowloris test. prometheus_client's HTTP server
 accepts about a dozen idle connections at once; beyond that connects wait for SYN retries
-(1 s, 2 s...), which only makes the test slow (see RELIABILITY.md)."""
+(1 s, 2 s...), which only makes the test slow (see docs/reliability.md)."""
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,7 +8,7 @@ the JetStream adapter (``sidecar.eventlog.nats``) keeps them in this order:
    the stream's subject tokens; ``=`` is never the start of a checkpoint key, whose keys are
    base64 tokens), with compare-and-set on the key's revision, so two event log replicas
    cutting the same stream can never move its anchor back. The checkpoint bucket is used, not
-   a second one, so the NATS permissions the README lists stay the same.
+   a second one, so the NATS permissions docs/nats.md lists stay the same.
 2. **Then the prefix is purged**: one ``STREAM.PURGE`` request with the stream's subject filter
    and ``seq`` = the anchor's position + 1 (JetStream removes the filter's messages *below*
    ``seq``: exactly versions 1..anchor, since a stream's versions take increasing positions).

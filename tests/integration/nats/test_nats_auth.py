@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 PASSWORD = "s3cret-pass-word-7f3a"
 TOKEN = "tok-9b1c-never-printed"
 STARTUP_TIMEOUT_S = 60.0
-# The least a user needs, as README's "NATS over TLS, with credentials" documents it.
+# The least a user needs, as docs/nats.md ("NATS over TLS, with credentials") documents it.
 SCOPED = ('{ publish: { allow: ["$JS.API.>", "$JS.FC.>", "EVENTLOG.>", '
           '"$KV.EVENTLOG_CHECKPOINTS.>"] }, subscribe: { allow: ["_INBOX.>", "EVENTLOG.head"] } }')
 
