@@ -7,7 +7,7 @@ provisioning (``dashboards/provisioning/``) picks them up. Edit this file, never
 and ``tests/integration/dashboards`` runs every query below against a real Prometheus that
 scrapes a real sidecar and event log, so a panel that would stay empty fails CI.
 
-Metric names are the contract of DESIGN.md section 6; the few extra names (overflows,
+Metric names are a contract (docs/observability.md); the few extra names (overflows,
 shipping lag and failures, projection lag, recovery time) are the constants below, read from
 the code that exports them.
 

@@ -39,7 +39,7 @@ class ShipperBackoff(_Model):
         return self
 
 
-# --- TLS (issue 9: security) ----------------------------------------------------------------
+# --- TLS: the proxy's listeners and its upstream calls --------------------------------------------
 
 
 class ServerTlsConfig(_Model):
@@ -151,7 +151,7 @@ def _default_instance() -> str:
 
 
 class SidecarConfig(_Model):
-    """The whole sidecar configuration (DESIGN.md section 4)."""
+    """The whole sidecar configuration (every key with its default: docs/configuration.md)."""
 
     service: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")]
     instance: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")] = Field(
