@@ -83,9 +83,9 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, start_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sidecar.eventlog.admission import REFUSAL_REASONS
+from sidecar.eventlog.api.admission import REFUSAL_REASONS
+from sidecar.eventlog.projections.shedding import SheddingTotals
 from sidecar.eventlog.settings import parse_host_port
-from sidecar.eventlog.shedding_projections import SheddingTotals
 
 SCRAPE_TIMEOUT_S: Final = 5.0
 """Longest a scrape waits for the event loop to hand over a snapshot."""
@@ -377,7 +377,7 @@ def _shedding_families(s: MetricsSnapshot) -> Iterator[Metric]:
 def take_snapshot(follower: Any, counters: AppendCounters, head_position: int) -> MetricsSnapshot:
     """Read the follower's projections into a snapshot (call on the event loop).
 
-    ``follower`` is a :class:`~sidecar.eventlog.follower.ProjectionFollower`.
+    ``follower`` is a :class:`~sidecar.eventlog.projections.follower.ProjectionFollower`.
     """
     views = follower.views()
     endpoints = follower.endpoint_views()
@@ -447,7 +447,7 @@ def start_metrics_server(
     host, port = parse_host_port(listen, "metrics_listen")
     registry = CollectorRegistry(auto_describe=True)
     registry.register(EventLogCollector(snapshot))
-    for collector in collectors:  # e.g. retention's (sidecar.eventlog.retention_job)
+    for collector in collectors:  # e.g. retention's (sidecar.eventlog.retention.job)
         registry.register(collector)
     http_server, _thread = start_http_server(
         port, addr=host, registry=registry, certfile=certfile, keyfile=keyfile

@@ -17,9 +17,8 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from sidecar.eventlog.port import StoredEvent, open_store
 from sidecar.eventlog.settings import RESUME_METADATA_KEY
-from sidecar.eventlog.store import StoredEvent
-from sidecar.eventlog.stores import open_store
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
 from tests.integration.nats.helpers import NatsEventLogProcess, drop_stream
 from tests.support.events import StreamFactory, to_proto
