@@ -14,18 +14,12 @@ modules.
 from sidecar.eventlog import _lazy
 
 _EXPORTS = {
-    "AppendAdmission": "admission",
-    "BearerTokenInterceptor": "auth",
-    "bearer_metadata": "auth",
-    "EventLogService": "service",
-    "Subscription": "subscription",
-    "SubscriberTooSlow": "subscription",
-    "append_records": "validation",
-    "validate_filter": "validation",
+    "admission": ("AppendAdmission",),
+    "auth": ("BearerTokenInterceptor", "bearer_metadata"),
+    "service": ("EventLogService",),
+    "subscription": ("SubscriberTooSlow", "Subscription"),
+    "validation": ("append_records", "validate_filter"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> object:
-    return _lazy.load(__name__, _EXPORTS, name)
+__all__ = _lazy.public_names(_EXPORTS)
+__getattr__ = _lazy.loader(__name__, _EXPORTS)

@@ -101,9 +101,9 @@ def validate_event(event: events_pb2.Event, field: str = "event") -> None:
     does not define, a missing ``upstream``, an endpoint not ``HOST:PORT``, ...);
     ``occurred_at`` unset, or set but outside
     (1970-01-01T00:00:00Z, 2262-04-11T23:47:16.854775807Z] (signed 64-bit nanoseconds since
-    the Unix epoch; why not before 1970: ``records.OCCURRED_AT_MIN_NS``), each with its own
-    reason; ``trace_id`` neither empty nor 32 lowercase hex (all zeros is invalid, as in W3C
-    trace context); ``prev_hash`` or ``hash`` not 32 bytes.
+    the Unix epoch; why not before 1970: ``sidecar.eventlog.port.limits.OCCURRED_AT_MIN_NS``),
+    each with its own reason; ``trace_id`` neither empty nor 32 lowercase hex (all zeros is
+    invalid, as in W3C trace context); ``prev_hash`` or ``hash`` not 32 bytes.
     """
     event_record(event, field)
 

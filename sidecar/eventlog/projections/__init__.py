@@ -14,31 +14,21 @@ which needs the runner.
 from sidecar.eventlog import _lazy
 
 _EXPORTS = {
-    "CountEntry": "base",
-    "Key": "base",
-    "Projection": "base",
-    "BreakerStatusProjection": "breakers",
-    "OpenTimeProjection": "breakers",
-    "RecoveryProjection": "breakers",
-    "TransitionCountsProjection": "breakers",
-    "default_projections": "breakers",
-    "BreakerViews": "breaker_views",
-    "InstanceStatus": "breaker_views",
-    "UpstreamStatus": "breaker_views",
-    "EventCountsProjection": "counts",
-    "UnknownValuesProjection": "counts",
-    "EndpointEjectionsProjection": "endpoints",
-    "EndpointViews": "endpoints",
-    "SheddingPeriodsProjection": "shedding",
-    "SheddingViews": "shedding",
-    "ProjectionRunner": "runner",
-    "rebuild": "runner",
-    "ProjectionFollower": "follower",
-    "server_projections": "follower",
+    "base": ("CountEntry", "Key", "Projection"),
+    "breakers": (
+        "BreakerStatusProjection",
+        "OpenTimeProjection",
+        "RecoveryProjection",
+        "TransitionCountsProjection",
+        "default_projections",
+    ),
+    "breaker_views": ("BreakerViews", "InstanceStatus", "UpstreamStatus"),
+    "counts": ("EventCountsProjection", "UnknownValuesProjection"),
+    "endpoints": ("EndpointEjectionsProjection", "EndpointViews"),
+    "shedding": ("SheddingPeriodsProjection", "SheddingViews"),
+    "runner": ("ProjectionRunner", "rebuild"),
+    "follower": ("ProjectionFollower", "server_projections"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> object:
-    return _lazy.load(__name__, _EXPORTS, name)
+__all__ = _lazy.public_names(_EXPORTS)
+__getattr__ = _lazy.loader(__name__, _EXPORTS)

@@ -13,17 +13,10 @@ projections.
 from sidecar.eventlog import _lazy
 
 _EXPORTS = {
-    "RetentionPolicy": "policy",
-    "last_deletable": "policy",
-    "RetentionStart": "base",
-    "resume_past_anchors": "base",
-    "save_base": "base",
-    "RetentionCollector": "job",
-    "RetentionJob": "job",
+    "policy": ("RetentionPolicy", "last_deletable"),
+    "base": ("RetentionStart", "resume_past_anchors", "save_base"),
+    "job": ("RetentionCollector", "RetentionJob"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> object:
-    return _lazy.load(__name__, _EXPORTS, name)
+__all__ = _lazy.public_names(_EXPORTS)
+__getattr__ = _lazy.loader(__name__, _EXPORTS)
