@@ -97,23 +97,7 @@ class StoredEvent:
 
     def values(self) -> tuple[object, ...]:
         """The fields in declaration order (a row of a table whose columns follow the fields)."""
-        return (
-            self.event_id,
-            self.stream,
-            self.version,
-            self.type,
-            self.occurred_at_ns,
-            self.trace_id,
-            self.payload,
-            self.prev_hash,
-            self.hash,
-            self.service,
-            self.instance,
-            self.upstream,
-            self.global_position,
-            self.recorded_at_ns,
-            self.record_hash,
-        )
+        return tuple(getattr(self, name) for name in self.__dataclass_fields__)
 
     def as_new_event(self) -> NewEvent:
         """The producer's part of this event (what was appended)."""
