@@ -282,9 +282,9 @@ def run_target(target: Target, workdir: Path, args: argparse.Namespace,
 
 def measure_rebuild(url: str) -> tuple[float, int]:
     """Events/s folding the whole log into fresh projections (checkpoints saved at the end)."""
-    from sidecar.eventlog.follower import server_projections
-    from sidecar.eventlog.projection_runner import rebuild
-    from sidecar.eventlog.stores import open_store
+    from sidecar.eventlog.port import open_store
+    from sidecar.eventlog.projections.follower import server_projections
+    from sidecar.eventlog.projections.runner import rebuild
 
     async def run() -> tuple[float, int]:
         store = open_store(url)

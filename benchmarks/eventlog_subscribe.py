@@ -45,8 +45,11 @@ import _results  # benchmarks/_results.py (this folder is on sys.path)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sidecar.eventlog.store import EventStore, FollowBatch  # noqa: E402
-from sidecar.eventlog.stores import open_store  # noqa: E402
+from sidecar.eventlog.port import (  # noqa: E402
+    EventStore,
+    FollowBatch,
+    open_store,
+)
 from tests.support.events import StreamFactory  # noqa: E402
 
 SECTION = "eventlog_subscribe"

@@ -3,7 +3,7 @@
 Each round, on a fresh log: ``--streams`` streams of ``--events`` events each are appended, the
 projections fold them, then ``--appenders`` concurrent appenders (one stream each, one event per
 append, each waiting for its acknowledgement) run for ``--seconds``. In the ``retention`` cell
-a :class:`~sidecar.eventlog.retention_job.RetentionJob` (``--retain-events-per-stream``, cuts
+a :class:`~sidecar.eventlog.retention.job.RetentionJob` (``--retain-events-per-stream``, cuts
 of at most ``--cut-events``) starts with them and deletes the backlog; in the ``baseline`` cell
 nothing else runs. Cells alternate round by round and the median round is kept, so the ratio
 retention / baseline (same run, same machine) is what carries over.
@@ -36,12 +36,11 @@ import _results  # benchmarks/_results.py (this folder is on sys.path)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sidecar.eventlog.follower import server_projections  # noqa: E402
-from sidecar.eventlog.projection_runner import ProjectionRunner  # noqa: E402
-from sidecar.eventlog.retention import RetentionPolicy  # noqa: E402
-from sidecar.eventlog.retention_job import RetentionJob  # noqa: E402
-from sidecar.eventlog.store import EventStore  # noqa: E402
-from sidecar.eventlog.stores import open_store  # noqa: E402
+from sidecar.eventlog.port import EventStore, open_store  # noqa: E402
+from sidecar.eventlog.projections.follower import server_projections  # noqa: E402
+from sidecar.eventlog.projections.runner import ProjectionRunner  # noqa: E402
+from sidecar.eventlog.retention.job import RetentionJob  # noqa: E402
+from sidecar.eventlog.retention.policy import RetentionPolicy  # noqa: E402
 from tests.support.events import StreamFactory  # noqa: E402
 
 

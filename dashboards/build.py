@@ -56,10 +56,10 @@ EVENTLOG_ENDPOINT_EJECTIONS: Final = "eventlog_endpoint_ejections_total"
 EVENTLOG_ENDPOINTS_EJECTED: Final = "eventlog_endpoints_ejected"
 EVENTLOG_SHEDDING_PERIODS: Final = "eventlog_shedding_periods_total"
 EVENTLOG_INSTANCES_SHEDDING: Final = "eventlog_instances_shedding"
-# Append admission (sidecar/eventlog/admission.py).
+# Append admission (sidecar/eventlog/api/admission.py).
 EVENTLOG_APPENDS_REFUSED: Final = "eventlog_appends_refused_total"
 EVENTLOG_APPENDS_PENDING: Final = "eventlog_appends_pending"
-# Retention (sidecar/eventlog/retention_job.py).
+# Retention (sidecar/eventlog/retention/job.py).
 EVENTLOG_STORED_EVENTS: Final = "eventlog_stored_events"
 EVENTLOG_RETENTION_DELETED: Final = "eventlog_retention_deleted_events_total"
 EVENTLOG_RETENTION_ANCHOR_AGE: Final = "eventlog_retention_anchor_age_seconds"

@@ -28,9 +28,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sidecar import chain
-from sidecar.eventlog.anchors import RetentionAnchor, deleted_events
-from sidecar.eventlog.records import decode_payload, filter_columns, validate_new_event
-from sidecar.eventlog.store import MAX_READ_LIMIT, EventStore, StoredEvent, StoreError
+from sidecar.eventlog.event_protos import decode_payload, filter_columns
+from sidecar.eventlog.port import (
+    EventStore,
+    RetentionAnchor,
+    StoredEvent,
+    StoreError,
+    check_read_limit,
+    deleted_events,
+    validate_new_event,
+)
 
 DEFAULT_AUDIT_PAGE_EVENTS = 5000
 """Events read per page while auditing."""
@@ -138,8 +145,7 @@ def _check_event(event: StoredEvent, previous: _StreamState, sealed: bool) -> st
 
 async def verify(store: EventStore, *, page_events: int = DEFAULT_AUDIT_PAGE_EVENTS) -> AuditReport:
     """Audit the whole log (see the module docstring); never raises for a broken log."""
-    if not 1 <= page_events <= MAX_READ_LIMIT:
-        raise ValueError(f"page_events: must be 1..{MAX_READ_LIMIT}, got {page_events}")
+    check_read_limit(page_events, "page_events")
     head = await store.head_position()
     anchors = await store.anchors()
     deleted = deleted_events(anchors)

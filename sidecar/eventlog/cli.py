@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from sidecar.cli_types import non_negative_finite_float, positive_finite_float
-from sidecar.eventlog import nats_auth, retention
+from sidecar.eventlog import nats_auth
 from sidecar.eventlog import settings as defaults
 from sidecar.eventlog.cli_client import add_client_options, query_command, tail_command
 from sidecar.eventlog.cli_common import (
@@ -42,6 +42,7 @@ from sidecar.eventlog.cli_common import (
     store_failure,
 )
 from sidecar.eventlog.cli_offline import heads_command, rebuild_command, verify_command
+from sidecar.eventlog.retention import policy as retention
 
 
 def register(subparsers: SubParsers) -> None:
@@ -172,9 +173,8 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    from sidecar.eventlog.port import StoreError, allows_retention
     from sidecar.eventlog.server import serve
-    from sidecar.eventlog.store import StoreError
-    from sidecar.eventlog.stores import allows_retention
 
     logging.basicConfig(
         level=args.log_level,

@@ -49,8 +49,8 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
 def _client_setup(prog: str, args: argparse.Namespace) -> tuple[Any, Any] | int:
     """(client, query) for the client commands, or an exit code after printing the problem."""
     from sidecar.dial import ClientTls
+    from sidecar.eventlog.api.validation import EVENT_TYPES
     from sidecar.eventlog.client import EventQuery, connect
-    from sidecar.eventlog.validation import EVENT_TYPES
 
     unknown = [t for t in args.types if t not in EVENT_TYPES]
     if unknown:

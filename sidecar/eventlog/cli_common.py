@@ -67,8 +67,7 @@ def open_store_or_fail(prog: str, url: str, *, create: bool,
                         nats_auth: object | None = None) -> Any:
     """The store for ``url``, or an exit code after printing the problem (2: a malformed URL;
     1: a SQLite file that cannot be opened, or is missing when ``create`` is false)."""
-    from sidecar.eventlog.store import StoreError
-    from sidecar.eventlog.stores import open_store
+    from sidecar.eventlog.port import StoreError, open_store
 
     try:
         return open_store(url, create=create, nats_auth=nats_auth)

@@ -30,7 +30,7 @@ def run_offline(prog: str, url: str, work: Callable[[Any], Any],
     """
     import asyncio
 
-    from sidecar.eventlog.store import StoreError
+    from sidecar.eventlog.port import StoreError
 
     try:  # the --nats-* flags (TLS files, credential) of verify and rebuild
         auth = nats_auth.from_arguments(args) if args is not None else None
@@ -104,8 +104,8 @@ def heads_command(args: argparse.Namespace) -> int:
 def rebuild_command(args: argparse.Namespace) -> int:
     import time
 
-    from sidecar.eventlog.follower import server_projections
-    from sidecar.eventlog.projection_runner import rebuild
+    from sidecar.eventlog.projections.follower import server_projections
+    from sidecar.eventlog.projections.runner import rebuild
 
     async def work(store: Any) -> tuple[int, int, float, str]:
         started = time.perf_counter()

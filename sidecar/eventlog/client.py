@@ -24,7 +24,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 
 from sidecar.dial import ClientTls
-from sidecar.eventlog.auth import bearer_metadata
+from sidecar.eventlog.api.auth import bearer_metadata
 from sidecar.eventlog.enums import enum_label, unknown_label
 from sidecar.eventlog.settings import (
     DEFAULT_MAX_MESSAGE_BYTES,

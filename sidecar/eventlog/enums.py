@@ -6,7 +6,7 @@ names it, and parsing keeps it. So a stored event may carry a value this build h
 of every payload, present and future, without a list kept by hand:
 
 - Append refuses an event with an enum value its proto does not define
-  (:func:`unknown_enum_values`, used by :mod:`sidecar.eventlog.validation`);
+  (:func:`unknown_enum_values`, used by :mod:`sidecar.eventlog.api.validation`);
 - readers (projections, metrics, ``sidecar events query|tail``) show such a value as
   ``UNKNOWN(99)`` (:func:`unknown_label`) and count it per field (:func:`event_enum_fields`
   lists the fields, so the counts can start at 0).

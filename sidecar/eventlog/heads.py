@@ -20,8 +20,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sidecar.eventlog.anchors import RetentionAnchor
-from sidecar.eventlog.store import EventStore
+from sidecar.eventlog.port import EventStore, RetentionAnchor
 
 __all__ = ["HeadBreak", "SavedHead", "check_against", "format_heads", "parse_heads",
            "read_heads", "stream_head"]

@@ -1,11 +1,11 @@
 """The event log's gRPC server: ``sidecar.v1.EventLog`` over an :class:`EventStore`.
 
-The assembly: the calls themselves are :mod:`sidecar.eventlog.service` (what a call goes
+The assembly: the calls themselves are :mod:`sidecar.eventlog.api.service` (what a call goes
 through is told there). This module binds the port (TLS optional), installs the interceptors
 (bearer token, decode guard), and runs beside the service the projection follower
-(:class:`~sidecar.eventlog.follower.ProjectionFollower`, whose views answer GetBreakerStatus /
-ListBreakerStatus and the Prometheus collector), the retention job
-(:mod:`sidecar.eventlog.retention_job`) and ``/metrics``.
+(:class:`~sidecar.eventlog.projections.follower.ProjectionFollower`, whose views answer
+GetBreakerStatus / ListBreakerStatus and the Prometheus collector), the retention job
+(:mod:`sidecar.eventlog.retention.job`) and ``/metrics``.
 
 The server also serves ``grpc.health.v1`` and reflection, and stops gracefully on SIGTERM or
 SIGINT: health goes NOT_SERVING, new calls are refused, in-flight calls get
@@ -34,21 +34,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from sidecar.eventlog.auth import BearerTokenInterceptor
-from sidecar.eventlog.follower import ProjectionFollower
+from sidecar.eventlog.api.auth import BearerTokenInterceptor
+from sidecar.eventlog.api.service import EventLogService
 from sidecar.eventlog.metrics import AppendCounters, loop_snapshot, start_metrics_server
 from sidecar.eventlog.nats_auth import redact_url
-from sidecar.eventlog.retention_job import RetentionCollector, RetentionJob
-from sidecar.eventlog.service import EventLogService
+from sidecar.eventlog.port import (
+    EventStore,
+    StoreError,
+    store_kind,
+)
+from sidecar.eventlog.projections.follower import ProjectionFollower
+from sidecar.eventlog.retention.job import RetentionCollector, RetentionJob
 from sidecar.eventlog.settings import (
     ServerSettings,
     parse_host_port,
 )
-from sidecar.eventlog.store import (
-    EventStore,
-    StoreError,
-)
-from sidecar.eventlog.stores import store_kind
 from sidecar.rpc_guard import DecodeGuardInterceptor
 from sidecar.v1 import eventlog_pb2_grpc
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from sidecar.eventlog.retention import RetentionPolicy
+from sidecar.eventlog.port import limits
+from sidecar.eventlog.retention.policy import RetentionPolicy
 
 # --- addresses -------------------------------------------------------------------------------
 DEFAULT_LISTEN: Final = "127.0.0.1:7070"
@@ -29,13 +30,14 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 """Largest request or response message the server accepts or sends."""
 DEFAULT_MAX_BATCH_EVENTS: Final = 1000
 """Most events one Append request may carry (the batch is one atomic commit)."""
-DEFAULT_READ_LIMIT: Final = 1000
-"""Events per ReadStream/ReadAll page when the request asks for 0."""
-DEFAULT_MAX_READ_LIMIT: Final = 10_000
-"""Most events one ReadStream/ReadAll page returns, whatever the request asks."""
+DEFAULT_READ_LIMIT: Final = limits.DEFAULT_READ_LIMIT
+"""Events per ReadStream/ReadAll page when the request asks for 0 (the port's default)."""
+DEFAULT_MAX_READ_LIMIT: Final = limits.MAX_READ_LIMIT
+"""Most events one ReadStream/ReadAll page returns, whatever the request asks (the most a store
+read takes)."""
 DEFAULT_MAX_PENDING_APPENDS: Final = 1000
 """Append requests served at once; one more is refused at once with RESOURCE_EXHAUSTED and a
-``grpc-retry-pushback-ms`` hint (:mod:`sidecar.eventlog.admission`). A shipper has at most one
+``grpc-retry-pushback-ms`` hint (:mod:`sidecar.eventlog.api.admission`). A shipper has at most one
 Append in flight, so this is about the number of sidecars shipping in the same moment: 1000 is
 above a normal deployment per log replica (the 200-sidecar storm benchmark stays below it) and
 bounds the decoded requests held to ~1000 x one batch (500 events of ~0.5 KB by default)."""

@@ -10,8 +10,8 @@ and return whatever an older server or a newer producer stored, byte for byte.
 from __future__ import annotations
 
 from sidecar.eventlog.audit import verify
-from sidecar.eventlog.records import decode_payload
-from sidecar.eventlog.store import EventFilter, EventStore
+from sidecar.eventlog.event_protos import decode_payload
+from sidecar.eventlog.port import EventFilter, EventStore
 from sidecar.v1 import events_pb2
 from tests.contract.endpoint_events import (
     ENDPOINT_A,

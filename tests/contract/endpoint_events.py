@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sidecar.eventlog.records import PAYLOAD_KINDS
-from sidecar.eventlog.store import NewEvent
+from sidecar.eventlog.event_protos import PAYLOAD_KINDS
+from sidecar.eventlog.port import NewEvent
 from sidecar.v1 import events_pb2
 from tests.support.events import StreamFactory, rehash
 

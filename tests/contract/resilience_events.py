@@ -10,7 +10,7 @@ Example::
 
 from __future__ import annotations
 
-from sidecar.eventlog.store import NewEvent
+from sidecar.eventlog.port import NewEvent
 from sidecar.v1 import events_pb2
 from tests.support.events import StreamFactory
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.eventlog.anchors import BeforeAnchorError
 from sidecar.eventlog.audit import verify
-from sidecar.eventlog.store import ChainError, EventStore
+from sidecar.eventlog.port import BeforeAnchorError, ChainError, EventStore
 from tests.support.events import StreamFactory, rehash
 
 CUT_AT_NS = 1_800_000_000_000_000_000

@@ -14,7 +14,7 @@ it against an adapter, subclass ``EventStoreContract`` in a ``test_*.py`` module
             await store.close()
 
 The base class name does not start with ``Test``, so pytest collects its tests only through
-subclasses. Every test uses the port only (``sidecar.eventlog.store``) and valid chained events
+subclasses. Every test uses the port only (``sidecar.eventlog.port``) and valid chained events
 from ``tests.support.events.StreamFactory``.
 """
 
@@ -27,7 +27,7 @@ import dataclasses
 import pytest
 
 from sidecar import chain
-from sidecar.eventlog.store import (
+from sidecar.eventlog.port import (
     MAX_READ_LIMIT,
     ChainError,
     ConflictError,

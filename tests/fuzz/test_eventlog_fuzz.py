@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar import chain
-from sidecar.eventlog.store import NewEvent
-from sidecar.eventlog.validation import validate_event
+from sidecar.eventlog.api.validation import validate_event
+from sidecar.eventlog.port import NewEvent
 from sidecar.v1 import eventlog_pb2, events_pb2
 from tests.contract.endpoint_events import endpoint_ejected, endpoint_returned, endpoints_changed
 from tests.contract.resilience_events import load_shedding, log_rollback_detected

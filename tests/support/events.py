@@ -19,8 +19,8 @@ import dataclasses
 from collections.abc import Iterable
 
 from sidecar import chain
-from sidecar.eventlog.records import PAYLOAD_KINDS, Payload, filter_columns, to_proto
-from sidecar.eventlog.store import NewEvent
+from sidecar.eventlog.event_protos import PAYLOAD_KINDS, Payload, filter_columns, to_proto
+from sidecar.eventlog.port import NewEvent
 from sidecar.ids import Uuid7Generator
 from sidecar.v1 import events_pb2
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar import chain
-from sidecar.eventlog.records import new_event_from_proto, to_proto
+from sidecar.eventlog.event_protos import new_event_from_proto, to_proto
 from tests.support.events import StreamFactory
 
 FIELDS = {

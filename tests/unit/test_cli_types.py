@@ -16,9 +16,9 @@ from sidecar.cli import main as sidecar_main
 from sidecar.cli_types import finite_float, non_negative_finite_float, positive_finite_float
 from sidecar.demo._phases import parse_schedule
 from sidecar.eventlog.nats import NatsSettings
+from sidecar.eventlog.port import open_store
 from sidecar.eventlog.settings import _FLOAT_SETTINGS, ServerSettings
-from sidecar.eventlog.sqlite_settings import SqliteSettings
-from sidecar.eventlog.stores import open_store
+from sidecar.eventlog.sqlite.settings import SqliteSettings
 from tests.support.cli_flags import FINITE_TYPES, FloatFlag, float_flags
 from tests.support.procs import SIDECAR_BIN
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from sidecar.eventlog.auth import BearerTokenInterceptor, bearer_metadata
+from sidecar.eventlog.api.auth import BearerTokenInterceptor, bearer_metadata
 from sidecar.rpc_guard import DecodeGuardInterceptor
 
 GARBAGE = b"\xff\xff\xff\xff"  # a field tag with no end: never a valid message

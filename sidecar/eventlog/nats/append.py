@@ -11,14 +11,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Final
 
-from sidecar.eventlog.anchors import check_after_anchor
-from sidecar.eventlog.nats.codec import Slot, stored_event
+from sidecar.eventlog.nats.codec import Slot
 from sidecar.eventlog.nats.commit import GroupCommit
 from sidecar.eventlog.nats.errors import RETRY_BACKOFF_S, StalePlan, TransientFailure
-from sidecar.eventlog.nats.plans import EMPTY_HEAD, Head, Plan, check_chain
+from sidecar.eventlog.nats.plans import EMPTY_HEAD, Head, Plan
 from sidecar.eventlog.nats.settings import MAX_ATOMIC_BATCH_EVENTS
-from sidecar.eventlog.records import validate_new_event
-from sidecar.eventlog.store import (
+from sidecar.eventlog.port import (
     AppendOutcome,
     ChainError,
     ConflictError,
@@ -26,7 +24,10 @@ from sidecar.eventlog.store import (
     NewEvent,
     StoredEvent,
     StoreError,
+    check_after_anchor,
+    check_chain,
     check_same_content,
+    validate_new_event,
     version_taken,
 )
 
@@ -171,7 +172,7 @@ class Appends(GroupCommit):
         for (index, event), position in zip(plan.new, positions, strict=True):
             plan.outcomes[index] = AppendOutcome(event.event_id, position, event.version, False)
             self._heads[event.stream] = Head(event.version, event.hash, position)
-            self._remember(stored_event(event, position, plan.recorded_at_ns))
+            self._remember(StoredEvent.of(event, position, plan.recorded_at_ns))
         if len(self._heads) > 100_000:  # bound the cache; heads are re-read on demand
             self._heads.clear()
 

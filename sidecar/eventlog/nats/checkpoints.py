@@ -17,12 +17,11 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from sidecar.eventlog.anchors import RetentionAnchor
 from sidecar.eventlog.nats.errors import TransientFailure
 from sidecar.eventlog.nats.lookups import JetStreamLookups
 from sidecar.eventlog.nats.retention import anchor_key, cut_stream, load_all_anchors
 from sidecar.eventlog.nats.subjects import stream_tokens, subject_token
-from sidecar.eventlog.store import StoreError
+from sidecar.eventlog.port import RetentionAnchor, StoreError
 
 _CHECKPOINT_INLINE: Final = b"\x00"
 _CHECKPOINT_CHUNKED: Final = b"\x01"

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sidecar.eventlog.store import InvalidEventError, NewEvent, StoredEvent, StoreError
+from sidecar.eventlog.port import InvalidEventError, NewEvent, StoredEvent, StoreError
 
 FORMAT_VERSION: Final = 1
 """First byte of every stored message body; bump when the encoding changes."""
@@ -130,22 +130,3 @@ def json_reply(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise StoreError(f"JetStream sent an unexpected reply: {data[:200]!r}")
     return value
-
-
-def stored_event(event: NewEvent, position: int, recorded_at_ns: int) -> StoredEvent:
-    return StoredEvent(
-        event_id=event.event_id,
-        stream=event.stream,
-        version=event.version,
-        type=event.type,
-        occurred_at_ns=event.occurred_at_ns,
-        trace_id=event.trace_id,
-        payload=event.payload,
-        prev_hash=event.prev_hash,
-        hash=event.hash,
-        service=event.service,
-        instance=event.instance,
-        upstream=event.upstream,
-        global_position=position,
-        recorded_at_ns=recorded_at_ns,
-    )

@@ -34,7 +34,7 @@ from sidecar.eventlog.nats.errors import (
 from sidecar.eventlog.nats.lookups import JetStreamLookups
 from sidecar.eventlog.nats.plans import PendingAppend, Plan
 from sidecar.eventlog.nats.settings import MAX_ATOMIC_BATCH_EVENTS
-from sidecar.eventlog.store import StoreError
+from sidecar.eventlog.port import StoreError
 
 _log = logging.getLogger(__name__)
 

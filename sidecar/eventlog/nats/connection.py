@@ -25,7 +25,7 @@ from sidecar.eventlog.nats.retention import AnchorBook, AnchorWatch
 from sidecar.eventlog.nats.settings import NatsSettings
 from sidecar.eventlog.nats.subjects import Subjects
 from sidecar.eventlog.nats_auth import quiet_ssl_eof_warning
-from sidecar.eventlog.store import EventStore, StoredEvent, StoreError
+from sidecar.eventlog.port import EventStore, StoredEvent, StoreError
 
 _log = logging.getLogger(__name__)
 

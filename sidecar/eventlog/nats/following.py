@@ -18,7 +18,7 @@ from sidecar.eventlog.nats.codec import decode_event
 from sidecar.eventlog.nats.lookups import JetStreamLookups
 from sidecar.eventlog.nats.settings import DEFAULT_FOLLOW_HEARTBEAT_S
 from sidecar.eventlog.nats.subjects import stream_sequence
-from sidecar.eventlog.store import (
+from sidecar.eventlog.port import (
     DEFAULT_FOLLOW_WAIT_S,
     DEFAULT_READ_LIMIT,
     NO_FILTER,

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import nats.errors
 from nats.aio.msg import Msg
 
-from sidecar.eventlog.anchors import RetentionAnchor
 from sidecar.eventlog.nats.codec import (
     HDR_BATCH_ID,
     HDR_MSG_ID,
@@ -31,7 +30,7 @@ from sidecar.eventlog.nats.errors import CONNECTION_ERRORS, ERR_NO_MESSAGE_FOUND
 from sidecar.eventlog.nats.retention import AnchorUnavailable, anchor_key, load_anchor
 from sidecar.eventlog.nats.settings import DEFAULT_READ_MAX_BYTES
 from sidecar.eventlog.nats.subjects import stream_tokens
-from sidecar.eventlog.store import StoredEvent, StoreError
+from sidecar.eventlog.port import RetentionAnchor, StoredEvent, StoreError
 
 _T = TypeVar("_T")
 

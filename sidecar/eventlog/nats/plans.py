@@ -1,7 +1,8 @@
 """The records an append is planned with, and the per-stream locks that order appends.
 
 Pure (asyncio primitives only, no I/O): a ``Plan`` says what one attempt at an append will
-write against which heads; ``check_chain`` is the chain rule a new event must pass.
+write against which heads (the chain rule each new event must pass is the port's
+``check_chain``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sidecar import chain
-from sidecar.eventlog.store import AppendOutcome, ChainError, NewEvent
+from sidecar.eventlog.port import AppendOutcome, NewEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +80,3 @@ class KeyedLocks:
                 users[0] -= 1
                 if users[0] == 0:
                     del self._locks[key]
-
-
-def check_chain(event: NewEvent, head_version: int, head_hash: bytes) -> None:
-    where = f"stream {event.stream!r} version {event.version}"
-    if event.version != head_version + 1:
-        raise ChainError(
-            f"stream {event.stream!r}: event {event.event_id} has version {event.version} but "
-            f"the next version is {head_version + 1} (gap)",
-            stream=event.stream, version=event.version, event_id=event.event_id,
-        )
-    if event.prev_hash != head_hash:
-        raise ChainError(
-            f"{where}: prev_hash {event.prev_hash.hex()} is not the hash of version "
-            f"{head_version} ({head_hash.hex()})",
-            stream=event.stream, version=event.version, event_id=event.event_id,
-        )
-    if chain.hash_of(event) != event.hash:
-        raise ChainError(
-            f"{where}: hash {event.hash.hex()} is not the SHA-256 of the event's canonical bytes",
-            stream=event.stream, version=event.version, event_id=event.event_id,
-        )

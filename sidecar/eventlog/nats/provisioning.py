@@ -29,7 +29,7 @@ from nats.js.kv import KeyValue
 from sidecar.eventlog.nats.errors import RETRY_BACKOFF_S, SETUP_RETRYABLE
 from sidecar.eventlog.nats.settings import NatsSettings
 from sidecar.eventlog.nats.subjects import Subjects
-from sidecar.eventlog.store import StoreError
+from sidecar.eventlog.port import StoreError
 
 _log = logging.getLogger(__name__)
 

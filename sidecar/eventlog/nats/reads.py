@@ -13,7 +13,7 @@ from typing import Final
 
 from sidecar.eventlog.nats.errors import TransientFailure
 from sidecar.eventlog.nats.lookups import JetStreamLookups
-from sidecar.eventlog.store import (
+from sidecar.eventlog.port import (
     DEFAULT_READ_LIMIT,
     NO_FILTER,
     EventFilter,

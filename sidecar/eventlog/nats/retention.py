@@ -1,6 +1,6 @@
 """Retention on the JetStream event log: anchors in the checkpoint bucket, prefix purges.
 
-The port's rules (``sidecar.eventlog.anchors``) say a cut deletes a stream prefix and anchors
+The port's rules (``sidecar.eventlog.port.anchors``) say a cut deletes a stream prefix and anchors
 the stream "at once". JetStream has no transaction spanning a KV put and a stream purge, so
 the JetStream adapter (``sidecar.eventlog.nats``) keeps them in this order:
 
@@ -48,8 +48,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from sidecar.eventlog.anchors import RetentionAnchor
-from sidecar.eventlog.store import StoredEvent, StoreError
+from sidecar.eventlog.port import RetentionAnchor, StoredEvent, StoreError
 
 __all__ = [
     "ANCHOR_KEY_PREFIX",

@@ -14,7 +14,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from sidecar.eventlog.nats_auth import NatsAuth
-from sidecar.eventlog.store import MAX_READ_LIMIT
+from sidecar.eventlog.port import check_read_limit
 
 DEFAULT_STREAM: Final = "EVENTLOG"
 """JetStream stream name; also the subject prefix (``<STREAM>.ev.>``, ``<STREAM>.head``)."""
@@ -112,8 +112,7 @@ class NatsSettings:
             raise ValueError(
                 f"max_inflight_batches: must be 1..50, got {self.max_inflight_batches}"
             )
-        if not 1 <= self.read_batch <= MAX_READ_LIMIT:
-            raise ValueError(f"read_batch: must be 1..{MAX_READ_LIMIT}, got {self.read_batch}")
+        check_read_limit(self.read_batch, "read_batch")
         if self.recent_events < 0:
             raise ValueError(f"recent_events: must be >= 0, got {self.recent_events}")
 

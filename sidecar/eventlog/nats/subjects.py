@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from sidecar.eventlog.store import EventFilter, StoreError
+from sidecar.eventlog.port import EventFilter, StoreError
 
 
 def subject_token(text: str) -> str:

@@ -10,7 +10,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar.eventlog.auth import bearer_metadata
+from sidecar.eventlog.api.auth import bearer_metadata
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
 from tests.support.events import to_proto
 from tests.support.procs import SIDECAR_BIN, ManagedProcess, free_port, require_binary

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar.eventlog.auth import bearer_metadata
+from sidecar.eventlog.api.auth import bearer_metadata
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
 from tests.integration.eventlog._server import EventLogProcess
 from tests.support.events import StreamFactory, to_proto

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from sidecar.eventlog.port import NewEvent
 from sidecar.eventlog.settings import RESUME_METADATA_KEY
-from sidecar.eventlog.store import NewEvent
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
 from tests.integration.eventlog._server import EventLogProcess
 from tests.support.events import StreamFactory, to_proto

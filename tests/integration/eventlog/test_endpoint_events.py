@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from sidecar import chain
-from sidecar.eventlog.sqlite_store import SqliteEventStore
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from sidecar.v1 import eventlog_pb2, events_pb2
 from tests.contract.endpoint_events import (
     ENDPOINT_A,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.eventlog.heads import SavedHead, check_against, parse_heads, read_heads
-from sidecar.eventlog.sqlite_store import SqliteEventStore
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.support.events import StreamFactory
 from tests.support.procs import SIDECAR_BIN
 

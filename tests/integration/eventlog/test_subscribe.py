@@ -1,5 +1,6 @@
 """Subscribe over gRPC: catch-up then live with no gap and no duplicate, server-side filters,
-heartbeats, and a slow subscriber dropped with a position to resume from."""
+heartbeats, and the limit on subscriptions. A slow subscriber, dropped with a position to resume
+from, is ``test_slow_subscriber.py`` (run against every store)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.eventlog.settings import RESUME_METADATA_KEY
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
 from tests.integration.eventlog._server import EventLogProcess
 from tests.support.events import StreamFactory, to_proto
@@ -32,7 +32,8 @@ async def _append(stub: eventlog_pb2_grpc.EventLogStub, events: list[object]) ->
 @pytest.fixture
 async def fresh_log(tmp_path: Path) -> AsyncIterator[EventLogProcess]:
     # A buffer larger than these tests' live bursts: a loaded CI machine may pause the
-    # client for a moment, and dropping slow subscribers has its own test below.
+    # client for a moment, and dropping slow subscribers has its own test
+    # (test_slow_subscriber.py).
     server = EventLogProcess(
         tmp_path, "--heartbeat-interval-s", "0.2", "--subscriber-buffer-events", "5000"
     )
@@ -104,54 +105,6 @@ async def test_filtered_subscription_sends_only_matches_and_heartbeats_with_resu
     assert heartbeat is not None
     assert heartbeat.head_position == 10
     assert heartbeat.resume_position == 11  # the trailing non-matching events were scanned
-
-
-async def test_slow_subscriber_is_dropped_with_a_position_that_resumes_exactly(
-    tmp_path: Path,
-) -> None:
-    server = EventLogProcess(tmp_path, "--subscriber-buffer-events", "50")
-    try:
-        # A small HTTP/2 window so that a client that stops reading really pushes back.
-        options = [("grpc.http2.lookahead_bytes", 16384), ("grpc.http2.bdp_probe", 0)]
-        async with grpc.aio.insecure_channel(server.address, options=options) as channel:
-            stub = eventlog_pb2_grpc.EventLogStub(channel)
-            producer = StreamFactory("slow", "pod-1")
-            await _append(stub, producer.transitions(1))
-            call = stub.Subscribe(eventlog_pb2.SubscribeRequest(from_position=1))
-            first = await asyncio.wait_for(call.read(), RECEIVE_TIMEOUT_S)
-            assert first.event.global_position == 1
-            for _ in range(30):  # the subscriber reads nothing meanwhile
-                await _append(stub, producer.transitions(100))
-
-            received = [first.event.global_position]
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                while True:
-                    message = await asyncio.wait_for(call.read(), RECEIVE_TIMEOUT_S)
-                    if message is grpc.aio.EOF:
-                        break
-                    if message.WhichOneof("message") == "event":
-                        received.append(message.event.global_position)
-                await call  # raises the final status
-            error = caught.value
-            trailer = dict(error.trailing_metadata() or ())
-            resume = int(trailer[RESUME_METADATA_KEY])
-
-            resumed = stub.Subscribe(eventlog_pb2.SubscribeRequest(from_position=resume))
-            rest: list[int] = []
-            async for message in resumed:
-                if message.WhichOneof("message") == "event":
-                    rest.append(message.event.global_position)
-                    if rest[-1] == 3001:
-                        break
-            resumed.cancel()
-    finally:
-        server.close()
-
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert f"resume from position {resume}" in (error.details() or "")
-    assert received == list(range(1, len(received) + 1))
-    assert resume == received[-1] + 1
-    assert received + rest == list(range(1, 3002))
 
 
 def _scrape(url: str) -> str:

@@ -9,8 +9,7 @@ from pathlib import Path
 import nats
 import nats.errors
 
-from sidecar.eventlog.store import EventStore
-from sidecar.eventlog.stores import open_store
+from sidecar.eventlog.port import EventStore, open_store
 from tests.integration.eventlog._server import EventLogProcess
 from tests.support.nats import NatsCluster, unique_stream_name
 

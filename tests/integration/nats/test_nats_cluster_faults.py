@@ -20,8 +20,14 @@ from typing import Any
 import pytest
 
 from sidecar import chain
-from sidecar.eventlog.store import AppendOutcome, EventStore, NewEvent, StoredEvent, StoreError
-from sidecar.eventlog.stores import open_store
+from sidecar.eventlog.port import (
+    AppendOutcome,
+    EventStore,
+    NewEvent,
+    StoredEvent,
+    StoreError,
+    open_store,
+)
 from tests.contract.store_contract import read_everything
 from tests.support.events import StreamFactory
 from tests.support.nats import NatsCluster, unique_stream_name

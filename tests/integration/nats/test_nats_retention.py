@@ -24,12 +24,18 @@ import nats
 import nats.js.errors
 import pytest
 
-from sidecar.eventlog.anchors import BeforeAnchorError, RetentionAnchor
 from sidecar.eventlog.audit import verify
 from sidecar.eventlog.nats.retention import anchor_key, save_anchor
 from sidecar.eventlog.nats.subjects import stream_tokens
-from sidecar.eventlog.store import EventStore, NewEvent, StoredEvent, StoreError
-from sidecar.eventlog.stores import open_store
+from sidecar.eventlog.port import (
+    BeforeAnchorError,
+    EventStore,
+    NewEvent,
+    RetentionAnchor,
+    StoredEvent,
+    StoreError,
+    open_store,
+)
 from tests.contract.store_contract import read_everything
 from tests.integration.nats.helpers import fresh_store
 from tests.support.events import StreamFactory

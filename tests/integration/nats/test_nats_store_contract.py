@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sidecar.eventlog.store import EventStore
+from sidecar.eventlog.port import EventStore
 from tests.contract.store_contract import EventStoreContract
 from tests.integration.nats.helpers import fresh_store
 from tests.support.nats import NatsCluster

@@ -16,8 +16,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from sidecar.eventlog.nats import NatsEventStore, NatsSettings
-from sidecar.eventlog.store import ConflictError, StoreError
-from sidecar.eventlog.stores import open_store
+from sidecar.eventlog.port import ConflictError, StoreError, open_store
 from tests.contract.store_contract import read_everything
 from tests.integration.nats.helpers import drop_stream, fresh_store
 from tests.support.events import StreamFactory

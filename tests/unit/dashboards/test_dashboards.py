@@ -188,7 +188,7 @@ def _exported_names() -> set[str]:
     registry.register(EventsCollector(queue=EventQueue(1), outbox=lambda: None,
                                       shipper=lambda: None))
     registry.register(EventLogCollector(lambda: MetricsSnapshot()))
-    from sidecar.eventlog.retention_job import RetentionCollector, RetentionJob
+    from sidecar.eventlog.retention.job import RetentionCollector, RetentionJob
 
     no_store: Any = None  # the collector reads the job's figures only
     registry.register(RetentionCollector(RetentionJob(no_store, no_store, None), "sqlite",

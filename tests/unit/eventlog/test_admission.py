@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from sidecar.eventlog.admission import Admitted, AppendAdmission, Refusal
+from sidecar.eventlog.api.admission import Admitted, AppendAdmission, Refusal
 from sidecar.eventlog.metrics import (
     AppendCounters,
     CountersSnapshot,

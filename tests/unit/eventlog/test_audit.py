@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.eventlog.audit import verify
-from sidecar.eventlog.sqlite_store import SqliteEventStore
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.support.events import StreamFactory
 
 TAMPERED_STREAM = "checkout/pod-1"

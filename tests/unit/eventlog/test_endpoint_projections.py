@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.eventlog.endpoint_projections import (
+from sidecar.eventlog.port import EventStore, NewEvent
+from sidecar.eventlog.projections.endpoints import (
     EjectedEndpoint,
     EndpointEjectionsProjection,
     EndpointViews,
 )
-from sidecar.eventlog.follower import (
+from sidecar.eventlog.projections.follower import (
     ProjectionFollower,
     UnknownValuesProjection,
     server_projections,
 )
-from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import EventStore, NewEvent
+from sidecar.eventlog.projections.runner import ProjectionRunner, rebuild
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.contract.endpoint_events import (
     ENDPOINT_A,
     ENDPOINT_B,

@@ -99,7 +99,7 @@ def test_the_type_option_names_every_event_type_in_its_help(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from sidecar.cli import main
-    from sidecar.eventlog.validation import EVENT_TYPES
+    from sidecar.eventlog.api.validation import EVENT_TYPES
 
     with pytest.raises(SystemExit):
         main(["events", command, "--help"])

@@ -22,10 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.eventlog.audit import verify
-from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
-from sidecar.eventlog.records import decode_payload
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import (
+from sidecar.eventlog.event_protos import decode_payload
+from sidecar.eventlog.port import (
     AppendOutcome,
     ChainError,
     ConflictError,
@@ -33,6 +31,8 @@ from sidecar.eventlog.store import (
     NewEvent,
     StoredEvent,
 )
+from sidecar.eventlog.projections.runner import ProjectionRunner, rebuild
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from sidecar.ids import uuid7
 from sidecar.v1 import events_pb2
 from tests.contract.store_contract import read_everything

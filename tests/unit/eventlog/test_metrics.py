@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar.eventlog.follower import ProjectionFollower, server_projections
 from sidecar.eventlog.metrics import (
     AppendCounters,
     BreakerState,
@@ -16,9 +15,10 @@ from sidecar.eventlog.metrics import (
     MetricsSnapshot,
     take_snapshot,
 )
-from sidecar.eventlog.projection_runner import rebuild
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import EventStore
+from sidecar.eventlog.port import EventStore
+from sidecar.eventlog.projections.follower import ProjectionFollower, server_projections
+from sidecar.eventlog.projections.runner import rebuild
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.support.events import DEFAULT_START_NS, StreamFactory
 
 S = 1_000_000_000

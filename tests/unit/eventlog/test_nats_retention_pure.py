@@ -6,9 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.eventlog.anchors import RetentionAnchor
 from sidecar.eventlog.nats import NatsSettings
-from sidecar.eventlog.nats.codec import stored_event
 from sidecar.eventlog.nats.retention import (
     AnchorBook,
     anchor_key,
@@ -16,7 +14,7 @@ from sidecar.eventlog.nats.retention import (
     encode_anchor,
     purge_denied,
 )
-from sidecar.eventlog.store import StoreError
+from sidecar.eventlog.port import RetentionAnchor, StoredEvent, StoreError
 from tests.support.events import StreamFactory
 
 STREAMS = ("checkout/pod-1", "checkout/pod-2", "payments")
@@ -48,8 +46,8 @@ def test_the_book_hides_exactly_the_versions_at_or_below_the_anchor(
 ) -> None:
     book = AnchorBook()
     book.merge(_anchor("checkout/pod-1", anchor_version))
-    event = stored_event(StreamFactory().transitions(event_version)[-1], 1, 1)
-    other = stored_event(StreamFactory(instance="pod-2").transitions(1)[0], 2, 1)
+    event = StoredEvent.of(StreamFactory().transitions(event_version)[-1], 1, 1)
+    other = StoredEvent.of(StreamFactory(instance="pod-2").transitions(1)[0], 2, 1)
 
     assert book.hides(event) == (event_version <= anchor_version)
     assert not book.hides(other)  # another stream: never hidden

@@ -12,7 +12,7 @@ from sidecar.eventlog.nats import (
     encode_event,
 )
 from sidecar.eventlog.nats.subjects import Subjects, stream_sequence
-from sidecar.eventlog.store import EventFilter, StoreError
+from sidecar.eventlog.port import EventFilter, StoreError
 from tests.support.events import StreamFactory
 
 

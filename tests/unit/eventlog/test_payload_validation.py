@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 
 from sidecar import chain
-from sidecar.eventlog.enums import event_enum_fields
-from sidecar.eventlog.payload_checks import MAX_DURATION_MS, check_endpoint
-from sidecar.eventlog.records import PAYLOAD_KINDS, new_event_from_proto
-from sidecar.eventlog.validation import (
+from sidecar.eventlog.api.payload_checks import MAX_DURATION_MS, check_endpoint
+from sidecar.eventlog.api.validation import (
     EVENT_TYPES,
     InvalidField,
     append_records,
     validate_event,
     validate_filter,
 )
+from sidecar.eventlog.enums import event_enum_fields
+from sidecar.eventlog.event_protos import PAYLOAD_KINDS, new_event_from_proto
 from sidecar.v1 import eventlog_pb2, events_pb2
 from tests.contract.endpoint_events import (
     ENDPOINT_A,

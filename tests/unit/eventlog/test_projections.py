@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.eventlog.breaker_views import BreakerViews
-from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
-from sidecar.eventlog.projections import (
+from sidecar.eventlog.port import EventStore, NewEvent
+from sidecar.eventlog.projections.breaker_views import BreakerViews
+from sidecar.eventlog.projections.breakers import (
     BreakerStatusProjection,
     default_projections,
 )
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import EventStore, NewEvent
+from sidecar.eventlog.projections.runner import ProjectionRunner, rebuild
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.support.events import DEFAULT_START_NS, StreamFactory
 
 S = 1_000_000_000  # one second in nanoseconds

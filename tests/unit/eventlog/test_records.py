@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from sidecar import chain
-from sidecar.eventlog.records import new_event_from_proto, to_proto, validate_new_event
-from sidecar.eventlog.store import InvalidEventError
+from sidecar.eventlog.event_protos import new_event_from_proto, to_proto
+from sidecar.eventlog.port import InvalidEventError, validate_new_event
 from sidecar.v1 import events_pb2
 from tests.support.events import StreamFactory
 

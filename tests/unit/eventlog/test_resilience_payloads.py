@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from sidecar import chain
-from sidecar.eventlog.payload_checks import MAX_DURATION_MS
-from sidecar.eventlog.records import new_event_from_proto
-from sidecar.eventlog.validation import InvalidField, validate_event
+from sidecar.eventlog.api.payload_checks import MAX_DURATION_MS
+from sidecar.eventlog.api.validation import InvalidField, validate_event
+from sidecar.eventlog.event_protos import new_event_from_proto
 from sidecar.v1 import events_pb2
 from tests.contract.resilience_events import load_shedding, log_rollback_detected
 from tests.support.events import StreamFactory, to_proto

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.eventlog.retention import NS_PER_DAY, Probe, RetentionPolicy, last_deletable
+from sidecar.eventlog.retention.policy import NS_PER_DAY, Probe, RetentionPolicy, last_deletable
 
 NOW_NS = 1_800_000_000 * 10**9
 

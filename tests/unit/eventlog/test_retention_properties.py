@@ -22,15 +22,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sidecar.eventlog.anchors import BeforeAnchorError, deleted_events
 from sidecar.eventlog.audit import verify
-from sidecar.eventlog.follower import server_projections
-from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
-from sidecar.eventlog.retention import NS_PER_DAY, RetentionPolicy
-from sidecar.eventlog.retention_base import resume_past_anchors
-from sidecar.eventlog.retention_job import RetentionJob
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import NewEvent, StoreError
+from sidecar.eventlog.port import BeforeAnchorError, NewEvent, StoreError, deleted_events
+from sidecar.eventlog.projections.follower import server_projections
+from sidecar.eventlog.projections.runner import ProjectionRunner, rebuild
+from sidecar.eventlog.retention.base import resume_past_anchors
+from sidecar.eventlog.retention.job import RetentionJob
+from sidecar.eventlog.retention.policy import NS_PER_DAY, RetentionPolicy
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.contract.store_contract import read_everything
 from tests.support.events import StreamFactory
 

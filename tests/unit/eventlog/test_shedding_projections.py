@@ -11,16 +11,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sidecar.eventlog.client import TABLE_HEADER, table_row
-from sidecar.eventlog.follower import ProjectionFollower, server_projections
 from sidecar.eventlog.metrics import AppendCounters, EventLogCollector, take_snapshot
-from sidecar.eventlog.projection_runner import ProjectionRunner, rebuild
-from sidecar.eventlog.shedding_projections import (
+from sidecar.eventlog.port import EventStore, NewEvent
+from sidecar.eventlog.projections.follower import ProjectionFollower, server_projections
+from sidecar.eventlog.projections.runner import ProjectionRunner, rebuild
+from sidecar.eventlog.projections.shedding import (
     SheddingPeriodsProjection,
     SheddingTotals,
     SheddingViews,
 )
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import EventStore, NewEvent
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.contract.resilience_events import load_shedding
 from tests.support.events import StreamFactory, to_proto
 

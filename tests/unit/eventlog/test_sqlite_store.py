@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.eventlog.sqlite_settings import SqliteSettings
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import StoreError
-from sidecar.eventlog.stores import open_store
+from sidecar.eventlog.port import StoreError, open_store
+from sidecar.eventlog.sqlite.settings import SqliteSettings
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.support.events import StreamFactory
 
 

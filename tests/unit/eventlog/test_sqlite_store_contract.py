@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import EventStore
+from sidecar.eventlog.port import EventStore
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.contract.store_contract import EventStoreContract
 
 

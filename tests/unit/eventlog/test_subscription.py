@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.eventlog.sqlite_store import SqliteEventStore
-from sidecar.eventlog.store import EventFilter, EventStore, StoredEvent
-from sidecar.eventlog.subscription import SubscriberTooSlow, Subscription
+from sidecar.eventlog.api.subscription import SubscriberTooSlow, Subscription
+from sidecar.eventlog.port import EventFilter, EventStore, StoredEvent
+from sidecar.eventlog.sqlite.store import SqliteEventStore
 from tests.support.events import StreamFactory
 
 GET_TIMEOUT_S = 5.0  # generous: only reached if the subscription misbehaves

@@ -7,14 +7,14 @@ from collections.abc import Callable
 import pytest
 
 from sidecar import chain
-from sidecar.eventlog.records import new_event_from_proto
-from sidecar.eventlog.validation import (
+from sidecar.eventlog.api.validation import (
     InvalidField,
     append_records,
     validate_append,
     validate_event,
     validate_filter,
 )
+from sidecar.eventlog.event_protos import new_event_from_proto
 from sidecar.v1 import eventlog_pb2, events_pb2
 from tests.support.events import StreamFactory, to_proto
 

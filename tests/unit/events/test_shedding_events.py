@@ -5,7 +5,7 @@ listener."""
 from __future__ import annotations
 
 from sidecar.config import parse_config
-from sidecar.eventlog.payload_checks import check_payload
+from sidecar.eventlog.api.payload_checks import check_payload
 from sidecar.events.plugin import EventPipeline
 from sidecar.events.producer import TYPE_LOAD_SHEDDING, EventQueue, EventRecorder
 from sidecar.resilience import SheddingChange

@@ -1,53 +1,22 @@
-"""Conversion between the protobuf envelope (``events_pb2.Event``) and the store's records, and
-the structural validation every adapter applies before storing.
+"""The event payloads as protobuf: their kinds, decoding, and the envelope ↔ record conversion.
+
+``events_pb2.Event`` (the envelope the API carries) ↔ ``NewEvent``/``StoredEvent`` (the port's
+records), and the typed payload of a stored event, decoded for projections, audit and queries.
+The structural checks of one record are the port's (``sidecar.eventlog.port.limits``).
 
 Pure functions, no I/O, safe from any thread.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final
 
 from google.protobuf.message import DecodeError, Message
 
 from sidecar import chain
-from sidecar.eventlog.store import InvalidEventError, NewEvent, StoredEvent
+from sidecar.eventlog.port import InvalidEventError, NewEvent, StoredEvent, validate_new_event
 from sidecar.v1 import events_pb2
-
-MAX_STREAM_CHARS = 256
-MAX_TYPE_CHARS = 128
-MAX_PAYLOAD_BYTES = 64 * 1024
-"""Bounds checked by ``validate_new_event`` (named here, the one place for their defaults)."""
-
-OCCURRED_AT_MIN_NS: Final = 1
-"""Earliest accepted ``occurred_at``: just after 1970-01-01T00:00:00Z.
-
-Times at or before the Unix epoch are refused on purpose: events come from a running sidecar's
-wall clock, and such a time means a clock that was never set (an RTC reset to 0); 0 also means
-"unset" in the protobuf envelope and "unbounded" in ``EventFilter``."""
-OCCURRED_AT_MAX_NS: Final = 2**63 - 1
-"""Latest accepted ``occurred_at``: 2262-04-11T23:47:16.854775807Z, the largest signed 64-bit
-nanosecond count (how the hash chain and both stores encode it)."""
-OCCURRED_AT_RANGE: Final = (
-    "must be after 1970-01-01T00:00:00Z and no later than 2262-04-11T23:47:16.854775807Z "
-    "(signed 64-bit nanoseconds since the Unix epoch)"
-)
-
-
-def occurred_at_out_of_range(seconds: int, nanos: int) -> str:
-    """The problem text for an ``occurred_at`` that is set but outside the accepted range,
-    naming the value (and its calendar time when it has one)."""
-    got = f"seconds={seconds} nanos={nanos}"
-    try:
-        moment = datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        pass
-    else:
-        got += f" ({moment.replace(tzinfo=None).isoformat()}Z)"
-    return f"{OCCURRED_AT_RANGE}, got {got}"
 
 Payload = (
     events_pb2.BreakerTransitioned
@@ -85,8 +54,6 @@ PAYLOAD_KINDS: Final[dict[str, PayloadKind]] = _payload_kinds()
 EndpointsChanged, EndpointEjected, EndpointReturned."""
 _KIND_BY_FIELD = {kind.oneof_field: kind for kind in PAYLOAD_KINDS.values()}
 
-_TRACE_ID = re.compile(r"[0-9a-f]{32}")
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def filter_columns(payload: Message) -> tuple[str, str, str]:
@@ -174,40 +141,3 @@ def to_proto(event: StoredEvent | NewEvent) -> events_pb2.Event:
     if kind is not None:
         getattr(message, kind.oneof_field).ParseFromString(event.payload)
     return message
-
-
-def validate_new_event(event: NewEvent) -> None:
-    """Structural checks every adapter makes before storing; raises ``InvalidEventError``.
-
-    Chain checks (version sequence, prev_hash, hash) need the stream head and are the
-    adapter's job; this only checks what one event can tell about itself.
-    """
-
-    def bad(field: str, problem: str) -> InvalidEventError:
-        return InvalidEventError(field, problem, event_id=event.event_id)
-
-    if not _CANONICAL_UUID.fullmatch(event.event_id):
-        raise bad("event_id", f"{event.event_id!r} is not a UUID in canonical lowercase form")
-    if not event.stream or len(event.stream) > MAX_STREAM_CHARS:
-        raise bad("stream", f"must be 1..{MAX_STREAM_CHARS} characters")
-    if event.version < 1 or event.version >= 2**63:
-        raise bad("version", f"must be >= 1 (got {event.version})")
-    if not event.type or len(event.type) > MAX_TYPE_CHARS:
-        raise bad("type", f"must be 1..{MAX_TYPE_CHARS} characters")
-    if event.occurred_at_ns == 0:
-        raise bad("occurred_at", "must be set (nanoseconds since the Unix epoch)")
-    if not OCCURRED_AT_MIN_NS <= event.occurred_at_ns <= OCCURRED_AT_MAX_NS:
-        raise bad("occurred_at", occurred_at_out_of_range(*divmod(event.occurred_at_ns, 10**9)))
-    if event.trace_id and not _TRACE_ID.fullmatch(event.trace_id):
-        raise bad("trace_id", "must be empty or 32 lowercase hex characters")
-    if len(event.payload) > MAX_PAYLOAD_BYTES:
-        raise bad("payload", f"{len(event.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    for name, value in (("prev_hash", event.prev_hash), ("hash", event.hash)):
-        if len(value) != chain.HASH_SIZE_BYTES:
-            raise bad(name, f"must be {chain.HASH_SIZE_BYTES} bytes (got {len(value)})")
-    if (event.service or event.instance) and event.stream != f"{event.service}/{event.instance}":
-        raise bad(
-            "stream",
-            f"{event.stream!r} does not match the payload's service/instance "
-            f"{event.service + '/' + event.instance!r}",
-        )

@@ -2,11 +2,12 @@
 
 Why this shape:
 
-- **One writer thread** owns the only write connection. Appends from any number of coroutines
-  are queued; the writer takes everything queued (up to ``max_group_events``) and stores it in
-  one transaction, so one fsync covers many callers (group commit). Each caller's future is
-  completed only after that COMMIT returned, so an acknowledged append is durable. A batch that
-  fails its checks is rolled back to its own SAVEPOINT; the other batches of the group commit.
+- **One writer thread** (:mod:`sidecar.eventlog.sqlite.writer`) owns the only write
+  connection. Appends from any number of coroutines are queued; the writer takes everything
+  queued (up to ``max_group_events``) and stores it in one transaction, so one fsync covers many
+  callers (group commit). Each caller's future is completed only after that COMMIT returned, so
+  an acknowledged append is durable. A batch that fails its checks is rolled back to its own
+  SAVEPOINT; the other batches of the group commit.
 - **Gap-free positions**: the writer assigns ``global_position`` itself (MAX + 1 inside the
   write transaction), never via AUTOINCREMENT, and a rolled-back batch gives its positions back.
 - **Reads** run on a small thread pool with their own connections (WAL lets readers run during
@@ -29,19 +30,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
-from sidecar.eventlog.anchors import RetentionAnchor
-from sidecar.eventlog.sqlite_append import append_batch
-from sidecar.eventlog.sqlite_retention import cut_stream
-from sidecar.eventlog.sqlite_schema import (
+from sidecar.eventlog.port import (
+    DEFAULT_READ_LIMIT,
+    NO_FILTER,
+    AppendOutcome,
+    EventFilter,
+    EventStore,
+    NewEvent,
+    RetentionAnchor,
+    StoredEvent,
+    StoreError,
+    check_read_limit,
+)
+from sidecar.eventlog.sqlite.schema import (
     COLUMNS,
     HEAD_SQL,
     I64_MAX,
@@ -52,58 +60,15 @@ from sidecar.eventlog.sqlite_schema import (
     load_anchor,
     load_anchors,
 )
-from sidecar.eventlog.sqlite_schema import (
+from sidecar.eventlog.sqlite.schema import (
     stream_head as head_row,
 )
-from sidecar.eventlog.sqlite_settings import SqliteSettings
-from sidecar.eventlog.store import (
-    DEFAULT_READ_LIMIT,
-    NO_FILTER,
-    AppendOutcome,
-    EventFilter,
-    EventStore,
-    NewEvent,
-    StoredEvent,
-    StoreError,
-    check_read_limit,
-)
+from sidecar.eventlog.sqlite.settings import SqliteSettings
+from sidecar.eventlog.sqlite.writer import AppendJob, CheckpointJob, CutJob, Job, SqliteWriter
+
+__all__ = ["SqliteEventStore"]
 
 _R = TypeVar("_R")
-
-# --- writer jobs ------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Job:
-    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
-
-    def size(self) -> int:
-        return 1
-
-
-@dataclass(eq=False)
-class _AppendJob(_Job):
-    events: tuple[NewEvent, ...] = ()
-
-    def size(self) -> int:
-        return len(self.events)
-
-
-@dataclass(eq=False)
-class _CutJob(_Job):
-    stream: str = ""
-    through_version: int = 0
-    cut_at_ns: int = 0
-
-
-@dataclass(eq=False)
-class _CheckpointJob(_Job):
-    name: str = ""
-    position: int = 0
-    state: bytes = b""
-
-
-_STOP: Final = _Job()
 
 
 class SqliteEventStore(EventStore):
@@ -124,23 +89,20 @@ class SqliteEventStore(EventStore):
         """
         self._path = Path(path)
         self._settings = settings or SqliteSettings()
-        self._clock_ns = clock_ns
         if str(path) in ("", ":memory:"):
             raise ValueError("path: the SQLite store needs a file (readers use own connections)")
         self._writer_conn = self._open_writer(create)
-        self._committed_head: int = self._writer_conn.execute(HEAD_SQL).fetchone()[0]
-        self._last_recorded_at_ns = self._writer_conn.execute(
-            "SELECT COALESCE(MAX(recorded_at_ns), 0) FROM events"
-        ).fetchone()[0]
 
         self._closed = False
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._waiters_lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._writer = threading.Thread(
-            target=self._writer_main, name=f"sqlite-writer:{self._path.name}", daemon=True
+        self._writer = SqliteWriter(
+            self._writer_conn,
+            self._settings,
+            clock_ns,
+            self._wake_waiters,
+            name=f"sqlite-writer:{self._path.name}",
         )
-        self._writer.start()
 
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
@@ -205,7 +167,7 @@ class SqliteEventStore(EventStore):
     async def append(self, events: Sequence[NewEvent]) -> list[AppendOutcome]:
         if not events:
             return []
-        outcomes: list[AppendOutcome] = await self._submit(_AppendJob(events=tuple(events)))
+        outcomes: list[AppendOutcome] = await self._submit(AppendJob(events=tuple(events)))
         return outcomes
 
     async def save_checkpoint(self, name: str, position: int, state: bytes) -> None:
@@ -213,7 +175,7 @@ class SqliteEventStore(EventStore):
             raise ValueError("name: a checkpoint needs a name")
         if position < 0:
             raise ValueError(f"position: must be >= 0, got {position}")
-        await self._submit(_CheckpointJob(name=name, position=position, state=bytes(state)))
+        await self._submit(CheckpointJob(name=name, position=position, state=bytes(state)))
 
     async def read_stream(
         self, stream: str, from_version: int = 1, limit: int = DEFAULT_READ_LIMIT
@@ -284,7 +246,7 @@ class SqliteEventStore(EventStore):
         if through_version < 1:
             raise ValueError(f"through_version: must be >= 1, got {through_version}")
         anchor: RetentionAnchor = await self._submit(
-            _CutJob(stream=stream, through_version=through_version, cut_at_ns=cut_at_ns)
+            CutJob(stream=stream, through_version=through_version, cut_at_ns=cut_at_ns)
         )
         return anchor
 
@@ -301,7 +263,7 @@ class SqliteEventStore(EventStore):
     async def wait_for_append(self, after_position: int, timeout_s: float) -> int:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_s, 0.0)
-        while self._committed_head <= after_position and not self._closed:
+        while self._writer.committed_head <= after_position and not self._closed:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -310,7 +272,7 @@ class SqliteEventStore(EventStore):
             with self._waiters_lock:
                 self._waiters.append(entry)
             try:
-                if self._committed_head > after_position:  # committed while we registered
+                if self._writer.committed_head > after_position:  # committed while we registered
                     break
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
@@ -319,13 +281,13 @@ class SqliteEventStore(EventStore):
                 with self._waiters_lock:
                     if entry in self._waiters:
                         self._waiters.remove(entry)
-        return self._committed_head
+        return self._writer.committed_head
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._writer.stop()
         await asyncio.to_thread(self._writer.join)
         self._readers.shutdown(wait=True)
         with self._read_conns_lock:
@@ -337,10 +299,10 @@ class SqliteEventStore(EventStore):
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    async def _submit(self, job: _Job) -> Any:
+    async def _submit(self, job: Job) -> Any:
         if self._closed:
             raise StoreError("the store is closed")
-        self._queue.put(job)
+        self._writer.put(job)
         return await asyncio.wrap_future(job.future)
 
     async def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
@@ -383,103 +345,6 @@ class SqliteEventStore(EventStore):
                 loop.call_soon_threadsafe(_resolve, waiter)
             except RuntimeError:  # that loop is closed; nobody is waiting any more
                 pass
-
-    # --- the writer thread -------------------------------------------------------------------
-
-    def _writer_main(self) -> None:
-        stopping = False
-        while not stopping:
-            job = self._queue.get()
-            if job is _STOP:
-                break
-            group: list[_Job] = []
-            size = 0
-            while True:
-                # A caller that gave up before its job started (cancelled) stores nothing;
-                # once running, a job can no longer be cancelled and will be answered.
-                if job.future.set_running_or_notify_cancel():
-                    group.append(job)
-                    size += job.size()
-                if size >= self._settings.max_group_events:
-                    break
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    stopping = True
-                    break
-            if group:
-                self._commit_group(group)
-        # Anything still queued after close() raced with it: refuse rather than hang.
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not _STOP and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(StoreError("the store is closed"))
-
-    def _commit_group(self, group: list[_Job]) -> None:
-        """One transaction for the whole group; each job inside its own SAVEPOINT."""
-        conn = self._writer_conn
-        results: list[tuple[_Job, object, Exception | None]] = []
-        result: object
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            next_position: int = conn.execute(HEAD_SQL).fetchone()[0] + 1
-            recorded_at_ns = max(self._clock_ns(), self._last_recorded_at_ns)
-            for job in group:
-                conn.execute("SAVEPOINT job")
-                try:
-                    if isinstance(job, _AppendJob):
-                        result, next_position = append_batch(
-                            conn, job.events, next_position, recorded_at_ns
-                        )
-                    elif isinstance(job, _CutJob):
-                        result = cut_stream(conn, job.stream, job.through_version, job.cut_at_ns)
-                    else:
-                        assert isinstance(job, _CheckpointJob)
-                        conn.execute(
-                            "INSERT OR REPLACE INTO checkpoints (name, position, state, "
-                            "saved_at_ns) VALUES (?, ?, ?, ?)",
-                            (job.name, job.position, job.state, recorded_at_ns),
-                        )
-                        result = None
-                    conn.execute("RELEASE job")
-                    results.append((job, result, None))
-                except sqlite3.DatabaseError as exc:
-                    if not isinstance(exc, sqlite3.IntegrityError):
-                        raise  # I/O or corruption: the whole group fails below
-                    _rollback_job(conn)
-                    results.append((job, None, StoreError(f"the database refused it: {exc}")))
-                except Exception as exc:  # this batch is bad; the rest of the group goes on
-                    _rollback_job(conn)
-                    if not isinstance(exc, StoreError | ValueError):
-                        exc = StoreError(f"the batch could not be stored: {exc!r}")
-                    results.append((job, None, exc))
-            conn.execute("COMMIT")
-        except Exception as exc:  # the commit itself failed (disk full, I/O error, ...)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = StoreError(f"commit failed, nothing of this group was stored: {exc}")
-            for job in group:
-                job.future.set_exception(error)
-            return
-        self._last_recorded_at_ns = recorded_at_ns
-        for done, value, failure in results:
-            if failure is not None:
-                done.future.set_exception(failure)
-            else:
-                done.future.set_result(value)
-        if next_position - 1 > self._committed_head:
-            self._committed_head = next_position - 1
-            self._wake_waiters()
-
-
-def _rollback_job(conn: sqlite3.Connection) -> None:
-    conn.execute("ROLLBACK TO job")
-    conn.execute("RELEASE job")
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -2,7 +2,7 @@
 
 Runs on the store's writer thread inside the group transaction (its own SAVEPOINT), so the
 rows go and the anchor comes in one commit: a crash leaves either both or neither. Deleted
-rows free their event ids; the anchor (``sidecar.eventlog.anchors``) is what refuses their
+rows free their event ids; the anchor (``sidecar.eventlog.port.anchors``) is what refuses their
 retries from then on.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from sidecar.eventlog.anchors import RetentionAnchor
-from sidecar.eventlog.sqlite_schema import load_anchor, save_anchor, stream_head
+from sidecar.eventlog.port import RetentionAnchor
+from sidecar.eventlog.sqlite.schema import load_anchor, save_anchor, stream_head
 
 
 def cut_stream(

@@ -1,8 +1,8 @@
 """The SQLite event log's schema and the queries the writer and the readers share.
 
-Kept apart from :mod:`sidecar.eventlog.sqlite_store` (threads, group commit) so the store's
+Kept apart from :mod:`sidecar.eventlog.sqlite.store` (threads, group commit) so the store's
 module is about concurrency and this one about rows. Retention's cut lives in
-:mod:`sidecar.eventlog.sqlite_retention`.
+:mod:`sidecar.eventlog.sqlite.retention`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import sqlite3
 from typing import Any, Final
 
 from sidecar import chain
-from sidecar.eventlog.anchors import RetentionAnchor
-from sidecar.eventlog.store import StoredEvent
+from sidecar.eventlog.port import RetentionAnchor, StoredEvent
 
 SCHEMA_VERSION: Final = 2
 """2 added the ``anchors`` table (retention); a version-1 file gains it when opened."""

@@ -2,7 +2,7 @@
 
 Every ``interval_s`` (``--retention-interval-s``) the job
 
-1. saves the projections' retention snapshots (:func:`~sidecar.eventlog.retention_base.
+1. saves the projections' retention snapshots (:func:`~sidecar.eventlog.retention.base.
    save_base`), which bounds the cut: only events the projections have folded may go;
 2. walks every stream: from its anchor, finds the end of the prefix past retention
    (:func:`~sidecar.eventlog.retention.last_deletable`, ``O(log n)`` one-event reads) and
@@ -42,11 +42,10 @@ from typing import Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sidecar.eventlog.anchors import RetentionAnchor, deleted_events
-from sidecar.eventlog.projection_runner import ProjectionRunner
-from sidecar.eventlog.retention import Probe, RetentionPolicy, last_deletable
-from sidecar.eventlog.retention_base import save_base
-from sidecar.eventlog.store import EventStore, StoreError
+from sidecar.eventlog.port import EventStore, RetentionAnchor, StoreError, deleted_events
+from sidecar.eventlog.projections.runner import ProjectionRunner
+from sidecar.eventlog.retention.base import save_base
+from sidecar.eventlog.retention.policy import Probe, RetentionPolicy, last_deletable
 
 log = logging.getLogger("sidecar.eventlog.retention")
 

@@ -1,8 +1,8 @@
 """``sidecar.v1.EventLog``: the gRPC service over an :class:`EventStore` (the calls only).
 
 What a call goes through: the interceptors the server installs (bearer token, decode guard),
-admission for Append (:mod:`sidecar.eventlog.admission`), field validation
-(:mod:`sidecar.eventlog.validation`: INVALID_ARGUMENT naming the field), then the store.
+admission for Append (:mod:`sidecar.eventlog.api.admission`), field validation
+(:mod:`sidecar.eventlog.api.validation`: INVALID_ARGUMENT naming the field), then the store.
 ``ConflictError`` and ``ChainError`` (a retention anchor's refusal included) become
 FAILED_PRECONDITION; any other store failure UNAVAILABLE. Breaker status answers come from the
 projection follower's views. The assembly (ports, health, reflection, metrics, lifecycle) is
@@ -20,32 +20,32 @@ from typing import Any, NoReturn
 
 import grpc
 
-from sidecar.eventlog import validation
-from sidecar.eventlog.admission import AppendAdmission, Refusal
-from sidecar.eventlog.audit import verify
-from sidecar.eventlog.follower import ProjectionFollower
-from sidecar.eventlog.metrics import AppendCounters
-from sidecar.eventlog.records import to_proto
-from sidecar.eventlog.settings import (
-    MIN_HEARTBEAT_INTERVAL_S,
-    RESUME_METADATA_KEY,
-    ServerSettings,
-)
-from sidecar.eventlog.status_protos import (
+from sidecar.eventlog.api import validation
+from sidecar.eventlog.api.admission import AppendAdmission, Refusal
+from sidecar.eventlog.api.status_protos import (
     filter_from_proto,
     upstream_status_proto,
 )
-from sidecar.eventlog.store import (
+from sidecar.eventlog.api.subscription import (
+    SubscriberTooSlow,
+    Subscription,
+    SubscriptionEnded,
+)
+from sidecar.eventlog.audit import verify
+from sidecar.eventlog.event_protos import to_proto
+from sidecar.eventlog.metrics import AppendCounters
+from sidecar.eventlog.port import (
     ChainError,
     ConflictError,
     EventStore,
     InvalidEventError,
     StoreError,
 )
-from sidecar.eventlog.subscription import (
-    SubscriberTooSlow,
-    Subscription,
-    SubscriptionEnded,
+from sidecar.eventlog.projections.follower import ProjectionFollower
+from sidecar.eventlog.settings import (
+    MIN_HEARTBEAT_INTERVAL_S,
+    RESUME_METADATA_KEY,
+    ServerSettings,
 )
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc
 
@@ -107,7 +107,7 @@ class EventLogService(eventlog_pb2_grpc.EventLogServicer):
     async def Append(
         self, request: eventlog_pb2.AppendRequest, context: grpc.aio.ServicerContext
     ) -> eventlog_pb2.AppendResponse:
-        """Admission first (see :mod:`sidecar.eventlog.admission`): over the limit, refuse at
+        """Admission first (see :mod:`sidecar.eventlog.api.admission`): over the limit, refuse at
         once with RESOURCE_EXHAUSTED and a retry hint; nothing is validated or stored."""
         ticket = self.admission.admit()
         self._counters.appends_pending = self.admission.pending

@@ -26,7 +26,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sidecar.eventlog.store import ChainError, NewEvent
+from sidecar.eventlog.port.errors import ChainError
+from sidecar.eventlog.port.records import NewEvent
 
 __all__ = ["BeforeAnchorError", "RetentionAnchor", "check_after_anchor", "deleted_events"]
 

@@ -1,6 +1,6 @@
 """Proto answers built from the projections' views, and the ReadAll filter from its proto.
 
-Pure conversions used by :mod:`sidecar.eventlog.service` (GetBreakerStatus, ListBreakerStatus,
+Pure conversions used by :mod:`sidecar.eventlog.api.service` (GetBreakerStatus, ListBreakerStatus,
 ReadAll, Subscribe); no I/O.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sidecar.breaker_protos import STATE_BY_NAME
-from sidecar.eventlog.breaker_views import InstanceStatus, UpstreamStatus
-from sidecar.eventlog.store import NO_FILTER, EventFilter
+from sidecar.eventlog.port import NO_FILTER, EventFilter
+from sidecar.eventlog.projections.breaker_views import InstanceStatus, UpstreamStatus
 from sidecar.v1 import eventlog_pb2, events_pb2
 
 _UNSPECIFIED: Final = events_pb2.BREAKER_STATE_UNSPECIFIED

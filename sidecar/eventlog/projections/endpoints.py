@@ -14,7 +14,7 @@
   starts with every endpoint in), and an upstream no longer listed has nothing ejected.
   Ejection counts are never forgotten: a counter never goes down.
 
-The runner (:class:`~sidecar.eventlog.projection_runner.ProjectionRunner`) keeps its checkpoint and
+The runner (:class:`~sidecar.eventlog.projections.runner.ProjectionRunner`) keeps its checkpoint and
 rebuilds it like every other projection; :class:`EndpointViews` answers per (service, upstream)
 by summing the instances at query time, so the per-instance state and the totals never drift.
 
@@ -33,9 +33,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from sidecar.eventlog.projections import Key, Projection
-from sidecar.eventlog.records import Payload
-from sidecar.eventlog.store import StoredEvent
+from sidecar.eventlog.event_protos import Payload
+from sidecar.eventlog.port import StoredEvent
+from sidecar.eventlog.projections.base import Key, Projection
 from sidecar.v1 import events_pb2
 
 

@@ -1,6 +1,6 @@
 """Checks of an event's typed payload, one function per payload type, and of every enum field.
 
-:mod:`sidecar.eventlog.validation` checks the envelope and that the payload's ``service`` and
+:mod:`sidecar.eventlog.api.validation` checks the envelope and that the payload's ``service`` and
 ``instance`` are the stream's; :func:`check_payload` does the rest:
 
 - every enum value set anywhere in the payload is one its proto defines (found by walking the

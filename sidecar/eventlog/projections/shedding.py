@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.eventlog.projections import Key, Projection
-from sidecar.eventlog.records import Payload
-from sidecar.eventlog.store import StoredEvent
+from sidecar.eventlog.event_protos import Payload
+from sidecar.eventlog.port import StoredEvent
+from sidecar.eventlog.projections.base import Key, Projection
 from sidecar.v1 import events_pb2
 
 

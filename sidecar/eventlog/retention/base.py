@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from sidecar.eventlog.anchors import deleted_events
-from sidecar.eventlog.projection_runner import ProjectionRunner
-from sidecar.eventlog.store import EventStore, StoreError
+from sidecar.eventlog.port import EventStore, StoreError, deleted_events
+from sidecar.eventlog.projections.runner import ProjectionRunner
 
 __all__ = ["BASE_PREFIX", "RetentionStart", "resume_past_anchors", "save_base"]
 

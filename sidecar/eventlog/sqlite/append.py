@@ -1,7 +1,7 @@
 """One batch of appends on the SQLite writer: the port's checks, then the insert.
 
 Runs on the store's writer thread inside the group transaction, in the batch's own SAVEPOINT
-(:mod:`sidecar.eventlog.sqlite_store` rolls it back when this raises). Checks, in order, for
+(:mod:`sidecar.eventlog.sqlite.writer` rolls it back when this raises). Checks, in order, for
 each event: well-formed; a repeat of an event id (identical content: the original position,
 ``duplicate``); at or below the stream's retention anchor (refused); the version and
 ``prev_hash`` following the head; the hash matching the content.
@@ -12,21 +12,23 @@ from __future__ import annotations
 import sqlite3
 
 from sidecar import chain
-from sidecar.eventlog.anchors import RetentionAnchor, check_after_anchor
-from sidecar.eventlog.records import validate_new_event
-from sidecar.eventlog.sqlite_schema import (
+from sidecar.eventlog.port import (
+    AppendOutcome,
+    NewEvent,
+    RetentionAnchor,
+    StoredEvent,
+    check_after_anchor,
+    check_chain,
+    check_same_content,
+    validate_new_event,
+    version_taken,
+)
+from sidecar.eventlog.sqlite.schema import (
     INSERT,
     event_id_at,
     load_anchor,
     load_by_event_id,
     stream_head,
-)
-from sidecar.eventlog.store import (
-    AppendOutcome,
-    ChainError,
-    NewEvent,
-    check_same_content,
-    version_taken,
 )
 
 
@@ -67,31 +69,7 @@ def append_batch(
                 conn, event.stream, event.version
             )
             raise version_taken(event, holder, head_version)
-        if event.version != head_version + 1:
-            raise ChainError(
-                f"stream {event.stream!r}: event {event.event_id} has version "
-                f"{event.version} but the next version is {head_version + 1} (gap)",
-                stream=event.stream,
-                version=event.version,
-                event_id=event.event_id,
-            )
-        if event.prev_hash != head_hash:
-            raise ChainError(
-                f"stream {event.stream!r} version {event.version}: prev_hash "
-                f"{event.prev_hash.hex()} is not the hash of version {head_version} "
-                f"({head_hash.hex()})",
-                stream=event.stream,
-                version=event.version,
-                event_id=event.event_id,
-            )
-        if chain.hash_of(event) != event.hash:
-            raise ChainError(
-                f"stream {event.stream!r} version {event.version}: hash {event.hash.hex()} "
-                "is not the SHA-256 of the event's canonical bytes",
-                stream=event.stream,
-                version=event.version,
-                event_id=event.event_id,
-            )
+        check_chain(event, head_version, head_hash)
         position = next_position
         next_position += 1
         heads[event.stream] = (event.version, event.hash)
@@ -99,26 +77,9 @@ def append_batch(
         outcome = AppendOutcome(event.event_id, position, event.version, False)
         in_batch[event.event_id] = (event, outcome)
         outcomes.append(outcome)
-        rows.append(
-            (
-                event.event_id,
-                event.stream,
-                event.version,
-                event.type,
-                event.occurred_at_ns,
-                event.trace_id,
-                event.payload,
-                event.prev_hash,
-                event.hash,
-                event.service,
-                event.instance,
-                event.upstream,
-                position,
-                recorded_at_ns,
-                chain.compute_record_hash(
-                    hash=event.hash, global_position=position, recorded_at_ns=recorded_at_ns
-                ),
-            )
+        record_hash = chain.compute_record_hash(
+            hash=event.hash, global_position=position, recorded_at_ns=recorded_at_ns
         )
+        rows.append(StoredEvent.of(event, position, recorded_at_ns, record_hash).values())
     conn.executemany(INSERT, rows)
     return outcomes, next_position

@@ -1,7 +1,7 @@
 """Queries over the breaker projections: per breaker and per (service, upstream), as of a time.
 
 :class:`BreakerViews` reads the states of the four breaker projections of
-:mod:`sidecar.eventlog.projections` (``ProjectionRunner.views()`` makes one) and aggregates
+:mod:`sidecar.eventlog.projections.breakers` (``ProjectionRunner.views()`` makes one) and aggregates
 per (service, upstream) at query time, so the per-instance state and the totals can never drift
 apart. Read-only, no I/O; call on the loop that owns the projections.
 
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.eventlog.projections import (
+from sidecar.eventlog.projections.base import CountEntry, Key
+from sidecar.eventlog.projections.breakers import (
     CLOSED,
     HALF_OPEN,
     OPEN,
-    CountEntry,
-    Key,
     OpenTimeEntry,
     RecoveryEntry,
     StatusEntry,

@@ -3,8 +3,8 @@
 ``ProjectionRunner`` folds the log from each projection's checkpoint, saves a checkpoint
 (position and state together, atomically, via ``EventStore.save_checkpoint``) every
 ``snapshot_every_events`` events, reports its lag, and ``rebuild`` starts from nothing (or, on
-a log cut by retention, from the retention snapshots: :mod:`sidecar.eventlog.retention_base`).
-The projections themselves are pure folds (:mod:`sidecar.eventlog.projections`).
+a log cut by retention, from the retention snapshots: :mod:`sidecar.eventlog.retention.base`).
+The projections themselves are pure folds (:mod:`sidecar.eventlog.projections.breakers`).
 
 Threading: the runner is a coroutine-driven object for one event loop; ``catch_up`` is
 serialized by a lock. Folding is CPU work on the loop, in pages of ``page_events`` events.
@@ -25,21 +25,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from sidecar.eventlog.projections import (
+from sidecar.eventlog.event_protos import decode_payload
+from sidecar.eventlog.port import EventStore, StoredEvent, StoreError, check_read_limit
+from sidecar.eventlog.projections.base import Key, Projection
+from sidecar.eventlog.projections.breakers import (
     BreakerStatusProjection,
-    Key,
     OpenTimeProjection,
-    Projection,
     RecoveryProjection,
     TransitionCountsProjection,
     default_projections,
 )
-from sidecar.eventlog.records import decode_payload
-from sidecar.eventlog.store import MAX_READ_LIMIT, EventStore, StoredEvent, StoreError
 
 if TYPE_CHECKING:
-    from sidecar.eventlog.breaker_views import BreakerViews
-    from sidecar.eventlog.retention_base import RetentionStart
+    from sidecar.eventlog.projections.breaker_views import BreakerViews
+    from sidecar.eventlog.retention.base import RetentionStart
 
 DEFAULT_SNAPSHOT_EVERY_EVENTS: Final = 1000
 """Events folded between two checkpoints of a projection."""
@@ -73,8 +72,7 @@ class ProjectionRunner:
     ) -> None:
         if snapshot_every_events < 1:
             raise ValueError(f"snapshot_every_events: must be >= 1, got {snapshot_every_events}")
-        if not 1 <= page_events <= MAX_READ_LIMIT:
-            raise ValueError(f"page_events: must be 1..{MAX_READ_LIMIT}, got {page_events}")
+        check_read_limit(page_events, "page_events")
         self._store = store
         chosen = list(projections) if projections is not None else default_projections()
         names = [p.name for p in chosen]
@@ -110,7 +108,7 @@ class ProjectionRunner:
 
     def views(self) -> BreakerViews:
         """Query the breaker projections (needs the four default ones)."""
-        from sidecar.eventlog.breaker_views import BreakerViews
+        from sidecar.eventlog.projections.breaker_views import BreakerViews
 
         return BreakerViews(
             self.state(BreakerStatusProjection.name),
@@ -124,7 +122,7 @@ class ProjectionRunner:
         means: start from position 0); returns the position each one resumed from.
 
         ``prefix`` reads other checkpoints of the same projections (the retention snapshots of
-        :mod:`sidecar.eventlog.retention_base`); ``names`` limits it to some projections."""
+        :mod:`sidecar.eventlog.retention.base`); ``names`` limits it to some projections."""
         wanted = None if names is None else set(names)
         resumed: dict[str, int] = {}
         async with self._lock:
@@ -225,8 +223,8 @@ async def rebuild(
 
     A log cut by retention cannot be re-read from its start: the rebuild then starts from the
     retention snapshots taken before the cuts (``runner.started_from`` says which), or raises
-    ``StoreError`` when they are missing (see :mod:`sidecar.eventlog.retention_base`)."""
-    from sidecar.eventlog.retention_base import resume_past_anchors
+    ``StoreError`` when they are missing (see :mod:`sidecar.eventlog.retention.base`)."""
+    from sidecar.eventlog.retention.base import resume_past_anchors
 
     runner = ProjectionRunner(
         store, projections, snapshot_every_events=2**62, page_events=page_events

@@ -1,11 +1,7 @@
-"""Projections (read models) of the breaker event log: pure folds of stored events.
+"""The breaker projections (read models) of the event log: pure folds of stored events.
 
-Each projection is a pure fold: ``apply(state, event, payload)`` changes ``state`` for one
-stored event (``payload`` is the event's decoded message, decoded once by the runner for all
-projections) and does no I/O. States serialize to JSON with sorted keys, so a rebuilt state and
-an incrementally kept one can be compared byte for byte.
-
-The projections, all keyed per breaker ``(service, instance, upstream)``:
+Each is a :class:`~sidecar.eventlog.projections.base.Projection`. The projections, all keyed
+per breaker ``(service, instance, upstream)``:
 
 - ``breaker_status``: current state, since when, mode, last transition time; ConfigApplied
   makes an instance's configured upstreams known, and on ``source="start"`` resets them to
@@ -17,36 +13,28 @@ The projections, all keyed per breaker ``(service, instance, upstream)``:
   (through any HALF_OPEN/OPEN cycles); sum and count give the mean time to recover.
 
 Per (service, upstream) answers (instances open out of known, totals, MTTR) are aggregated at
-query time by :class:`~sidecar.eventlog.breaker_views.BreakerViews` from the per-instance
-states, so they can never drift apart.
+query time by :class:`~sidecar.eventlog.projections.breaker_views.BreakerViews` from the
+per-instance states, so they can never drift apart.
 
 A state or mode the proto does not define (stored before Append checked enums, or by a newer
 producer) is folded as ``UNKNOWN(99)``: shown, never an error; such a state is neither OPEN nor
 HALF_OPEN for the per-upstream answers. The endpoint projection lives in
-:mod:`sidecar.eventlog.endpoint_projections`.
+:mod:`sidecar.eventlog.projections.endpoints`.
 
 The runner that folds the log into them, from checkpoints, and ``rebuild`` live in
-:mod:`sidecar.eventlog.projection_runner`.
+:mod:`sidecar.eventlog.projections.runner`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, Final
 
 from sidecar.eventlog.enums import unknown_label
-from sidecar.eventlog.records import Payload
-from sidecar.eventlog.store import StoredEvent
+from sidecar.eventlog.event_protos import Payload
+from sidecar.eventlog.port import StoredEvent
+from sidecar.eventlog.projections.base import CountEntry, Key, Projection
 from sidecar.v1 import events_pb2
-
-if TYPE_CHECKING:
-    pass
-
-STATE_FORMAT: Final = 1
-"""Version of the serialized state layout; a checkpoint of another format is rebuilt."""
 
 CLOSED: Final = "CLOSED"
 OPEN: Final = "OPEN"
@@ -69,48 +57,6 @@ def state_name(value: int) -> str:
 def mode_name(value: int) -> str:
     """``enforce``, ``metrics_only``, ... or ``UNKNOWN(99)``."""
     return _MODE_NAMES.get(value) or unknown_label(value)
-
-
-Key = tuple[str, ...]
-E = TypeVar("E")
-
-
-# --- the projection base ------------------------------------------------------------------
-
-
-class Projection(ABC, Generic[E]):
-    """A named fold over the log into ``dict[Key, E]`` where ``E`` is a small dataclass."""
-
-    name: ClassVar[str]
-    entry_type: ClassVar[type[Any]]
-
-    def initial(self) -> dict[Key, E]:
-        return {}
-
-    @abstractmethod
-    def apply(self, state: dict[Key, E], event: StoredEvent, payload: Payload | None) -> None:
-        """Fold one event into ``state`` (pure: no I/O, no clock)."""
-
-    def dump(self, state: dict[Key, E]) -> bytes:
-        """Canonical JSON (sorted keys, sorted entries) of ``state``."""
-        entries = [[list(key), _fields(state[key])] for key in sorted(state)]
-        document = {"format": STATE_FORMAT, "projection": self.name, "entries": entries}
-        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-    def load(self, data: bytes) -> dict[Key, E]:
-        """The state ``dump`` wrote; ``ValueError`` for another projection or format."""
-        document = json.loads(data)
-        if document.get("format") != STATE_FORMAT or document.get("projection") != self.name:
-            raise ValueError(
-                f"checkpoint of {self.name}: format {document.get('format')!r} of "
-                f"{document.get('projection')!r} is not format {STATE_FORMAT} of {self.name!r}"
-            )
-        return {tuple(key): self.entry_type(**fields) for key, fields in document["entries"]}
-
-
-def _fields(entry: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = dataclasses.asdict(entry)
-    return fields
 
 
 def _breaker_key(payload: events_pb2.BreakerTransitioned | events_pb2.BreakerModeChanged) -> Key:
@@ -168,11 +114,6 @@ class BreakerStatusProjection(Projection[StatusEntry]):
 
 
 # --- breaker_transitions ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class CountEntry:
-    count: int = 0
 
 
 class TransitionCountsProjection(Projection[CountEntry]):

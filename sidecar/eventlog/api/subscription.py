@@ -34,12 +34,12 @@ import contextlib
 from collections import deque
 from collections.abc import Sequence
 
+from sidecar.eventlog.port import NO_FILTER, EventFilter, EventStore, StoredEvent
 from sidecar.eventlog.settings import (
     DEFAULT_LIVE_WAIT_S,
     DEFAULT_SUBSCRIBE_PAGE_EVENTS,
     DEFAULT_SUBSCRIBER_BUFFER_EVENTS,
 )
-from sidecar.eventlog.store import NO_FILTER, EventFilter, EventStore, StoredEvent
 
 
 class SubscriptionEnded(Exception):

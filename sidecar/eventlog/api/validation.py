@@ -16,18 +16,18 @@ import functools
 import re
 from typing import Final
 
-from sidecar.eventlog.payload_checks import MAX_NAME_CHARS as MAX_NAME_CHARS
-from sidecar.eventlog.payload_checks import InvalidField as InvalidField
-from sidecar.eventlog.payload_checks import check_name as _check_name
-from sidecar.eventlog.payload_checks import check_payload
-from sidecar.eventlog.payload_checks import short as _short
-from sidecar.eventlog.records import (
+from sidecar.eventlog.api.payload_checks import MAX_NAME_CHARS as MAX_NAME_CHARS
+from sidecar.eventlog.api.payload_checks import InvalidField as InvalidField
+from sidecar.eventlog.api.payload_checks import check_name as _check_name
+from sidecar.eventlog.api.payload_checks import check_payload
+from sidecar.eventlog.api.payload_checks import short as _short
+from sidecar.eventlog.event_protos import PAYLOAD_KINDS
+from sidecar.eventlog.port import (
     OCCURRED_AT_MAX_NS,
     OCCURRED_AT_MIN_NS,
-    PAYLOAD_KINDS,
+    NewEvent,
     occurred_at_out_of_range,
 )
-from sidecar.eventlog.store import NewEvent
 from sidecar.v1 import eventlog_pb2, events_pb2
 
 HASH_SIZE_BYTES: Final = 32
@@ -97,13 +97,13 @@ def validate_event(event: events_pb2.Event, field: str = "event") -> None:
     Raises :class:`InvalidField` for: ``event_id`` not a lowercase canonical UUID; ``stream`` not
     ``service/instance``; ``version`` < 1; no payload, or ``type`` not the payload's type; the
     payload's ``service``/``instance`` not those of the stream; a payload that fails its own
-    checks (:func:`~sidecar.eventlog.payload_checks.check_payload`: any enum value the proto
+    checks (:func:`~sidecar.eventlog.api.payload_checks.check_payload`: any enum value the proto
     does not define, a missing ``upstream``, an endpoint not ``HOST:PORT``, ...);
     ``occurred_at`` unset, or set but outside
     (1970-01-01T00:00:00Z, 2262-04-11T23:47:16.854775807Z] (signed 64-bit nanoseconds since
-    the Unix epoch; why not before 1970: ``records.OCCURRED_AT_MIN_NS``), each with its own
-    reason; ``trace_id`` neither empty nor 32 lowercase hex (all zeros is invalid, as in W3C
-    trace context); ``prev_hash`` or ``hash`` not 32 bytes.
+    the Unix epoch; why not before 1970: ``sidecar.eventlog.port.limits.OCCURRED_AT_MIN_NS``),
+    each with its own reason; ``trace_id`` neither empty nor 32 lowercase hex (all zeros is
+    invalid, as in W3C trace context); ``prev_hash`` or ``hash`` not 32 bytes.
     """
     event_record(event, field)
 

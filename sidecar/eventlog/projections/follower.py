@@ -2,8 +2,8 @@
 
 One background task resumes the projections from their checkpoints, folds the log up to the
 head, then waits on ``EventStore.wait_for_append`` and folds again. The projections are the
-breaker ones of :mod:`sidecar.eventlog.projections`, the endpoint one of
-:mod:`sidecar.eventlog.endpoint_projections`, :class:`EventCountsProjection` (events per type,
+breaker ones of :mod:`sidecar.eventlog.projections.breakers`, the endpoint one of
+:mod:`sidecar.eventlog.projections.endpoints`, :class:`EventCountsProjection` (events per type,
 for ``eventlog_events_appended_total``) and :class:`UnknownValuesProjection` (stored enum values
 the proto does not define, per field, for ``eventlog_unknown_values_total``), so every number
 the server reports comes from folded log state and a rebuild can never double-count.
@@ -25,63 +25,22 @@ import asyncio
 import logging
 from typing import Any, Final
 
-from sidecar.eventlog.breaker_views import BreakerViews
-from sidecar.eventlog.endpoint_projections import EndpointEjectionsProjection, EndpointViews
-from sidecar.eventlog.enums import event_enum_fields, unknown_enum_values
-from sidecar.eventlog.projection_runner import ProjectionRunner
-from sidecar.eventlog.projections import (
-    CountEntry,
-    Key,
-    Projection,
-    default_projections,
-)
-from sidecar.eventlog.records import PAYLOAD_KINDS, Payload
-from sidecar.eventlog.retention_base import resume_past_anchors
+from sidecar.eventlog.enums import event_enum_fields
+from sidecar.eventlog.port import EventStore, StoreError
+from sidecar.eventlog.projections.base import Projection
+from sidecar.eventlog.projections.breaker_views import BreakerViews
+from sidecar.eventlog.projections.breakers import default_projections
+from sidecar.eventlog.projections.counts import EventCountsProjection, UnknownValuesProjection
+from sidecar.eventlog.projections.endpoints import EndpointEjectionsProjection, EndpointViews
+from sidecar.eventlog.projections.runner import ProjectionRunner
+from sidecar.eventlog.projections.shedding import SheddingPeriodsProjection, SheddingViews
+from sidecar.eventlog.retention.base import resume_past_anchors
 from sidecar.eventlog.settings import DEFAULT_PROJECTION_BATCH_EVENTS, DEFAULT_PROJECTION_WAIT_S
-from sidecar.eventlog.shedding_projections import SheddingPeriodsProjection, SheddingViews
-from sidecar.eventlog.store import EventStore, StoredEvent, StoreError
 
 log = logging.getLogger("sidecar.eventlog.follower")
 
 FAILURE_BACKOFF_S: Final = 1.0
 """Pause after a failed fold (store unavailable) before trying again."""
-
-
-class EventCountsProjection(Projection[CountEntry]):
-    """Events in the log per ``type`` (key: ``(type,)``)."""
-
-    name = "event_counts"
-    entry_type = CountEntry
-
-    def apply(
-        self, state: dict[Key, CountEntry], event: StoredEvent, payload: Payload | None
-    ) -> None:
-        entry = state.get((event.type,))
-        if entry is None:
-            state[(event.type,)] = entry = CountEntry()
-        entry.count += 1
-
-
-class UnknownValuesProjection(Projection[CountEntry]):
-    """Stored enum values the proto does not define, per field (key:
-    ``("breaker_transitioned.to_state",)``): events stored before Append checked enums, or by
-    a producer built from a newer proto. Readers show such a value as ``UNKNOWN(n)``."""
-
-    name = "unknown_values"
-    entry_type = CountEntry
-
-    def apply(
-        self, state: dict[Key, CountEntry], event: StoredEvent, payload: Payload | None
-    ) -> None:
-        if payload is None:
-            return
-        oneof_field = PAYLOAD_KINDS[event.type].oneof_field
-        for unknown in unknown_enum_values(payload):
-            key = (f"{oneof_field}.{unknown.field}",)
-            entry = state.get(key)
-            if entry is None:
-                state[key] = entry = CountEntry()
-            entry.count += 1
 
 
 def server_projections() -> list[Projection[Any]]:
