@@ -25,7 +25,12 @@ from google.protobuf.json_format import MessageToDict
 
 from sidecar.dial import ClientTls
 from sidecar.eventlog.api.auth import bearer_metadata
-from sidecar.eventlog.enums import enum_label, unknown_label
+from sidecar.eventlog.enums import (
+    breaker_mode_label,
+    breaker_state_label,
+    enum_label,
+    unknown_label,
+)
 from sidecar.eventlog.settings import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_READ_LIMIT,
@@ -265,11 +270,11 @@ TABLE_HEADER: Final = (
 def _state(value: int) -> str:
     if value == events_pb2.BREAKER_STATE_UNSPECIFIED:
         return "?"
-    return enum_label(events_pb2.BreakerState.DESCRIPTOR, value, "BREAKER_STATE_")
+    return breaker_state_label(value)
 
 
 def _mode(value: int) -> str:
-    return enum_label(events_pb2.BreakerMode.DESCRIPTOR, value, "BREAKER_MODE_")
+    return breaker_mode_label(value)
 
 
 def _reason(value: int) -> str:

@@ -74,6 +74,8 @@ class _Plan:
 
 
 _PLANS: dict[str, _Plan | None] = {}
+_BREAKER_STATE: Final = events_pb2.BreakerState.DESCRIPTOR
+_BREAKER_MODE: Final = events_pb2.BreakerMode.DESCRIPTOR
 
 
 def unknown_label(value: int) -> str:
@@ -86,6 +88,18 @@ def enum_label(enum: EnumDescriptor, value: int, prefix: str = "") -> str:
     ``UNKNOWN(99)`` for a value ``enum`` does not define."""
     named = enum.values_by_number.get(value)
     return named.name.removeprefix(prefix) if named is not None else unknown_label(value)
+
+
+def breaker_state_label(value: int) -> str:
+    """``BREAKER_STATE_HALF_OPEN`` → ``HALF_OPEN``, ``UNKNOWN(99)`` for an undefined value: the
+    event log's one map from the proto enum to the name readers show (the sidecar's own map, from
+    :class:`sidecar.breaker.State`, is :mod:`sidecar.breaker_protos`)."""
+    return enum_label(_BREAKER_STATE, value, "BREAKER_STATE_")
+
+
+def breaker_mode_label(value: int) -> str:
+    """``BREAKER_MODE_METRICS_ONLY`` → ``METRICS_ONLY``, ``UNKNOWN(99)`` for an undefined value."""
+    return enum_label(_BREAKER_MODE, value, "BREAKER_MODE_")
 
 
 def _is_map(field: FieldDescriptor) -> bool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sidecar.eventlog.enums import unknown_label
+from sidecar.eventlog.enums import breaker_mode_label, breaker_state_label
 from sidecar.eventlog.event_protos import Payload
 from sidecar.eventlog.port import StoredEvent
 from sidecar.eventlog.projections.base import CountEntry, Key, Projection
@@ -40,23 +40,15 @@ CLOSED: Final = "CLOSED"
 OPEN: Final = "OPEN"
 HALF_OPEN: Final = "HALF_OPEN"
 
-_STATE_NAMES: Final = {
-    value: name.removeprefix("BREAKER_STATE_") for name, value in events_pb2.BreakerState.items()
-}
-_MODE_NAMES: Final = {
-    value: name.removeprefix("BREAKER_MODE_").lower()
-    for name, value in events_pb2.BreakerMode.items()
-}
-
-
 def state_name(value: int) -> str:
     """``CLOSED``, ``OPEN``, ... or ``UNKNOWN(99)`` for a value this build has no name for."""
-    return _STATE_NAMES.get(value) or unknown_label(value)
+    return breaker_state_label(value)
 
 
 def mode_name(value: int) -> str:
     """``enforce``, ``metrics_only``, ... or ``UNKNOWN(99)``."""
-    return _MODE_NAMES.get(value) or unknown_label(value)
+    label = breaker_mode_label(value)
+    return label if label.startswith("UNKNOWN(") else label.lower()
 
 
 def _breaker_key(payload: events_pb2.BreakerTransitioned | events_pb2.BreakerModeChanged) -> Key:
