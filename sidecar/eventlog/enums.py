@@ -74,8 +74,13 @@ class _Plan:
 
 
 _PLANS: dict[str, _Plan | None] = {}
-_BREAKER_STATE: Final = events_pb2.BreakerState.DESCRIPTOR
-_BREAKER_MODE: Final = events_pb2.BreakerMode.DESCRIPTOR
+_BREAKER_STATES: Final = {
+    value: name.removeprefix("BREAKER_STATE_") for name, value in events_pb2.BreakerState.items()
+}
+_BREAKER_MODES: Final = {
+    value: name.removeprefix("BREAKER_MODE_") for name, value in events_pb2.BreakerMode.items()
+}
+"""Plain dicts, not :func:`enum_label`: a projection rebuild asks them for every event."""
 
 
 def unknown_label(value: int) -> str:
@@ -94,12 +99,12 @@ def breaker_state_label(value: int) -> str:
     """``BREAKER_STATE_HALF_OPEN`` → ``HALF_OPEN``, ``UNKNOWN(99)`` for an undefined value: the
     event log's one map from the proto enum to the name readers show (the sidecar's own map, from
     :class:`sidecar.breaker.State`, is :mod:`sidecar.breaker_protos`)."""
-    return enum_label(_BREAKER_STATE, value, "BREAKER_STATE_")
+    return _BREAKER_STATES.get(value) or unknown_label(value)
 
 
 def breaker_mode_label(value: int) -> str:
     """``BREAKER_MODE_METRICS_ONLY`` → ``METRICS_ONLY``, ``UNKNOWN(99)`` for an undefined value."""
-    return enum_label(_BREAKER_MODE, value, "BREAKER_MODE_")
+    return _BREAKER_MODES.get(value) or unknown_label(value)
 
 
 def _is_map(field: FieldDescriptor) -> bool:

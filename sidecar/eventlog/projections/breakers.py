@@ -40,15 +40,16 @@ CLOSED: Final = "CLOSED"
 OPEN: Final = "OPEN"
 HALF_OPEN: Final = "HALF_OPEN"
 
-def state_name(value: int) -> str:
-    """``CLOSED``, ``OPEN``, ... or ``UNKNOWN(99)`` for a value this build has no name for."""
-    return breaker_state_label(value)
+state_name: Final = breaker_state_label
+"""``CLOSED``, ``OPEN``, ... or ``UNKNOWN(99)`` for a value this build has no name for."""
+_MODE_NAMES: Final = {
+    value: breaker_mode_label(value).lower() for value in events_pb2.BreakerMode.values()
+}
 
 
 def mode_name(value: int) -> str:
     """``enforce``, ``metrics_only``, ... or ``UNKNOWN(99)``."""
-    label = breaker_mode_label(value)
-    return label if label.startswith("UNKNOWN(") else label.lower()
+    return _MODE_NAMES.get(value) or breaker_mode_label(value)
 
 
 def _breaker_key(payload: events_pb2.BreakerTransitioned | events_pb2.BreakerModeChanged) -> Key:
