@@ -1,4 +1,4 @@
-"""The report of ``benchmarks/c_proxies.py``: tables, issue 16's targets, and what they mean.
+"""The report of ``benchmarks/c_proxies.py``: tables, the targets, and what they mean.
 
 Pure (no I/O): a run hands over every round's :class:`_loadgen.Sample` per (target, load) and
 gets back the RESULTS.md section and the targets' verdicts, so the arithmetic is unit-tested
@@ -74,7 +74,7 @@ TARGETS: tuple[tuple[str, tuple[str, str], tuple[str, str], Callable[[Sample, Sa
      "3 endpoints + retries (no failures) within 5% of 1 endpoint (CPU µs/call, c=16): "
      "**{value:.3f}x**"),
 )
-"""Issue 16's targets (part 3): name, the cell judged, the cell it is compared with, how
+"""The Python-floor targets: name, the cell judged, the cell it is compared with, how
 (per round), the limit the median must not exceed, and the sentence that reports it. Each
 added p50 is over the same round's direct cell, so sidecar's minus naive's is their p50s'
 difference."""

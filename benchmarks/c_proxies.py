@@ -1,4 +1,4 @@
-"""The sidecar against the C proxies (issue 16): nginx and HAProxy in the same run as direct
+"""The sidecar against the C proxies: nginx and HAProxy in the same run as direct
 calls, the naive Python pass-through and the sidecar, with a load generator that is not the
 bottleneck.
 

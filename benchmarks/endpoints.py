@@ -1,4 +1,4 @@
-"""Endpoints per upstream (issue 13): what spreading calls over several endpoints costs the
+"""Endpoints per upstream: what spreading calls over several endpoints costs the
 proxy, and what the balancer buys when one endpoint is slow.
 
 Two parts, one run, every server in its own process on 127.0.0.1 (process management, the load

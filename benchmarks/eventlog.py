@@ -14,7 +14,7 @@ What is measured, in one run:
 
 Each append measurement is the median of ``--rounds`` rounds (fresh streams each round).
 The machine is shared and noisy: the ratio against the baseline measured in the same run is
-what carries over. Targets (issue 5): >= 20,000 events/s appended end to end with
+what carries over. Targets: >= 20,000 events/s appended end to end with
 ``synchronous=FULL``; rebuild >= 100,000 events/s.
 
 Store targets are a list (:data:`TARGETS`): each names a row and provides a context manager
@@ -340,7 +340,7 @@ def render(args: argparse.Namespace, results: list[TargetResult]) -> str:
         f"rebuild >= {TARGET_REBUILD_EVENTS_S:,.0f} events/s: **{first.rebuild_rate:,.0f}** "
         f"({'met' if first.rebuild_rate >= TARGET_REBUILD_EVENTS_S else 'MISSED'})",
     ]
-    for r in results:  # the JetStream R1 row has the same append target (issue 7)
+    for r in results:  # the JetStream R1 row has the same append target
         if "JetStream R1" in r.name:
             rate = statistics.median(r.rates)
             verdict.append(

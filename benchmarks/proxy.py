@@ -20,11 +20,11 @@ call of the proxy process (its user+system CPU time from /proc over the cell / c
 interleaved round by round (``--rounds``) and the median round is kept, so noise from other
 work on the machine hits every target alike. Servers run in their own processes.
 
-Targets (issue 3, 2 cores, everything on one machine): the sidecar reaches >= 90% of the naive
+Targets (2 cores, everything on one machine): the sidecar reaches >= 90% of the naive
 pass-through's throughput (at concurrency 64), and adds <= 0.6 ms at p50 over direct calls at
 concurrency 1.
 
-Event log rows (issue 6): ``sidecar + log up`` and ``sidecar + log down`` run the sidecar with
+Event log rows: ``sidecar + log up`` and ``sidecar + log down`` run the sidecar with
 an ``eventlog`` section and a breaker in ``metrics_only`` mode that counts every call as slow,
 so it flaps (OPEN 20 ms, a slow probe, OPEN again: about 100 transitions, so 100 events, a
 second) without ever rejecting a call. ``log up`` ships them to a real ``sidecar eventlog serve``
@@ -32,7 +32,7 @@ process; ``log down`` points at an address nothing listens on, so every event go
 and the shipper keeps failing and backing off. Target: throughput with the log down >= 95% of
 the log up (the data path never waits for the log).
 
-Tracing rows (issue 4): ``sidecar tracing 1%`` and ``sidecar tracing 100%`` run the same sidecar
+Tracing rows: ``sidecar tracing 1%`` and ``sidecar tracing 100%`` run the same sidecar
 with tracing on (``sidecar`` has it off via ``OTEL_SDK_DISABLED=true``; metrics and logs are on
 in all three), spans batched and exported over OTLP/gRPC to a real receiver process
 (``tests/support/otlp_receiver.py --count-only``: it counts spans without decoding them). The
@@ -131,7 +131,7 @@ SIDECAR = "sidecar"
 OTLP_PLACEHOLDER = "$otlp"
 """In a Target's config: the endpoint of the OTLP receiver process the run starts."""
 TRACING_TARGETS = {"sidecar tracing 1%": 0.90, "sidecar tracing 100%": 0.70}
-"""Issue 4: minimum throughput vs the sidecar with tracing off (same run, concurrency 64)."""
+"""The tracing targets: least throughput vs tracing off (same run, concurrency 64)."""
 
 
 # --- the servers (each runs as `python benchmarks/proxy.py --role ...` in its own process) ----
@@ -434,7 +434,7 @@ def report(cells: dict[tuple[str, int], Cell], targets: Sequence[Target], second
 def _tracing_report(cells: dict[tuple[str, int], Cell],
                     rounds_data: dict[tuple[str, int], list[Cell]] | None = None
                     ) -> tuple[list[str], bool | None]:
-    """Issue 4's targets: tracing on costs at most 10% (at 1%) / 30% (at 100%) of the
+    """The tracing targets: tracing on costs at most 10% (at 1%) / 30% (at 100%) of the
     throughput of the same sidecar with tracing off, at concurrency 64 (judged, like the proxy
     targets, on the median of per-round pairs when there are several rounds)."""
     off = cells.get((SIDECAR, 64))

@@ -1,4 +1,4 @@
-"""Retries, hedging and the adaptive concurrency limit (issue 14): what configuring retries costs
+"""Retries, hedging and the adaptive concurrency limit: what configuring retries costs
 the proxy when nothing fails, and what an adaptive limit buys under overload.
 
 Two parts, one run, every server in its own process on 127.0.0.1 (process management, the load

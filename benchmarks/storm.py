@@ -1,4 +1,4 @@
-"""Incident storm (issue 15): 200 sidecars trip a dozen breakers each within the same second and
+"""Incident storm: 200 sidecars trip a dozen breakers each within the same second and
 ship at once, against a real ``sidecar eventlog serve`` on SQLite and on NATS JetStream R3.
 
 The storm itself is :mod:`tests.support.storm`: per simulated sidecar, real circuit breakers with

@@ -1,4 +1,4 @@
-"""The sidecar at the Python floor (issue 16 part 3): its CPU and latency over the naive
+"""The sidecar at the Python floor: its CPU and latency over the naive
 pass-through, with the features users run on, and a profile of where its time goes.
 
 One run starts three echo servers, the naive unary pass-through and two sidecars (all from

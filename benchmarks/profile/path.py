@@ -1,5 +1,5 @@
 """The sidecar's own Python work per forwarded call, without grpc: a steady, in-process figure
-for judging each change to the forwarding path (issue 16 part 3).
+for judging each change to the forwarding path.
 
 The real proxy objects (``build_app`` with the real telemetry plugin: breaker, metrics, tracing
 at 1% with a batch span processor, ``endpoints: [a, b, c]`` with ``p2c_ewma``; optionally a

@@ -1,5 +1,5 @@
 """An incident storm against a real event log: many simulated sidecars, several per process,
-trip a dozen breakers each at the same instant and ship at once (issue 15). Shared by
+trip a dozen breakers each at the same instant and ship at once. Shared by
 ``benchmarks/storm.py`` (200 sidecars, figures for RESULTS.md) and ``tests/chaos/test_storm.py``
 (a smaller storm against a low admission limit).
 

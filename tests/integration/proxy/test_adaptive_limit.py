@@ -1,4 +1,4 @@
-"""The adaptive concurrency limit on the real data path (issue 14 (f)): a real upstream process
+"""The adaptive concurrency limit on the real data path (docs/proxy.md): a real upstream process
 that serves 8 calls at once, 20 ms each (the rest wait in the server, so latency grows with
 load), a proxy started through the CLI with ``adaptive_concurrency: gradient2``, and 64
 concurrent callers. Judged in time, on the admin API's limit and the callers' latencies:

@@ -1,4 +1,4 @@
-"""Hedged calls on the real data path (gRFC A6 hedging; issue 14 (e)).
+"""Hedged calls on the real data path (gRFC A6 hedging; docs/proxy.md).
 
 Three real upstream processes, one of which delays 10% of its calls by 300 ms. Without hedging
 a caller's p99 would be ~300 ms (a third of the calls go there, a tenth of those are slow). With

@@ -1,4 +1,4 @@
-"""Retries under a budget on the real data path (gRFC A6; DESIGN 3b, issue 14).
+"""Retries under a budget on the real data path (gRFC A6; docs/proxy.md).
 
 Three real upstream processes; each test starts its own proxy through the CLI with the
 ``retry`` policy it needs. Faults are spread deterministically by the upstreams

@@ -1,4 +1,4 @@
-"""Issue 13 must-show (a): under continuous traffic the trip streak decays with time spent
+"""Under continuous traffic the trip streak decays with time spent
 CLOSED, not with call counts, so a flapping upstream's second open period is longer.
 
 A real upstream process and ``sidecar proxy --config`` started through its CLI; several

@@ -1,5 +1,5 @@
 """benchmarks/c_proxies.py's pure parts: the configs it runs nginx, HAProxy and the sidecars
-with, how it reads the Go load generator's summary, and how it judges issue 16's targets.
+with, how it reads the Go load generator's summary, and how it judges the targets.
 
 No timing here: every figure is made up; what is checked is the arithmetic and the text.
 """

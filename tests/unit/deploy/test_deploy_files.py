@@ -89,7 +89,7 @@ def test_the_sidecar_container_exposes_and_probes_what_its_config_listens_on(
     (sidecar,) = pod["spec"]["initContainers"]
     ports = {p["containerPort"] for p in sidecar["ports"]}
     assert ports == {_port(sidecar_config.listen), _port(sidecar_config.metrics_listen)}
-    # the admin API stays on loopback without admin_tls (issue 9), so the probes run
+    # the admin API stays on loopback without admin_tls (docs/deployment.md), so the probes run
     # `sidecar health` inside the container instead of the kubelet's (plaintext) grpc probes
     assert sidecar_config.admin_listen.startswith("127.") and sidecar_config.admin_tls is None
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
