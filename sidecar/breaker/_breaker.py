@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from sidecar.breaker._listeners import tell_mode_change, tell_transition
 from sidecar.breaker._probes import Probes
-from sidecar.breaker._rules import TRIP_RULES, TripLimits
+from sidecar.breaker._rules import NEVER, TRIP_RULES, TripLimits
 from sidecar.breaker._settings import BreakerSettings
 from sidecar.breaker._state import (
     FORCED_OPEN,
@@ -78,10 +78,12 @@ class CircuitBreaker:
         "_clock",
         "_counting",
         "_fast_admit",
+        "_judge_healthy_from",
         "_last_transition",
         "_limits",
         "_listeners",
         "_lock",
+        "_min_calls",
         "_mode",
         "_open_duration_s",
         "_open_until",
@@ -125,6 +127,7 @@ class CircuitBreaker:
             # leaving forced_open later lets the next call probe at once.
             self._state = _OPEN
             self._open_until = clock()
+        self._min_calls = self._judge_healthy_from = 0  # set by _apply_settings_locked
         self._apply_settings_locked()
         self._refresh_flags_locked()
 
@@ -176,13 +179,24 @@ class CircuitBreaker:
             window.record(failed, duration_s > self._slow_call_s)
             if not (failed or window.failures or window.slow_calls):
                 return  # nothing bad in the window: no rule can trip (the common case)
+            if not (
+                failed
+                or duration_s > self._slow_call_s
+                or window.calls >= self._judge_healthy_from
+                or window.aged_out
+            ):
+                return  # a healthy call made no rule newly true (the rules' contract, _rules)
             limits = self._limits
             reason = None
             for rule in TRIP_RULES:  # in order: the first reason wins
                 reason = rule(window, limits)
                 if reason is not None:
                     break
+            window.aged_out = False
             if reason is None:
+                # Below minimum_calls, the healthy call that reaches it must be judged.
+                min_calls = self._min_calls
+                self._judge_healthy_from = NEVER if window.calls >= min_calls else min_calls
                 return
             transition = self._trip_locked(reason, self._clock())
         finally:
@@ -327,7 +341,15 @@ class CircuitBreaker:
         """Cache the numbers the hot path compares against (attribute reads, no arithmetic)."""
         s = self._settings
         self._slow_call_s = s.slow_call_ms / 1000.0
-        self._limits = TripLimits.from_settings(s)
+        limits = self._limits = TripLimits.from_settings(s)
+        self._min_calls = limits.minimum_calls
+        # A healthy call (neither failed nor slow) is judged by the rules only once the window
+        # holds this many calls (it just reached minimum_calls), after calls aged out, or after
+        # a settings change (0: the next call, whatever it is); NEVER once the window holds
+        # minimum_calls. The rules' contract (_rules) makes skipping the others exact. A reset
+        # window needs nothing: it is clean, and the first call to pass the first gate after
+        # it is a failed or slow one, which is always judged.
+        self._judge_healthy_from = 0
         self._probes.max_probes = s.half_open_probes
         self._probes.timeout_s = s.probe_timeout_ms / 1000.0
         self._streak.decay_s = s.streak_decay_ms / 1000.0
