@@ -6,9 +6,14 @@ running sums and the thresholds, and answers with the ``Transition.reason`` it t
 so the order is the precedence of the reasons: when a window crosses two thresholds at once it
 reports the first rule's reason.
 
-The breaker asks only when the window holds a failure or a slow call (an all-healthy window
-can trip no rule), so this module costs nothing on the common path. Rules must stay O(1)
-and allocation-free: they run under the breaker's lock, on calls that carry bad news.
+Asking is not free (a call per rule), so the breaker asks only when a rule could have turned
+true: never while the window holds no failure and no slow call; otherwise after a failed or
+slow call, on the call that brings the window to ``minimum_calls``, after calls aged out of a
+time window, and after a reload. That is exact only because every rule keeps one contract:
+**a rule never turns true when a healthy call (neither failed nor slow) joins the window and
+at most the oldest call leaves to make room for it** (failures and slow calls can then only
+fall, calls only grow, the run ends). Rules must also stay O(1) and allocation-free: they
+run under the breaker's lock.
 
 Adding a rule (see docs/breaker.md, "Adding a trip rule"): one function here, listed in
 :data:`TRIP_RULES` with its reason in :data:`TRIP_REASONS`; one :class:`BreakerSettings`

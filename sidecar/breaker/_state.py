@@ -1,4 +1,4 @@
-"""The breaker's rules that do not depend on time or locks: legal transitions and open durations.
+"""The state machine's fixed policy (no time, no locks): legal transitions and open durations.
 
 The transition table is the single list of state changes the breaker may make, each with the
 reasons that justify it. :func:`require_legal` refuses everything else by raising
