@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from sidecar.breaker._listeners import tell_mode_change, tell_transition
 from sidecar.breaker._probes import Probes
-from sidecar.breaker._rules import NEVER, TRIP_RULES, TripLimits
+from sidecar.breaker._rules import NEVER, TripLimits, first_trip
 from sidecar.breaker._settings import BreakerSettings
 from sidecar.breaker._state import (
     FORCED_OPEN,
@@ -43,25 +43,8 @@ _HALF_OPEN = State.HALF_OPEN
 class CircuitBreaker:
     """An adaptive circuit breaker for one upstream (docs/breaker.md).
 
-    Usage, around one call::
-
-        breaker = CircuitBreaker("payments", BreakerSettings(failure_rate=0.3))
-
-        permit = breaker.try_acquire()
-        if permit is None:                        # OPEN, HALF_OPEN full, or forced_open
-            raise Unavailable(retry_after_s=breaker.retry_after_s())
-        started = time.monotonic()
-        try:
-            reply = call_upstream()
-        except UpstreamFailure:
-            breaker.record(permit, time.monotonic() - started, failed=True)
-            raise
-        except BaseException:                     # cancelled: no outcome to count
-            breaker.release(permit)
-            raise
-        breaker.record(permit, time.monotonic() - started, failed=False)
-
-    Every permit goes back exactly once, to :meth:`record` or :meth:`release`.
+    Usage around one call (try_acquire, then record or release): docs/breaker.md, "Using the
+    breaker from code". Every permit goes back exactly once, to :meth:`record` or :meth:`release`.
 
     Threading and asyncio: one ``threading.Lock`` per breaker guards all state, and is held only
     for O(1) work (no I/O, no waiting, no callbacks), so every method is safe to call from any
@@ -75,27 +58,10 @@ class CircuitBreaker:
     """
 
     __slots__ = (
-        "_clock",
-        "_counting",
-        "_fast_admit",
-        "_judge_healthy_from",
-        "_last_transition",
-        "_limits",
-        "_listeners",
-        "_lock",
-        "_min_calls",
-        "_mode",
-        "_open_duration_s",
-        "_open_until",
-        "_probes",
-        "_rng",
-        "_settings",
-        "_slow_call_s",
-        "_state",
-        "_streak",
-        "_wall_clock",
-        "_window",
-        "name",
+        "_clock", "_counting", "_fast_admit", "_judge_healthy_from", "_last_transition",
+        "_limits", "_listeners", "_lock", "_min_calls", "_mode", "_open_duration_s",
+        "_open_until", "_probes", "_rng", "_settings", "_slow_call_s", "_state", "_streak",
+        "_wall_clock", "_window", "name",
     )
 
     def __init__(
@@ -186,15 +152,9 @@ class CircuitBreaker:
                 or window.aged_out
             ):
                 return  # a healthy call made no rule newly true (the rules' contract, _rules)
-            limits = self._limits
-            reason = None
-            for rule in TRIP_RULES:  # in order: the first reason wins
-                reason = rule(window, limits)
-                if reason is not None:
-                    break
+            reason = first_trip(window, self._limits)  # the rules, in order
             window.aged_out = False
-            if reason is None:
-                # Below minimum_calls, the healthy call that reaches it must be judged.
+            if reason is None:  # below minimum_calls, the call that reaches it must be judged
                 min_calls = self._min_calls
                 self._judge_healthy_from = NEVER if window.calls >= min_calls else min_calls
                 return
@@ -280,8 +240,7 @@ class CircuitBreaker:
         """
         with self._lock:
             old = self._settings
-            # judged under the old decay rule
-            self._streak.commit(self._clock(), self._decaying_locked())
+            self._streak.commit(self._clock(), self._decaying_locked())  # under the old rule
             if not old.same_window_shape(settings):
                 self._window = make_window(settings, self._clock)
             self._settings = settings
@@ -343,12 +302,10 @@ class CircuitBreaker:
         self._slow_call_s = s.slow_call_ms / 1000.0
         limits = self._limits = TripLimits.from_settings(s)
         self._min_calls = limits.minimum_calls
-        # A healthy call (neither failed nor slow) is judged by the rules only once the window
-        # holds this many calls (it just reached minimum_calls), after calls aged out, or after
-        # a settings change (0: the next call, whatever it is); NEVER once the window holds
-        # minimum_calls. The rules' contract (_rules) makes skipping the others exact. A reset
-        # window needs nothing: it is clean, and the first call to pass the first gate after
-        # it is a failed or slow one, which is always judged.
+        # A healthy call is judged by the rules only from this many calls in the window (it
+        # reaches minimum_calls), after calls aged out, or after a reload (0: the next call).
+        # Skipping the others is exact by the rules' contract (_rules). A reset window needs
+        # nothing: it is clean, so the next call judged is a failed or slow one.
         self._judge_healthy_from = 0
         self._probes.max_probes = s.half_open_probes
         self._probes.timeout_s = s.probe_timeout_ms / 1000.0
@@ -400,9 +357,7 @@ class CircuitBreaker:
 
     def _trip_locked(self, reason: str, now: float) -> Transition:
         """CLOSED or HALF_OPEN -> OPEN for a health reason: the streak grows, so does the wait."""
-        # Decay earned until now is kept, and the decay clock starts again (on entering CLOSED,
-        # too).
-        streak = self._streak.grow(now, self._decaying_locked())
+        streak = self._streak.grow(now, self._decaying_locked())  # decay earned until now kept
         duration_s = jittered_open_duration_ms(self._settings, streak, self._rng) / 1000.0
         self._open_duration_s = duration_s
         self._open_until = now + duration_s
