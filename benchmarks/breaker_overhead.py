@@ -79,6 +79,25 @@ def make_sidecar_case(settings: BreakerSettings) -> Case:
     return run
 
 
+def make_sidecar_failing_case(settings: BreakerSettings, every: int = 10) -> Case:
+    """One call in ``every`` fails, never enough to trip: the window always holds a failure,
+    so every ``record`` asks the trip rules (the path the all-healthy cases skip)."""
+    breaker = CircuitBreaker("bench", settings)
+
+    def run(n: int) -> int:
+        b, fn = breaker, trivial
+        outcomes = [i % every == 0 for i in range(n)]
+        start = time.perf_counter_ns()
+        for failed in outcomes:
+            permit = b.try_acquire()
+            if permit is not None:
+                fn()
+                b.record(permit, 0.0, failed)
+        return time.perf_counter_ns() - start
+
+    return run
+
+
 def make_sidecar_timed_case() -> Case:
     """As a real caller would: also time the call (pybreaker and circuitbreaker do not)."""
     breaker = CircuitBreaker("bench")
@@ -171,7 +190,9 @@ def render_table(medians: dict[str, float], calls: int, repeats: int) -> tuple[s
         "",
         "The \"timed\" row also measures the call with `time.perf_counter()` as a real caller "
         "must (the slow-call rule needs the duration); pybreaker and circuitbreaker do not "
-        "measure latency at all.",
+        "measure latency at all. In the \"10% failing\" row one call in ten fails (never "
+        "enough to trip), so the window always holds a failure and every call asks the trip "
+        "rules; the other sidecar rows are all healthy, where no rule is asked.",
     ]
     return "\n".join(lines), met
 
@@ -200,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "sidecar (count window)": make_sidecar_case(BreakerSettings()),
         "sidecar (time window)": make_sidecar_case(BreakerSettings(window_type="time")),
         "sidecar (count window, timed)": make_sidecar_timed_case(),
+        "sidecar (count window, 10% failing)": make_sidecar_failing_case(BreakerSettings()),
         "pybreaker CircuitBreaker.call": make_pybreaker_case(),
         "circuitbreaker @circuit": make_circuitbreaker_case(),
     }

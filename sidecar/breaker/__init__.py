@@ -1,6 +1,8 @@
 """sidecar.breaker: the adaptive circuit breaker, pure logic (stdlib only, no I/O, clock injected).
 
-Public surface (DESIGN section 3, notes/BREAKER_API.md)::
+How it judges an upstream, and how to add a trip rule: docs/breaker.md.
+
+Public surface::
 
     CircuitBreaker      try_acquire() -> Permit | None, record(), release(), set_mode(), view()
     BreakerSettings     every default, validated once
@@ -18,6 +20,11 @@ Example::
     permit = breaker.try_acquire()
     if permit is not None:
         breaker.record(permit, duration_s=0.012, failed=False)
+
+Inside, one module per job: ``_breaker`` (the state machine and its lock), ``_rules`` (the
+trip rules it asks in order), ``_window`` (sliding windows), ``_probes`` (HALF_OPEN
+probing), ``_streak`` (the trip streak and its decay), ``_state`` (legal transitions, open
+durations), ``_listeners`` (fan-out), ``_settings`` and ``_types``.
 """
 
 from sidecar.breaker._breaker import CircuitBreaker

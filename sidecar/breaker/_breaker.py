@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 
+from sidecar.breaker._listeners import tell_mode_change, tell_transition
+from sidecar.breaker._probes import Probes
+from sidecar.breaker._rules import NEVER, TripLimits, first_trip
 from sidecar.breaker._settings import BreakerSettings
 from sidecar.breaker._state import (
-    CONSECUTIVE_FAILURES,
-    FAILURE_RATE,
     FORCED_OPEN,
     MODE_CHANGED,
     OPEN_ELAPSED,
-    PROBE_FAILED,
-    PROBE_SLOW,
     PROBES_HEALTHY,
-    SLOW_CALL_RATE,
     base_open_duration_ms,
     jittered_open_duration_ms,
     require_legal,
 )
+from sidecar.breaker._streak import TripStreak
 from sidecar.breaker._types import (
     ADMIT,
     BreakerListener,
@@ -34,39 +32,19 @@ from sidecar.breaker._types import (
     Transition,
     WindowSnapshot,
 )
-from sidecar.breaker._window import SlidingWindow, make_snapshot, make_window
-
-_log = logging.getLogger("sidecar.breaker")
+from sidecar.breaker._window import SlidingWindow, make_window
 
 _DEFAULT_SETTINGS = BreakerSettings()
-_NEVER = 1 << 62  # a consecutive-failure threshold that cannot be reached
 _CLOSED = State.CLOSED
 _OPEN = State.OPEN
 _HALF_OPEN = State.HALF_OPEN
 
 
 class CircuitBreaker:
-    """An adaptive circuit breaker for one upstream (DESIGN section 3).
+    """An adaptive circuit breaker for one upstream (docs/breaker.md).
 
-    Usage, around one call::
-
-        breaker = CircuitBreaker("payments", BreakerSettings(failure_rate=0.3))
-
-        permit = breaker.try_acquire()
-        if permit is None:                        # OPEN, HALF_OPEN full, or forced_open
-            raise Unavailable(retry_after_s=breaker.retry_after_s())
-        started = time.monotonic()
-        try:
-            reply = call_upstream()
-        except UpstreamFailure:
-            breaker.record(permit, time.monotonic() - started, failed=True)
-            raise
-        except BaseException:                     # cancelled: no outcome to count
-            breaker.release(permit)
-            raise
-        breaker.record(permit, time.monotonic() - started, failed=False)
-
-    Every permit goes back exactly once, to :meth:`record` or :meth:`release`.
+    Usage around one call (try_acquire, then record or release): docs/breaker.md, "Using the
+    breaker from code". Every permit goes back exactly once, to :meth:`record` or :meth:`release`.
 
     Threading and asyncio: one ``threading.Lock`` per breaker guards all state, and is held only
     for O(1) work (no I/O, no waiting, no callbacks), so every method is safe to call from any
@@ -80,36 +58,10 @@ class CircuitBreaker:
     """
 
     __slots__ = (
-        "_clock",
-        "_consecutive",
-        "_counting",
-        "_decay_from",
-        "_decay_s",
-        "_failure_rate",
-        "_fast_admit",
-        "_last_transition",
-        "_listeners",
-        "_lock",
-        "_max_probes",
-        "_min_calls",
-        "_mode",
-        "_open_duration_s",
-        "_open_until",
-        "_probe_failures",
-        "_probe_slow",
-        "_probe_successes",
-        "_probe_timeout_s",
-        "_probes",
-        "_probes_done",
-        "_rng",
-        "_settings",
-        "_slow_call_rate",
-        "_slow_call_s",
-        "_state",
-        "_streak",
-        "_wall_clock",
-        "_window",
-        "name",
+        "_clock", "_counting", "_fast_admit", "_judge_healthy_from", "_last_transition",
+        "_limits", "_listeners", "_lock", "_min_calls", "_mode", "_open_duration_s",
+        "_open_until", "_probes", "_rng", "_settings", "_slow_call_s", "_state", "_streak",
+        "_wall_clock", "_window", "name",
     )
 
     def __init__(
@@ -131,21 +83,17 @@ class CircuitBreaker:
         self._state = _CLOSED
         self._mode = settings.mode
         self._window: SlidingWindow = make_window(settings, clock)
-        self._streak = 0
-        # The trip streak falls by one per _decay_s spent CLOSED (not disabled) without a trip,
-        # counted from _decay_from: when CLOSED was entered, decay resumed, or the last step.
-        self._decay_from = clock()
+        self._streak = TripStreak(clock(), settings.streak_decay_ms / 1000.0)
         self._open_until = 0.0
         self._open_duration_s = 0.0
-        # HALF_OPEN bookkeeping: outstanding probe permits (insertion-ordered, oldest first).
-        self._probes: dict[Permit, None] = {}
-        self._probes_done = self._probe_failures = self._probe_slow = self._probe_successes = 0
+        self._probes = Probes(settings.half_open_probes, settings.probe_timeout_ms / 1000.0)
         self._last_transition: Transition | None = None
         if self._mode is Mode.FORCED_OPEN:
             # Born forced open: start OPEN (no listener can exist yet, so nothing to notify);
             # leaving forced_open later lets the next call probe at once.
             self._state = _OPEN
             self._open_until = clock()
+        self._min_calls = self._judge_healthy_from = 0  # set by _apply_settings_locked
         self._apply_settings_locked()
         self._refresh_flags_locked()
 
@@ -197,21 +145,18 @@ class CircuitBreaker:
             window.record(failed, duration_s > self._slow_call_s)
             if not (failed or window.failures or window.slow_calls):
                 return  # nothing bad in the window: no rule can trip (the common case)
-            calls = window.calls
-            if calls >= self._min_calls:
-                failures = window.failures
-                slow_calls = window.slow_calls
-                if failures and failures / calls >= self._failure_rate:
-                    reason = FAILURE_RATE
-                elif slow_calls and slow_calls / calls >= self._slow_call_rate:
-                    reason = SLOW_CALL_RATE
-                elif failed and window.run >= self._consecutive <= calls:
-                    reason = CONSECUTIVE_FAILURES
-                else:
-                    return
-            elif failed and window.run >= self._consecutive <= calls:
-                reason = CONSECUTIVE_FAILURES
-            else:
+            if not (
+                failed
+                or duration_s > self._slow_call_s
+                or window.calls >= self._judge_healthy_from
+                or window.aged_out
+            ):
+                return  # a healthy call made no rule newly true (the rules' contract, _rules)
+            reason = first_trip(window, self._limits)  # the rules, in order
+            window.aged_out = False
+            if reason is None:  # below minimum_calls, the call that reaches it must be judged
+                min_calls = self._min_calls
+                self._judge_healthy_from = NEVER if window.calls >= min_calls else min_calls
                 return
             transition = self._trip_locked(reason, self._clock())
         finally:
@@ -226,7 +171,7 @@ class CircuitBreaker:
         if not permit.probe:
             return
         with self._lock:
-            self._probes.pop(permit, None)
+            self._probes.discard(permit)
 
     def retry_after_s(self) -> float:
         """Seconds until an OPEN breaker may admit a probe; 0.0 when not OPEN.
@@ -262,10 +207,10 @@ class CircuitBreaker:
             if mode is old:
                 return
             now = self._clock()
-            self._commit_decay_locked(now)
+            self._streak.commit(now, self._decaying_locked())
             if old is Mode.DISABLED:
                 self._window.reset()
-                self._decay_from = now  # time spent disabled does not count
+                self._streak.restart(now)  # time spent disabled does not count
             self._mode = mode
             if mode is Mode.FORCED_OPEN:
                 if self._state is not _OPEN:
@@ -280,11 +225,7 @@ class CircuitBreaker:
             self._refresh_flags_locked()
             change = ModeChange(self.name, old, mode, source, self._wall_clock())
             listeners = self._listeners
-        for listener in listeners:
-            try:
-                listener.on_mode_change(change)
-            except Exception:
-                _log.exception("breaker %s: listener %r failed on mode change", self.name, listener)
+        tell_mode_change(self.name, listeners, change)
         if transition is not None:
             self._notify(transition)
 
@@ -299,7 +240,7 @@ class CircuitBreaker:
         """
         with self._lock:
             old = self._settings
-            self._commit_decay_locked(self._clock())  # judged under the old decay rule
+            self._streak.commit(self._clock(), self._decaying_locked())  # under the old rule
             if not old.same_window_shape(settings):
                 self._window = make_window(settings, self._clock)
             self._settings = settings
@@ -325,8 +266,8 @@ class CircuitBreaker:
             wall = self._wall_clock()
             state = self._state
             if state is _HALF_OPEN:
-                self._reclaim_expired_probes_locked(now)
-            streak, decay_in_s = self._decay_view_locked(now)
+                self._probes.reclaim(now)
+            streak, decay_in_s = self._streak.view(now, self._decaying_locked())
             if state is _OPEN:
                 open_duration_s = self._open_duration_s
                 forced = self._mode is Mode.FORCED_OPEN
@@ -342,7 +283,7 @@ class CircuitBreaker:
                 open_until_wall=open_until_wall,
                 trip_streak=streak,
                 last_transition=self._last_transition,
-                half_open_in_flight=len(self._probes),
+                half_open_in_flight=self._probes.in_flight,
                 open_duration_s=open_duration_s,
                 streak_decay_in_s=decay_in_s,
             )
@@ -350,7 +291,7 @@ class CircuitBreaker:
     def __repr__(self) -> str:
         return (
             f"CircuitBreaker({self.name!r}, state={self._state.value}, mode={self._mode.value}, "
-            f"trip_streak={self._streak})"
+            f"trip_streak={self._streak.value})"
         )
 
     # --- internals (all *_locked methods run under self._lock) ------------------------------
@@ -358,20 +299,17 @@ class CircuitBreaker:
     def _apply_settings_locked(self) -> None:
         """Cache the numbers the hot path compares against (attribute reads, no arithmetic)."""
         s = self._settings
-        count = s.window_type == "count"
         self._slow_call_s = s.slow_call_ms / 1000.0
-        self._min_calls = min(s.minimum_calls, s.window_size) if count else s.minimum_calls
-        self._failure_rate = s.failure_rate
-        self._slow_call_rate = s.slow_call_rate
-        if s.consecutive_failures is None:
-            self._consecutive = _NEVER
-        else:
-            self._consecutive = (
-                min(s.consecutive_failures, s.window_size) if count else s.consecutive_failures
-            )
-        self._max_probes = s.half_open_probes
-        self._probe_timeout_s = s.probe_timeout_ms / 1000.0
-        self._decay_s = s.streak_decay_ms / 1000.0
+        limits = self._limits = TripLimits.from_settings(s)
+        self._min_calls = limits.minimum_calls
+        # A healthy call is judged by the rules only from this many calls in the window (it
+        # reaches minimum_calls), after calls aged out, or after a reload (0: the next call).
+        # Skipping the others is exact by the rules' contract (_rules). A reset window needs
+        # nothing: it is clean, so the next call judged is a failed or slow one.
+        self._judge_healthy_from = 0
+        self._probes.max_probes = s.half_open_probes
+        self._probes.timeout_s = s.probe_timeout_ms / 1000.0
+        self._streak.decay_s = s.streak_decay_ms / 1000.0
 
     def _refresh_flags_locked(self) -> None:
         """Recompute the two flags the hot path reads instead of comparing state and mode."""
@@ -395,59 +333,32 @@ class CircuitBreaker:
                 if now < self._open_until:
                     return ADMIT if mode is Mode.METRICS_ONLY else None
                 transition = self._move_locked(_HALF_OPEN, OPEN_ELAPSED, now)
-            permit = self._admit_probe_locked(now)
+            permit = self._probes.admit(now)
             if permit is None and mode is Mode.METRICS_ONLY:
                 permit = ADMIT  # a dry run never rejects; this call is not a probe
         if transition is not None:
             self._notify(transition)
         return permit
 
-    def _reclaim_expired_probes_locked(self, now: float) -> None:
-        """Free the slots of probes that never reported. At most ``half_open_probes`` steps."""
-        probes = self._probes
-        if probes:
-            expired = [p for p in probes if p.expires_at <= now]
-            for p in expired:
-                del probes[p]
-
-    def _admit_probe_locked(self, now: float) -> Permit | None:
-        self._reclaim_expired_probes_locked(now)
-        # Never more than half_open_probes at once, and never more than are still needed:
-        # without timeouts or releases, one HALF_OPEN period admits exactly half_open_probes.
-        if self._probe_successes + len(self._probes) >= self._max_probes:
-            return None
-        permit = Permit(probe=True, expires_at=now + self._probe_timeout_s)
-        self._probes[permit] = None
-        return permit
-
     def _record_probe(self, permit: Permit, duration_s: float, failed: bool) -> None:
         slow = duration_s > self._slow_call_s
         with self._lock:
-            if permit not in self._probes:
+            if not self._probes.take(permit):
                 return  # not an outstanding probe: reclaimed, released, or from an earlier period
-            del self._probes[permit]
-            self._probes_done += 1
-            if slow:
-                self._probe_slow += 1
             now = self._clock()
-            if failed:
-                self._probe_failures += 1
-                transition = self._trip_locked(PROBE_FAILED, now)
-            elif slow:
-                transition = self._trip_locked(PROBE_SLOW, now)
-            else:
-                self._probe_successes += 1
-                if self._probe_successes < self._max_probes:
-                    return
+            reason = self._probes.judge(failed, slow)
+            if reason is None:
+                return  # healthy, and more healthy probes are needed
+            if reason == PROBES_HEALTHY:
                 transition = self._move_locked(_CLOSED, PROBES_HEALTHY, now)
+            else:
+                transition = self._trip_locked(reason, now)  # probe_failed or probe_slow
         self._notify(transition)
 
     def _trip_locked(self, reason: str, now: float) -> Transition:
         """CLOSED or HALF_OPEN -> OPEN for a health reason: the streak grows, so does the wait."""
-        self._commit_decay_locked(now)  # decay earned until now is kept...
-        self._decay_from = now  # ...and the decay clock starts again (on entering CLOSED, too)
-        self._streak += 1
-        duration_s = jittered_open_duration_ms(self._settings, self._streak, self._rng) / 1000.0
+        streak = self._streak.grow(now, self._decaying_locked())  # decay earned until now kept
+        duration_s = jittered_open_duration_ms(self._settings, streak, self._rng) / 1000.0
         self._open_duration_s = duration_s
         self._open_until = now + duration_s
         return self._move_locked(_OPEN, reason, now, duration_s)
@@ -465,7 +376,7 @@ class CircuitBreaker:
             reason=reason,
             snapshot=self._snapshot_locked(),
             open_duration_s=open_duration_s,
-            trip_streak=self._streak,
+            trip_streak=self._streak.value,
             mode=self._mode,
             at_monotonic=now,
             at_wall=self._wall_clock(),
@@ -473,65 +384,23 @@ class CircuitBreaker:
         self._state = to
         self._probes.clear()
         if to is _HALF_OPEN:
-            self._probes_done = self._probe_failures = self._probe_slow = 0
-            self._probe_successes = 0
+            self._probes.start_period()
         elif to is _CLOSED:
             self._window.reset()
-            self._decay_from = now  # the decay clock starts (again) on entering CLOSED
+            self._streak.restart(now)  # the decay clock starts (again) on entering CLOSED
         self._refresh_flags_locked()
         self._last_transition = transition
         return transition
 
     def _snapshot_locked(self) -> WindowSnapshot:
         if self._state is _HALF_OPEN:
-            return make_snapshot(
-                self._probes_done, self._probe_failures, self._probe_slow, self._probe_failures
-            )
+            return self._probes.snapshot()
         return self._window.snapshot()
 
     def _decaying_locked(self) -> bool:
-        """Whether time counts towards streak decay now: CLOSED, not disabled, a streak to decay."""
-        return self._state is _CLOSED and self._mode is not Mode.DISABLED and self._streak > 0
-
-    def _pending_decay_locked(self, now: float) -> int:
-        """Whole ``streak_decay_ms`` periods spent CLOSED since ``_decay_from``. O(1)."""
-        if not self._decaying_locked():
-            return 0
-        return max(0, int((now - self._decay_from) // self._decay_s))
-
-    def _decay_view_locked(self, now: float) -> tuple[int, float]:
-        """The streak with decay earned by ``now`` and the seconds until it next falls by one
-        (0.0 when it cannot: streak 0, not CLOSED, or disabled). Reads only, commits nothing."""
-        steps = self._pending_decay_locked(now)
-        streak = max(0, self._streak - steps)
-        if streak == 0 or not self._decaying_locked():
-            return streak, 0.0
-        next_step = self._decay_from + (steps + 1) * self._decay_s
-        return streak, max(0.0, next_step - now)
-
-    def _commit_decay_locked(self, now: float) -> None:
-        """Turn time spent CLOSED into streak decay (lazily: no per-call work, whatever the
-        call volume). Keeps the part of a period already spent, so reads never lose time."""
-        steps = self._pending_decay_locked(now)
-        if steps <= 0:
-            return
-        if steps >= self._streak:
-            self._streak = 0
-            self._decay_from = now
-        else:
-            self._streak -= steps
-            self._decay_from += steps * self._decay_s
+        """Whether time counts towards streak decay now: CLOSED and not disabled."""
+        return self._state is _CLOSED and self._mode is not Mode.DISABLED
 
     def _notify(self, transition: Transition) -> None:
         """Tell listeners, outside the lock, in the causing thread. Never raises."""
-        for listener in self._listeners:
-            try:
-                listener.on_transition(transition)
-            except Exception:
-                _log.exception(
-                    "breaker %s: listener %r failed on %s -> %s",
-                    self.name,
-                    listener,
-                    transition.from_state.value,
-                    transition.to_state.value,
-                )
+        tell_transition(self.name, self._listeners, transition)

@@ -1,4 +1,4 @@
-"""The breaker's rules that do not depend on time or locks: legal transitions and open durations.
+"""The state machine's fixed policy (no time, no locks): legal transitions and open durations.
 
 The transition table is the single list of state changes the breaker may make, each with the
 reasons that justify it. :func:`require_legal` refuses everything else by raising
@@ -10,21 +10,18 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
+from sidecar.breaker._rules import TRIP_REASONS
 from sidecar.breaker._settings import BreakerSettings
 from sidecar.breaker._types import IllegalTransitionError, State
 
-# Reasons (the ``Transition.reason`` vocabulary, a contract with dashboards and events).
-FAILURE_RATE = "failure_rate"
-SLOW_CALL_RATE = "slow_call_rate"
-CONSECUTIVE_FAILURES = "consecutive_failures"
+# Reasons (the ``Transition.reason`` vocabulary, a contract with dashboards and events). The
+# trip reasons (failure_rate, slow_call_rate, consecutive_failures) live with their rules.
 OPEN_ELAPSED = "open_elapsed"
 PROBES_HEALTHY = "probes_healthy"
 PROBE_FAILED = "probe_failed"
 PROBE_SLOW = "probe_slow"
 MODE_CHANGED = "mode_changed"
 FORCED_OPEN = "forced_open"
-
-TRIP_REASONS = frozenset({FAILURE_RATE, SLOW_CALL_RATE, CONSECUTIVE_FAILURES})
 
 LEGAL_TRANSITIONS: Mapping[tuple[State, State], frozenset[str]] = {
     (State.CLOSED, State.OPEN): TRIP_REASONS | {FORCED_OPEN},

@@ -10,6 +10,8 @@ under its lock; anyone else using a window directly must do the same.
 The breaker's hot path reads the public counters (``calls``, ``failures``, ``slow_calls``,
 ``run``) straight after :meth:`record` instead of building a snapshot, which would allocate.
 Those counters are current as of the last ``record``/``snapshot``/``windows_completed`` call.
+``aged_out`` tells the breaker that calls left by age, which can raise a rate without any
+new failure, so its trip rules must be asked again (see ``sidecar.breaker._rules``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class SlidingWindow(Protocol):
     failures: int
     slow_calls: int
     run: int
+    aged_out: bool
+    """True once calls have left the window by age (time windows only) since the flag was last
+    cleared (by the reader, or by :meth:`reset`). A count window never sets it: there a call
+    leaves only to make room for a newer one, which never raises a rate."""
 
     def record(self, failed: bool, slow: bool) -> None:
         """Add one call's outcome, evicting what fell out of the window. O(1)."""
@@ -82,7 +88,17 @@ class CountWindow:
         window.snapshot().failure_rate   # 1.0
     """
 
-    __slots__ = ("_next", "_ring", "calls", "failures", "laps", "run", "size", "slow_calls")
+    __slots__ = (
+        "_next",
+        "_ring",
+        "aged_out",
+        "calls",
+        "failures",
+        "laps",
+        "run",
+        "size",
+        "slow_calls",
+    )
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -94,6 +110,7 @@ class CountWindow:
         self.run = 0
         self.laps = 0
         self._next = 0
+        self.aged_out = False
         # Empty slots hold 0 (a success), so evicting one subtracts nothing: no "is full" branch.
         self._ring = [0] * size
 
@@ -131,6 +148,7 @@ class CountWindow:
     def reset(self) -> None:
         self.calls = self.failures = self.slow_calls = self.run = self.laps = self._next = 0
         self._ring = [0] * self.size
+        self.aged_out = False
 
     def windows_completed(self) -> int:
         return self.laps
@@ -162,6 +180,7 @@ class TimeWindow:
         "_n",
         "_reset_epoch",
         "_width",
+        "aged_out",
         "calls",
         "failures",
         "run",
@@ -189,6 +208,7 @@ class TimeWindow:
         self._bucket_failures = [0] * n
         self._bucket_slow = [0] * n
         self.calls = self.failures = self.slow_calls = self.run = 0
+        self.aged_out = False
         self._head = self._reset_epoch = self._epoch(self._clock())
         self._index = self._head % n
 
@@ -208,6 +228,8 @@ class TimeWindow:
         if epoch - head >= n:  # idle for a whole window or more: everything left
             for lst in (self._bucket_calls, self._bucket_failures, self._bucket_slow):
                 lst[:] = [0] * n
+            if self.calls:
+                self.aged_out = True
             self.calls = self.failures = self.slow_calls = 0
         else:
             bc, bf, bs = self._bucket_calls, self._bucket_failures, self._bucket_slow
@@ -218,6 +240,7 @@ class TimeWindow:
                     self.failures -= bf[i]
                     self.slow_calls -= bs[i]
                     bc[i] = bf[i] = bs[i] = 0
+                    self.aged_out = True
         self._head = epoch
         self._index = epoch % n
 

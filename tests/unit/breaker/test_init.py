@@ -1,4 +1,4 @@
-"""The package's public surface is the agreed one (notes/BREAKER_API.md): others code against it."""
+"""The package's public surface (docs/breaker.md, "Using the breaker from code") stays what other code is written against."""
 
 from __future__ import annotations
 
