@@ -1,4 +1,5 @@
-"""The package's public surface (docs/breaker.md, "Using the breaker from code") stays what other code is written against."""
+"""The package's public surface stays what other code is written against
+(docs/breaker.md, "Using the breaker from code")."""
 
 from __future__ import annotations
 
