@@ -43,6 +43,7 @@ import pytest
 import yaml
 
 from dashboards import build
+from dashboards import names as dashboard_names
 from dashboards.queries import LABEL_VALUES, DashboardQuery, dashboard_queries, expand
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
 from tests.contract.endpoint_events import (
@@ -230,12 +231,13 @@ def _endpoint_set_change(system: dict[str, Any], prometheus: PrometheusServer) -
     """9. A reload takes the failing replica out of ``orders``' endpoints."""
     sidecar: SidecarProcess = system["sidecar"]
     selector = 'upstream="orders"'
-    _wait_until(_seen(prometheus, f"{build.SIDECAR_ENDPOINT_EJECTIONS}{{{selector}}}"),
+    _wait_until(_seen(prometheus, f"{dashboard_names.SIDECAR_ENDPOINT_EJECTIONS}{{{selector}}}"),
                 15, "the failing orders endpoint to be ejected")
     config = copy.deepcopy(sidecar.config)
     config["upstreams"]["orders"]["endpoints"] = [system["upstream"].address]
     sidecar.reload(config)
-    _wait_until(_seen(prometheus, f"max_over_time(increase({build.SIDECAR_ENDPOINTS_CHANGES}"
+    changes = dashboard_names.SIDECAR_ENDPOINTS_CHANGES
+    _wait_until(_seen(prometheus, f"max_over_time(increase({changes}"
                                   f"{{{selector}}}[4s])[1m:1s])"),
                 15, "the endpoint set change to show as an increase")
 
@@ -283,7 +285,8 @@ def _run_scenario(system: dict[str, Any], prometheus: PrometheusServer) -> None:
                     15, "events to wait in the sidecar's outbox")
         # wait for what the panel shows: a rate needs two scrapes of a growing counter, and a
         # series that first appears at its first failure gives rate() nothing to compare with
-        _wait_until(_seen(prometheus, f"max_over_time(rate({build.SIDECAR_SHIPPING_FAILURES}"
+        ship_failures = dashboard_names.SIDECAR_SHIPPING_FAILURES
+        _wait_until(_seen(prometheus, f"max_over_time(rate({ship_failures}"
                                       f"[4s])[1m:1s])"),
                     20, "failed shipping attempts")
         eventlog.restart()  # 5. the log is back and the outbox drains

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from dashboards import build
+from dashboards import names as dashboard_names
 from dashboards.queries import LABEL_VALUES, dashboard_queries, expand, panels
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -26,7 +27,7 @@ CONTRACT_METRICS = {
     "eventlog_breaker_open_seconds_total", "eventlog_breaker_transitions_total",
     "eventlog_head_position", "eventlog_projection_position",
 }
-EXTRA_METRICS = set(build.EXTRA_METRICS)
+EXTRA_METRICS = set(dashboard_names.EXTRA_METRICS)
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -226,8 +227,8 @@ def test_mean_time_to_recover_reads_the_metric_the_event_log_exports(
         lambda: MetricsSnapshot(recoveries={("checkout", "payments"): (2, 40.0)})))
     labels = {"service": "checkout", "upstream": "payments"}
 
-    assert build.EVENTLOG_MEAN_TIME_TO_RECOVER in target["expr"]
-    assert registry.get_sample_value(build.EVENTLOG_MEAN_TIME_TO_RECOVER, labels) == 20.0
+    assert dashboard_names.EVENTLOG_MEAN_TIME_TO_RECOVER in target["expr"]
+    assert registry.get_sample_value(dashboard_names.EVENTLOG_MEAN_TIME_TO_RECOVER, labels) == 20.0
 
 
 def test_endpoint_panels_read_the_endpoint_metrics_the_event_log_exports(
@@ -245,8 +246,8 @@ def test_endpoint_panels_read_the_endpoint_metrics_the_event_log_exports(
         endpoints_ejected={("checkout", "payments"): 1})))
     labels = {"service": "checkout", "upstream": "payments"}
 
-    assert f"increase({build.EVENTLOG_ENDPOINT_EJECTIONS}" in ejections["expr"]
-    assert build.EVENTLOG_ENDPOINTS_EJECTED in ejected["expr"]
+    assert f"increase({dashboard_names.EVENTLOG_ENDPOINT_EJECTIONS}" in ejections["expr"]
+    assert dashboard_names.EVENTLOG_ENDPOINTS_EJECTED in ejected["expr"]
     assert 'upstream=~"$upstream"' in ejections["expr"] and 'service=~"$service"' in ejected["expr"]
-    assert registry.get_sample_value(build.EVENTLOG_ENDPOINT_EJECTIONS, labels) == 3
-    assert registry.get_sample_value(build.EVENTLOG_ENDPOINTS_EJECTED, labels) == 1
+    assert registry.get_sample_value(dashboard_names.EVENTLOG_ENDPOINT_EJECTIONS, labels) == 3
+    assert registry.get_sample_value(dashboard_names.EVENTLOG_ENDPOINTS_EJECTED, labels) == 1
