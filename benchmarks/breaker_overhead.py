@@ -7,7 +7,7 @@ unprotected. All cases run in the same process, interleaved round by round so th
 noise hits them alike; each figure is the median over the rounds. Garbage collection is off
 while timing.
 
-Targets (issue 2): sidecar <= 300 ns per allow+record, and >= 3x cheaper than pybreaker.
+Targets: sidecar <= 300 ns per allow+record, and >= 3x cheaper than pybreaker.
 Absolute numbers depend on the machine; the ratios are what carry over.
 
 Usage::

@@ -250,7 +250,7 @@ def render(outcome: Outcome) -> tuple[str, list[rep.Verdict]]:
         "", *rep.table(data, names, [load.label for load in LOADS]), "",
         "Memory (RSS of the proxy's process(es); the 100-upstream sidecar runs at c=64 only):",
         "", *rep.memory_table(data, outcome.idle_kb, outcome.after_round_kb, names), "",
-        "Targets (issue 16, part 3; median over rounds of each round's pair):", "",
+        "Targets, the sidecar at the Python floor (median over rounds of each round's pair):", "",
         *[f"- {v.text}: {'met' if v.met else 'missed'}" for v in found],
         *([floor] if (floor := rep.noise_floor(data)) else []),
         *rep.explain(data, names, shares[len(shares) // 2] if shares else None),

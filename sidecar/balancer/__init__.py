@@ -1,6 +1,6 @@
 """sidecar.balancer: endpoints of one upstream, the per-call choice, outlier ejection.
 
-Pure logic (stdlib only, no I/O, clocks and randomness injected), DESIGN section 3b.
+Pure logic (stdlib only, no I/O, clocks and randomness injected; docs/endpoints.md).
 
 Public surface::
 

@@ -35,7 +35,7 @@ _LISTENER_METHOD = {
 
 
 class Balancer(Generic[T]):
-    """Spreads one upstream's calls over its endpoints and ejects the sick ones (DESIGN 3b).
+    """Spreads one upstream's calls over its endpoints and ejects the sick ones (docs/endpoints.md).
 
     Usage, around one call::
 

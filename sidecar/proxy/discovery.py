@@ -4,9 +4,9 @@ a Kubernetes headless service) or a file (one ``HOST:PORT`` a line), kept curren
 
 Why this shape: a source makes one attempt and says what it saw (:meth:`EndpointSource.resolve`),
 so it is easy to test against a real resolver or file; :class:`Discovery` owns the policy that
-DESIGN 3b makes a contract: a failed refresh keeps the last good set (it is counted and logged,
-never raised), an empty set is a real answer (calls then fail fast), and only a *changed* set is
-handed on, so the upstream emits ``EndpointsChanged`` only when something changed.
+docs/endpoints.md makes a contract: a failed refresh keeps the last good set (it is counted and
+logged, never raised), an empty set is a real answer (calls then fail fast), and only a
+*changed* set is handed on, so the upstream emits ``EndpointsChanged`` only when something changed.
 
 Threading: everything here runs on the proxy's event loop, and no method may be called from
 another thread (from one, use ``loop.call_soon_threadsafe(discovery.refresh_now)``). Nothing

@@ -1,6 +1,6 @@
 """sidecar.resilience: retries under a budget, hedging, and the adaptive concurrency limit.
 
-Pure logic (stdlib only, no I/O, clocks and randomness injected), DESIGN section 3b. The
+Pure logic (stdlib only, no I/O, clocks and randomness injected; docs/endpoints.md). The
 proxy's data path (:mod:`sidecar.proxy._forward`) and guard (:mod:`sidecar.proxy.guard`) call
 it; telemetry and events hear about it through :class:`SheddingListener` and the call scope.
 

@@ -1,5 +1,6 @@
-"""Outlier ejection on the real data path (DESIGN 3b): one sick endpoint of three is ejected while
-the others serve and the breaker stays CLOSED; every endpoint failing is the breaker's job.
+"""Outlier ejection on the real data path (docs/endpoints.md): one sick endpoint of three is
+ejected while the others serve and the breaker stays CLOSED; every endpoint failing is the
+breaker's job.
 
 Three real upstream processes are the endpoints of one upstream; the proxy runs through the
 CLI; several grpc.aio loops keep a few hundred calls a second going the whole time. Every

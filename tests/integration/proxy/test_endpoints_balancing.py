@@ -1,4 +1,4 @@
-"""The balancer on the real data path (DESIGN 3b): one endpoint of three is 100 ms slower.
+"""The balancer on the real data path (docs/endpoints.md): one endpoint of three is 100 ms slower.
 
 ``p2c_ewma`` (the default) sends it almost nothing, ``least_request`` favours the fast ones
 too (the slow one's calls stay in flight longer), ``round_robin`` gives it its third.

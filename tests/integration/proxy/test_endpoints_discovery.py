@@ -1,5 +1,5 @@
-"""Endpoint discovery at run time on the real data path (DESIGN 3b): an endpoints file edited
-while calls flow, and DNS records served by a resolver the test controls.
+"""Endpoint discovery at run time on the real data path (docs/endpoints.md): an endpoints file
+edited while calls flow, and DNS records served by a resolver the test controls.
 
 Real upstream processes, the proxy through the CLI, several grpc.aio loops calling all the
 time. ``round_robin`` keeps the balancer out of the question: an endpoint in the set gets every

@@ -1,4 +1,4 @@
-"""Every contract metric of DESIGN section 6 (sidecar side), scraped over HTTP from
+"""Every contract metric of the sidecar (docs/observability.md), scraped over HTTP from
 ``sidecar proxy`` started through its CLI, after a scripted scenario on a real upstream:
 successes, failures, a trip, rejections, recovery, a fallback, an overflow, an unrouted call."""
 

@@ -1,4 +1,4 @@
-"""The breaker's state machine on a fake clock: one test per rule of DESIGN section 3.
+"""The breaker's state machine on a fake clock: one test per rule of docs/breaker.md.
 
 Three tests pin the defects of the seed's sample breaker:
 - test_failures_separated_by_many_successes_never_add_up_to_a_trip (it counted failures forever)

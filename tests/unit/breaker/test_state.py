@@ -35,7 +35,7 @@ def test_illegal_transition_raises(from_state: State, to_state: State, reason: s
         require_legal(from_state, to_state, reason)
 
 
-# The legal transitions, written out by hand from DESIGN section 3 (not read from the table):
+# The legal transitions, written out by hand from docs/breaker.md (not read from the table):
 # the table must say exactly this, and require_legal must accept exactly this.
 EXPECTED_LEGAL: dict[tuple[State, State], set[str]] = {
     (State.CLOSED, State.OPEN): {

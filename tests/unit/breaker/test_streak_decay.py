@@ -1,4 +1,4 @@
-"""Trip-streak decay (DESIGN section 3): one step per ``streak_decay_ms`` spent CLOSED without
+"""Trip-streak decay (docs/breaker.md): one step per ``streak_decay_ms`` spent CLOSED without
 a trip, on the injected clock, never in call counts.
 
 At real traffic a count window passes in milliseconds; a streak that decayed per window would

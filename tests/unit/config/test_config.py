@@ -1,4 +1,4 @@
-"""Config: every key of DESIGN section 4 parses, defaults come from one place, and a bad
+"""Config: every key of docs/configuration.md parses, defaults come from one place, and a bad
 file is refused with the key path and the problem."""
 
 from __future__ import annotations

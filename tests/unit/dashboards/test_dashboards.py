@@ -1,5 +1,6 @@
 """The Grafana dashboards as a user meets them: generated from code, fresh, complete, and wired
-to the metric names of DESIGN section 6 (tests/integration/dashboards runs every query)."""
+to the contract metric names of docs/observability.md (tests/integration/dashboards runs every
+query)."""
 
 from __future__ import annotations
 
@@ -120,7 +121,9 @@ def test_dashboards_use_only_known_metric_names(name: str) -> None:
             used.add(metric.removesuffix("_bucket"))
     assert used, f"{name}: no query names a sidecar_/eventlog_ metric"
     unknown = used - CONTRACT_METRICS - EXTRA_METRICS
-    assert not unknown, f"not in DESIGN section 6 nor declared in build.py: {unknown}"
+    assert not unknown, (
+        f"not a contract name (docs/observability.md) nor in dashboards/names.py: {unknown}"
+    )
 
 
 def test_latency_queries_ask_for_exemplars_and_exemplars_link_to_traces(

@@ -66,7 +66,7 @@ def assert_chain(events: Sequence[events_pb2.Event], first_version: int = 1,
 
 
 class FakeEventLog:
-    """An in-memory EventExporter with the event log's rules (DESIGN section 5): idempotent by
+    """An in-memory EventExporter with the event log's rules (docs/eventlog.md): idempotent by
     event_id forever, a different event at an existing version or a broken chain is
     FAILED_PRECONDITION and the batch stores nothing. Switches: ``down`` (UNAVAILABLE),
     ``lose_answers`` (store, then fail with DEADLINE_EXCEEDED as if the answer was lost)."""

@@ -1,4 +1,4 @@
-"""Endpoint discovery (DESIGN 3b): a file on disk and a real UDP DNS server on loopback as
+"""Endpoint discovery (docs/endpoints.md): a file on disk and a real UDP DNS server on loopback as
 sources, and the Discovery loop's contract: a failed refresh keeps the last good set and is
 counted and logged (at most one warning a minute, never a traceback), an empty set is a real
 answer, and only a changed set is applied.
