@@ -3,7 +3,7 @@
 For apps that prefer no extra hop: the same config, the same breakers, the same admission
 (breaker, then ``max_concurrent_requests``), the same outcome classification and the same
 default deadline (``timeout_ms``) as the proxy, applied inside the app's own channel. All of it
-comes from :mod:`sidecar.proxy.guard`; nothing is re-implemented here.
+comes from :mod:`sidecar.protection.guard`; nothing is re-implemented here.
 
 Example (grpc.aio)::
 
@@ -32,7 +32,7 @@ proxy; the ``endpoints``, ``discovery``, ``balancer`` and ``outlier_detection`` 
 here (gRPC's own ``round_robin`` policy over a ``dns:///`` target spreads calls over replicas).
 
 Streams: duration is the time to the first response message the caller reads (or to the end
-when none), failure is the final status, as documented in :mod:`sidecar.proxy.guard`. A call
+when none), failure is the final status, as documented in :mod:`sidecar.protection.guard`. A call
 the caller cancels counts nothing.
 
 Threading: the aio interceptors run on the channel's event loop; the sync ones in the calling
@@ -53,16 +53,16 @@ from grpc.aio import _base_call
 
 from sidecar.breaker import BreakerListener
 from sidecar.config import SidecarConfig
-from sidecar.proxy.guard import (
+from sidecar.protection import (
+    NOOP_SCOPE,
     Admission,
     BreakerRegistry,
     GuardSettings,
     Rejection,
+    RouteTable,
     UpstreamGuard,
     admit,
 )
-from sidecar.proxy.hooks import NOOP_SCOPE
-from sidecar.proxy.upstream import RouteTable
 
 __all__ = ["Protection"]
 

@@ -93,7 +93,7 @@ from sidecar.telemetry.call_spans import (
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig, TracingConfig
-    from sidecar.proxy.hooks import CallInfo
+    from sidecar.protection import CallInfo
 
 __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT_S",

@@ -10,7 +10,7 @@ import pytest
 
 from sidecar.breaker import BreakerSettings
 from sidecar.config import DEFAULT_KEEPALIVE_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS
-from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard, status_codes
+from sidecar.protection import BreakerRegistry, GuardSettings, UpstreamGuard, status_codes
 from sidecar.proxy.upstream import (
     RECONNECT_MIN_INTERVAL_S,
     STALE_AFTER_TIMEOUTS,
