@@ -76,7 +76,7 @@ class EndpointTrip:
         if timed_out:
             self.connection.timed_out(probe)
         else:
-            self.connection.timeouts_in_a_row = 0
+            self.connection.streak.count = 0
 
     def cancel(self) -> None:
         """The attempt was cancelled (a hedge that lost, or the caller left): nothing counted."""

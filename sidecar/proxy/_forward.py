@@ -319,7 +319,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         answered = perf_counter()
         elapsed = answered - started
         attempt.settle(_OK, started, answered)
-        attempt.connection.timeouts_in_a_row = 0
+        attempt.connection.streak.count = 0
         initial = await call.initial_metadata()
         if initial:
             await context.send_initial_metadata(tuple(initial))
@@ -371,7 +371,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 pump.cancel()
         ended = perf_counter()
         attempt.settle(_OK, started, first_message_at or ended)
-        attempt.connection.timeouts_in_a_row = 0
+        attempt.connection.streak.count = 0
         trailing = await call.trailing_metadata()
         if trailing or extra_trailers:
             context.set_trailing_metadata((*trailing, *extra_trailers))
@@ -388,7 +388,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if code is _DEADLINE_EXCEEDED and first_message_at is None:
             attempt.connection.timed_out(attempt.admission.permit.probe)
         else:  # an answer (or a stream's messages): the connection is alive
-            attempt.connection.timeouts_in_a_row = 0
+            attempt.connection.streak.count = 0
         scope.finish(code, ended - started)
         if not headers_sent:
             # From the call, not the error: the error may be made before the headers op

@@ -43,6 +43,7 @@ from sidecar.balancer import (
     EndpointListener,
     OutlierSettings,
 )
+from sidecar.channels import TimeoutStreak
 from sidecar.protection import CallKind, RouteTable, UpstreamGuard
 from sidecar.protection.routes import MAX_CACHED_METHODS
 from sidecar.proxy._shapes import ShapeBook
@@ -133,16 +134,18 @@ def upstream_channel_options(keepalive_ms: int | None, keepalive_timeout_ms: int
 class Connection:
     """One channel (one TCP connection) of an :class:`EndpointLink`, and what its calls showed.
 
-    The data path reports each upstream outcome: any answer sets ``timeouts_in_a_row`` to 0
-    (an attribute store), a timeout calls :meth:`timed_out`.
+    The data path reports each upstream outcome: any answer sets ``streak.count`` to 0 (an
+    attribute store, see :class:`~sidecar.channels.TimeoutStreak`), a timeout calls
+    :meth:`timed_out`.
     """
 
-    __slots__ = ("_callables", "channel", "owner", "timeouts_in_a_row")
+    __slots__ = ("_callables", "channel", "owner", "streak")
 
     def __init__(self, owner: EndpointLink, channel: grpc.aio.Channel) -> None:
         self.owner = owner
         self.channel = channel
-        self.timeouts_in_a_row = 0
+        self.streak = TimeoutStreak(STALE_AFTER_TIMEOUTS)
+        """Calls in a row on this connection that got no answer in time."""
         self._callables: dict[tuple[str, str], Any] = {}
 
     def multicallable(self, kind: CallKind, method: str) -> Any:
@@ -160,8 +163,7 @@ class Connection:
     def timed_out(self, probe: bool) -> None:
         """A call on this connection got no answer in time; ``probe``: it was a HALF_OPEN
         probe. Enough of them in a row, or one probe, and the endpoint gets a new one."""
-        self.timeouts_in_a_row += 1
-        if probe or self.timeouts_in_a_row >= STALE_AFTER_TIMEOUTS:
+        if self.streak.timed_out() or probe:
             self.owner.replace_stale(self)
 
 
@@ -202,7 +204,7 @@ class EndpointLink:
             return
         self._replaced_at = now
         self.reconnects += 1
-        self._replace(f"{connection.timeouts_in_a_row} calls in a row got no answer in time")
+        self._replace(f"{connection.streak.count} calls in a row got no answer in time")
 
     def _replace(self, why: str) -> None:
         stale = self.connection
