@@ -1,13 +1,25 @@
 """Evergreen Sidecar: an observability-first service-mesh sidecar.
 
-Packages (arrows point one way, see DESIGN.md section 2):
+Layers, from pure logic up (an arrow is "imports"; nothing imports against one; the full table
+is docs/design.md)::
 
-- ``sidecar.breaker``: the adaptive circuit breaker, pure logic, clock injected.
-- ``sidecar.proxy``: the grpc.aio pass-through proxy and admin API.
-- ``sidecar.telemetry``: tracing, metrics, logging.
-- ``sidecar.events``: domain events, outbox, shipper.
-- ``sidecar.eventlog``: the event log service (shares only ``sidecar.v1`` protos).
-- ``sidecar.v1``: generated protobuf code (``scripts/genproto.py``).
+    breaker, balancer, resilience     pure logic: no gRPC, no I/O, clocks injected
+    config ──▶ breaker, balancer, resilience (their settings)
+    protection ──▶ breaker, balancer, resilience, config
+                                      the shared core: admission guard, breaker registry,
+                                      route table, plugin hooks (what every way of calling uses)
+    channels                          when to reopen a channel that stopped answering
+    proxy ──▶ protection, channels    the gRPC transport: forwarding, retries, hedging, upstream
+                                      channels, discovery, admin API, ``sidecar proxy``
+    interceptor ──▶ protection        the in-process transport (library mode)
+    telemetry ──▶ protection          tracing, metrics, logging: plugs into protection's hooks
+    events ──▶ protection, channels   domain events, outbox, shipper: plugs into the hooks too
+    eventlog                          the event log service (shares only ``sidecar.v1`` protos)
+    v1                                generated protobuf code (``scripts/genproto.py``)
+
+Telemetry, events, resilience, the interceptor and channels never import ``sidecar.proxy``
+(tests/unit/test_import_direction.py checks it); ``sidecar proxy`` (proxy/app.py) wires
+telemetry and events in as plugins.
 """
 
 __version__ = "0.1.0"

@@ -6,8 +6,11 @@ can read the defaults cheaply)::
     settings.py   EventsSettings: every default of the pipeline, validated once
     producer.py   EventRecorder (a BreakerListener) and EventQueue (bounded, never blocks)
     outbox.py     Outbox (SQLite, WAL; numbers and chains events in ONE place) and OutboxWriter
-    shipper.py    Shipper (batch processor: backoff, own breaker, head lookup, conflict rebase)
-                  and GrpcEventExporter (encodes and sends EventLog.Append / ReadStream)
+    shipper.py    Shipper (batch processor: what to ship and when, conflicts, drain on stop)
+    backoff.py    Backoff and the shipper's own breaker settings
+    rebase.py     StreamHeads: head lookup and renumbering after a conflict or reconnect
+    exporter.py   GrpcEventExporter (encodes and sends EventLog.Append / ReadStream; a new
+                  channel after repeated timeouts, sidecar.channels.TimeoutStreak)
     metrics.py    EventsCollector: the pipeline's Prometheus metrics, computed at scrape time
     plugin.py     EventPipeline and the ``sidecar proxy`` plugin factory
 

@@ -17,6 +17,7 @@ from typing import Final, Protocol
 
 import grpc
 
+from sidecar.channels import TimeoutStreak
 from sidecar.resilience.pushback import PUSHBACK_KEY, parse_pushback
 from sidecar.v1 import eventlog_pb2, eventlog_pb2_grpc, events_pb2
 
@@ -149,7 +150,7 @@ class GrpcEventExporter:
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TOKEN_METADATA_KEY, f"Bearer {token}"),) if token else ()
         )
-        self._timeouts_in_a_row = 0
+        self._streak = TimeoutStreak(STALE_AFTER_TIMEOUTS)
         self.reopened = 0
         """Channels dropped after STALE_AFTER_TIMEOUTS timeouts in a row (since start)."""
 
@@ -164,18 +165,16 @@ class GrpcEventExporter:
         """The ExportError for a failed RPC; opens a new channel after repeated timeouts."""
         code: str = exc.code().name
         if code != "DEADLINE_EXCEEDED":
-            self._timeouts_in_a_row = 0
-        else:
-            self._timeouts_in_a_row += 1
-            if self._timeouts_in_a_row >= STALE_AFTER_TIMEOUTS:
-                _log.info("event log calls timed out %d times in a row: opening a new "
-                          "connection to %s", self._timeouts_in_a_row, self.address,
-                          extra={"event": "reconnect", "eventlog": self.address})
-                stale = self._channel
-                self._open()
-                stale.close()
-                self._timeouts_in_a_row = 0
-                self.reopened += 1
+            self._streak.reset()
+        elif self._streak.timed_out():
+            _log.info("event log calls timed out %d times in a row: opening a new "
+                      "connection to %s", self._streak.count, self.address,
+                      extra={"event": "reconnect", "eventlog": self.address})
+            stale = self._channel
+            self._open()
+            stale.close()
+            self._streak.reset()
+            self.reopened += 1
         return ExportError(code, str(exc.details()), _retry_hint_s(exc))
 
     def __repr__(self) -> str:  # never show the token
@@ -188,7 +187,7 @@ class GrpcEventExporter:
                                          timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._failed(exc) from None
-        self._timeouts_in_a_row = 0
+        self._streak.reset()
         return [Acknowledgement(r.event_id, int(r.version), int(r.global_position),
                                 bool(r.duplicate)) for r in response.results]
 
@@ -201,7 +200,7 @@ class GrpcEventExporter:
                 timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._failed(exc) from None
-        self._timeouts_in_a_row = 0
+        self._streak.reset()
         return list(response.events)
 
     def stream_anchor(self, stream: str, timeout_s: float) -> tuple[int, bytes]:
@@ -211,7 +210,7 @@ class GrpcEventExporter:
                 timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._failed(exc) from None
-        self._timeouts_in_a_row = 0
+        self._streak.reset()
         return int(response.retention_anchor_version), bytes(response.retention_anchor_hash)
 
     def close(self) -> None:

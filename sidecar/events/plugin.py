@@ -55,8 +55,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from sidecar.config import SidecarConfig
-    from sidecar.proxy.guard import BreakerRegistry
-    from sidecar.proxy.hooks import ConfigSource, ProxyPlugin
+    from sidecar.protection import BreakerRegistry, ConfigSource, ProxyPlugin
 
 __all__ = ["ENV_TOKEN", "ENV_TOKEN_FILE", "PLUGIN_NAME", "EventPipeline", "proxy_plugin"]
 
@@ -177,7 +176,7 @@ class EventPipeline:
     def plugin(self) -> ProxyPlugin:
         """The proxy plugin: the recorder on every breaker and every upstream's balancer,
         start/stop, config events."""
-        from sidecar.proxy.hooks import ProxyPlugin
+        from sidecar.protection import ProxyPlugin
 
         return ProxyPlugin(name=PLUGIN_NAME, breaker_listeners=(self.recorder,),
                            endpoint_listeners=(self.recorder,),
@@ -190,7 +189,7 @@ def proxy_plugin(config: SidecarConfig, breakers: BreakerRegistry, *,
                  registry: CollectorRegistry | None = None) -> ProxyPlugin:
     """The ``sidecar proxy`` plugin factory: the event pipeline when ``eventlog`` is
     configured, otherwise a plugin that does nothing."""
-    from sidecar.proxy.hooks import ProxyPlugin
+    from sidecar.protection import ProxyPlugin
 
     if config.eventlog is None:
         _log.info("no eventlog configured: breaker changes go to traces, metrics and logs only",

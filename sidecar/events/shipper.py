@@ -5,9 +5,9 @@
   RPC into :class:`ExportError`.
 - :class:`Shipper` (the processor) decides what and when: it takes batches of numbered events
   from the :class:`~sidecar.events.outbox.Outbox`, appends them, and prunes what the log
-  acknowledged. It retries with exponential backoff and jitter (:class:`Backoff`) behind its own
-  :class:`~sidecar.breaker.CircuitBreaker`, so an event log that is down costs one failed call
-  per open period, not a hot loop.
+  acknowledged. It retries with exponential backoff and jitter (:class:`Backoff`, in
+  :mod:`sidecar.events.backoff`) behind its own :class:`~sidecar.breaker.CircuitBreaker`, so an
+  event log that is down costs one failed call per open period, not a hot loop.
 
 Exactly once. Append is idempotent forever by ``event_id``: an event the log already has is
 answered ``duplicate=True`` and counts as shipped. So every retry is harmless, including the
@@ -17,7 +17,7 @@ from the outbox only after the log has acknowledged them.
 Stream heads. Before a stream whose head the outbox does not know is shipped (first start, wiped
 outbox, new instance name), the shipper reads the head from the log (``ReadStream``, a galloping
 search: O(log n) calls) and hands it to :meth:`Outbox.rebase`, which numbers the waiting events
-after it.
+after it (:mod:`sidecar.events.rebase`).
 
 Conflicts. ``FAILED_PRECONDITION`` (another event at our version, or our chain does not continue
 the log's head) is logged loudly and counted (``sidecar_events_ship_failures_total{code=
@@ -36,9 +36,7 @@ on the proxy's event loop, and the gRPC channel is a synchronous one owned by th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import random
 import threading
 import time
@@ -46,13 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from sidecar.breaker import (
-    BreakerListener,
-    BreakerSettings,
-    CircuitBreaker,
-    State,
-    Transition,
-)
+from sidecar.breaker import CircuitBreaker, State
+from sidecar.events.backoff import Backoff, BreakerLog, breaker_settings
 from sidecar.events.exporter import (
     Acknowledgement,
     EventExporter,
@@ -60,8 +53,8 @@ from sidecar.events.exporter import (
     GrpcEventExporter,
     hinted_delay_s,
 )
-from sidecar.events.log_head import event_at, read_log_head
-from sidecar.events.outbox import Outbox, StreamHead
+from sidecar.events.outbox import Outbox
+from sidecar.events.rebase import READ_PAGE_EVENTS, StreamHeads
 from sidecar.events.rollback import RollbackGuard
 from sidecar.events.settings import EventsSettings
 from sidecar.loud import LoudLimiter
@@ -80,47 +73,10 @@ __all__ = [
 
 _log = logging.getLogger("sidecar.events")
 
-READ_PAGE_EVENTS: Final = 1_000
-"""Events per ReadStream page when the shipper reads what the log already has of a stream."""
 MIN_RETRY_S: Final = 0.01
 """Shortest wait the shipper schedules (guards against a zero-length busy loop)."""
 CONFLICT_CODE: Final = "FAILED_PRECONDITION"
 _CLOCK_EPSILON_S: Final = 1e-6  # a linger this close to its end is over (float clock sums)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: the n-th failure in a row waits
-    ``min(max_s, base_s * multiplier**(n-1)) * (1 - jitter * U[0, 1))``.
-
-    The jitter only shortens a delay, so ``max_s`` is a true cap.
-
-    >>> Backoff(0.2, 10.0, 2.0, 0.0).delay_s(3, random.Random(0))
-    0.8
-    """
-
-    base_s: float
-    max_s: float
-    multiplier: float
-    jitter: float
-
-    @classmethod
-    def from_settings(cls, settings: EventsSettings) -> Backoff:
-        return cls(settings.backoff_base_ms / 1000, settings.backoff_max_ms / 1000,
-                   settings.backoff_multiplier, settings.backoff_jitter)
-
-    def ceiling_s(self, failures: int) -> float:
-        """The delay of the ``failures``-th failure in a row before jitter."""
-        if failures < 1:
-            return 0.0
-        if self.multiplier > 1 and (
-                (failures - 1) * math.log(self.multiplier) >= math.log(self.max_s / self.base_s)):
-            return self.max_s
-        return min(self.max_s, self.base_s * self.multiplier ** (failures - 1))
-
-    def delay_s(self, failures: int, rng: random.Random) -> float:
-        """The jittered delay after the ``failures``-th failure in a row (0 for none)."""
-        return self.ceiling_s(failures) * (1.0 - self.jitter * rng.random())
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,28 +94,6 @@ class ShipperStats:
     breaker_state: State
     rollbacks: int = 0
     """Times the log's head was found behind (or off) what it had acknowledged."""
-
-
-def _breaker_settings(settings: EventsSettings) -> BreakerSettings:
-    """The shipper's breaker never stays open longer than ``backoff_max_ms``: one knob bounds
-    how long a recovered log waits for the shipper to notice."""
-    cap_ms = settings.backoff_max_ms
-    return dataclasses.replace(settings.breaker,
-                               open_base_ms=min(settings.breaker.open_base_ms, cap_ms),
-                               open_max_ms=min(settings.breaker.open_max_ms, cap_ms))
-
-
-class _BreakerLog(BreakerListener):
-    """Logs the shipper's own breaker opening and closing."""
-
-    def on_transition(self, transition: Transition) -> None:
-        if transition.to_state is State.OPEN:
-            _log.warning("event log unreachable: shipping paused for %.1fs (%s)",
-                         transition.open_duration_s, transition.reason,
-                         extra={"event": "shipper_breaker", "to_state": "open"})
-        elif transition.to_state is State.CLOSED:
-            _log.info("event log reachable again: shipping resumed",
-                      extra={"event": "shipper_breaker", "to_state": "closed"})
 
 
 class Shipper:
@@ -189,9 +123,9 @@ class Shipper:
         self._backoff = Backoff.from_settings(settings)
         self._append_timeout_s = settings.append_timeout_ms / 1000
         self._flush_interval_s = settings.flush_interval_ms / 1000
-        self.breaker = breaker or CircuitBreaker("eventlog", _breaker_settings(settings),
+        self.breaker = breaker or CircuitBreaker("eventlog", breaker_settings(settings),
                                                  clock=clock)
-        self.breaker.add_listener(_BreakerLog())
+        self.breaker.add_listener(BreakerLog())
         self._not_before = float("-inf")
         self._linger_s = settings.linger_ms / 1000
         self._partial_since: float | None = None
@@ -201,9 +135,10 @@ class Shipper:
         """True when the last :meth:`step` found nothing to ship."""
         self._failures_in_row = 0
         self._conflicts_in_row = 0
-        self._rebase_needed: set[str] = set()
         self.rollback = RollbackGuard(outbox)
         """Checks the log's heads against what it acknowledged on each (re)connect."""
+        self._heads = StreamHeads(outbox, exporter, self.rollback, self._timeout_s,
+                                  self._count_rebase)
         self._deadline: float | None = None
         self._shipped = 0
         self._duplicates = 0
@@ -248,7 +183,7 @@ class Shipper:
         if now < self._not_before:
             return self._not_before - now
         try:
-            stream = self._stream_to_resolve()
+            stream = self._heads.next_stream()
             batch = [] if stream is not None else self._outbox.next_batch(
                 self._settings.batch_size)
         except Exception as exc:  # the outbox failed (disk): not the log's fault
@@ -267,7 +202,7 @@ class Shipper:
         started = self._clock()
         try:
             if stream is not None:
-                self._check_then_resolve(stream)
+                self._heads.check_then_resolve(stream)
             else:
                 self._ship(batch)
         except ExportError as exc:
@@ -299,15 +234,6 @@ class Shipper:
             return 0.0
         return wait
 
-    def _stream_to_resolve(self) -> str | None:
-        checking = self.rollback.next_stream()
-        if checking is not None:
-            return checking
-        if self._rebase_needed:
-            return min(self._rebase_needed)
-        awaiting = self._outbox.streams_awaiting_head()
-        return awaiting[0] if awaiting else None
-
     def _ship(self, batch: list[events_pb2.Event]) -> None:
         acks = self._exporter.append(batch, self._timeout_s())
         sent = {event.event_id: event for event in batch}
@@ -328,52 +254,11 @@ class Shipper:
             _log.error("the event log acknowledged %d of %d events; the rest will be resent",
                        len(acked), len(batch), extra={"event": "ship_partial_ack"})
 
-    def _check_then_resolve(self, stream: str) -> None:
-        """A rollback check first (on (re)connect, and before adopting the log's head after a
-        conflict: a log restored from a backup first shows as a conflict); then the head lookup
-        if the stream needs one. A detected rollback already renumbered the stream."""
-        marked = self.rollback.next_stream() == stream
-        if self.rollback.check(stream, self._read_head, self._event_at) is not None:
-            self._rebase_needed.discard(stream)
-            return
-        if marked and stream not in self._rebase_needed and (
-                stream not in self._outbox.streams_awaiting_head()):
-            return
-        self._resolve(stream)
+    # --- failures -------------------------------------------------------------------------------
 
-    def _resolve(self, stream: str) -> None:
-        """Learn the log's head of ``stream`` and (re)number the outbox's unshipped events."""
-        head = self._read_head(stream)
-        first = self._outbox.first_unshipped_version(stream)
-        stored: set[str] = set()
-        if first is not None and head.version >= first:
-            version = first
-            while version <= head.version:
-                page = self._exporter.read_stream(stream, version, READ_PAGE_EVENTS,
-                                                  self._timeout_s())
-                if not page:
-                    break
-                stored.update(event.event_id for event in page)
-                version = int(page[-1].version) + 1
-        outcome = self._outbox.rebase(stream, head, stored)
-        self._rebase_needed.discard(stream)
+    def _count_rebase(self) -> None:
         with self._counter_lock:
             self._rebases += 1
-        _log.info("stream %s continues after version %d of the event log "
-                  "(%d unshipped events numbered, %d already stored)", stream, head.version,
-                  outcome.renumbered, outcome.already_stored,
-                  extra={"event": "stream_head", "stream": stream, "head_version": head.version,
-                         "renumbered": outcome.renumbered,
-                         "already_stored": outcome.already_stored})
-
-    def _event_at(self, stream: str, version: int) -> events_pb2.Event | None:
-        return event_at(self._exporter, stream, version, self._timeout_s())
-
-    def _read_head(self, stream: str) -> StreamHead:
-        known = self._outbox.head(stream)
-        return read_log_head(self._exporter, stream, known, self._timeout_s())
-
-    # --- failures -------------------------------------------------------------------------------
 
     def _count_failure(self, code: str) -> None:
         with self._counter_lock:
@@ -385,7 +270,7 @@ class Shipper:
         if exc.code == CONFLICT_CODE and batch:
             self._conflicts_in_row += 1
             streams = sorted({event.stream for event in batch})
-            self._rebase_needed.update(streams)
+            self._heads.mark(streams)
             self._conflict.hit(extra={"event": "ship_conflict", "streams": streams,
                                       "error": exc.message})
             # the first conflict is resolved at once; a conflict again right after backs off

@@ -1,8 +1,8 @@
 """What retries and hedges share: one attempt's endpoint, and the rule deciding a retry.
 
 A caller's call under a ``retry`` or ``hedging`` policy is admitted once (breaker permit and
-concurrency slot, :func:`sidecar.proxy.guard.admit`) and settled once with the status the caller
-got; each *attempt* goes to an endpoint of its own (:class:`EndpointTrip`), so the balancer's
+concurrency slot, :func:`sidecar.protection.admit`) and settled once with the status the
+caller got; each *attempt* goes to an endpoint of its own (:class:`EndpointTrip`), so the balancer's
 latency estimate and outlier detection see every attempt, failed or cancelled ones included.
 
 :func:`retry_verdict` is the whole of gRFC A6's "may this failed attempt be retried?" apart
@@ -21,7 +21,7 @@ from typing import Final
 import grpc
 
 from sidecar.balancer import Balancer, Endpoint
-from sidecar.proxy.hooks import MetadataItem
+from sidecar.protection import MetadataItem
 from sidecar.proxy.upstream import Connection, EndpointLink, Upstream
 from sidecar.resilience import STOP, Backoff, RetryPolicy, parse_pushback
 from sidecar.resilience.pushback import PUSHBACK_KEY
@@ -76,7 +76,7 @@ class EndpointTrip:
         if timed_out:
             self.connection.timed_out(probe)
         else:
-            self.connection.timeouts_in_a_row = 0
+            self.connection.streak.count = 0
 
     def cancel(self) -> None:
         """The attempt was cancelled (a hedge that lost, or the caller left): nothing counted."""
@@ -102,7 +102,7 @@ def pushback_values(trailing: Sequence[MetadataItem] | None) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A retry the status allowed but a rule forbade; ``reason`` as in
-    :meth:`sidecar.proxy.hooks.CallScope.retry_refused`."""
+    :meth:`sidecar.protection.hooks.CallScope.retry_refused`."""
 
     reason: str
 

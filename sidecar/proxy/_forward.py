@@ -2,8 +2,9 @@
 
 Every call the host app sends to ``listen`` is routed by method path (longest route prefix wins)
 to an upstream, admitted by that upstream's guard (breaker, then concurrency limit; see
-:mod:`sidecar.proxy.guard` for how outcomes are classified), and forwarded on the upstream's one
-long-lived channel. Messages are never decoded: request and response serializers are identity.
+:mod:`sidecar.protection.guard` for how outcomes are classified), and forwarded on the
+upstream's one long-lived channel. Messages are never decoded: request and response
+serializers are identity.
 
 Faithful forwarding
 -------------------
@@ -39,20 +40,24 @@ from typing import Any, Final, TypeAlias
 import grpc
 
 from sidecar.balancer import Balancer, Endpoint
-from sidecar.proxy._attempts import no_endpoints_details
-from sidecar.proxy._hedging import forward_hedged
-from sidecar.proxy._request_buffer import pump_requests
-from sidecar.proxy._retrying import CallPlan, forward_retried
-from sidecar.proxy.guard import MD_FALLBACK, MD_UPSTREAM, Admission, Rejection, admit
-from sidecar.proxy.hooks import (
+from sidecar.protection import (
+    MD_FALLBACK,
+    MD_UPSTREAM,
     NOOP_OBSERVER,
     NOOP_SCOPE,
+    Admission,
     CallInfo,
     CallKind,
     CallObserver,
     CallScope,
     MetadataItem,
+    Rejection,
+    admit,
 )
+from sidecar.proxy._attempts import no_endpoints_details
+from sidecar.proxy._hedging import forward_hedged
+from sidecar.proxy._request_buffer import pump_requests
+from sidecar.proxy._retrying import CallPlan, forward_retried
 from sidecar.proxy.upstream import MAX_CACHED_HANDLERS, Connection, EndpointLink, Routing, Upstream
 from sidecar.resilience import HedgingPolicy, RetryPolicy
 
@@ -314,7 +319,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         answered = perf_counter()
         elapsed = answered - started
         attempt.settle(_OK, started, answered)
-        attempt.connection.timeouts_in_a_row = 0
+        attempt.connection.streak.count = 0
         initial = await call.initial_metadata()
         if initial:
             await context.send_initial_metadata(tuple(initial))
@@ -366,7 +371,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 pump.cancel()
         ended = perf_counter()
         attempt.settle(_OK, started, first_message_at or ended)
-        attempt.connection.timeouts_in_a_row = 0
+        attempt.connection.streak.count = 0
         trailing = await call.trailing_metadata()
         if trailing or extra_trailers:
             context.set_trailing_metadata((*trailing, *extra_trailers))
@@ -383,7 +388,7 @@ class ProxyHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
         if code is _DEADLINE_EXCEEDED and first_message_at is None:
             attempt.connection.timed_out(attempt.admission.permit.probe)
         else:  # an answer (or a stream's messages): the connection is alive
-            attempt.connection.timeouts_in_a_row = 0
+            attempt.connection.streak.count = 0
         scope.finish(code, ended - started)
         if not headers_sent:
             # From the call, not the error: the error may be made before the headers op

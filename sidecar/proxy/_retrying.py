@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import grpc
 
+from sidecar.protection import MD_UPSTREAM, Admission, CallKind, CallScope, MetadataItem
 from sidecar.proxy._attempts import (
     BUDGET,
     PREVIOUS_ATTEMPTS_KEY,
@@ -38,8 +39,6 @@ from sidecar.proxy._attempts import (
     retry_verdict,
 )
 from sidecar.proxy._request_buffer import RequestBuffer
-from sidecar.proxy.guard import MD_UPSTREAM, Admission
-from sidecar.proxy.hooks import CallKind, CallScope, MetadataItem
 from sidecar.proxy.upstream import Upstream
 from sidecar.resilience import Backoff, RetryPolicy
 

@@ -26,7 +26,7 @@ import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from sidecar.proxy.hooks import CallKind
+from sidecar.protection import CallKind
 
 _log = logging.getLogger("sidecar.proxy")
 

@@ -22,8 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar.breaker import BreakerView, CircuitBreaker
 from sidecar.breaker_protos import MODE_TO_PROTO, PROTO_TO_MODE, STATE_TO_PROTO
+from sidecar.protection import BreakerRegistry, Bulkhead
 from sidecar.proxy.admin_endpoints import UpstreamLookup, list_endpoints
-from sidecar.proxy.guard import BreakerRegistry, Bulkhead
 from sidecar.proxy.upstream import Upstream
 from sidecar.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 

@@ -1,8 +1,8 @@
 """Assembly of the sidecar proxy: data-path server, admin server, plugins, reload and shutdown.
 
 :func:`build_app` is the one entry point other concerns plug into: telemetry and events hand
-it call observers, breaker listeners and :class:`~sidecar.proxy.hooks.ProxyPlugin` s (start/stop
-hooks and a config-applied hook). It stays stable; everything else here is internal.
+it call observers, breaker listeners and :class:`~sidecar.protection.hooks.ProxyPlugin` s
+(start/stop hooks and a config-applied hook). It stays stable; everything else here is internal.
 
 Lifecycle (:meth:`ProxyApp.serve`)
 ----------------------------------
@@ -53,12 +53,20 @@ from sidecar.config import (
     UpstreamConfig,
     load_config,
 )
+from sidecar.protection import (
+    BreakerRegistry,
+    Bulkhead,
+    CallObserver,
+    ConfigSource,
+    GuardSettings,
+    ProxyPlugin,
+    UpstreamGuard,
+    combine_observers,
+)
+from sidecar.protection._shedding import poll_limiters
 from sidecar.proxy._forward import ProxyHandler
-from sidecar.proxy._shedding import poll_limiters
 from sidecar.proxy.admin import SidecarAdminServicer, upstream_of
 from sidecar.proxy.discovery import DnsSource, EndpointSource, FileSource
-from sidecar.proxy.guard import BreakerRegistry, Bulkhead, GuardSettings, UpstreamGuard
-from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin, combine_observers
 from sidecar.proxy.upstream import CHANNEL_OPTIONS, Routing, Upstream, upstream_channel_options
 from sidecar.resilience import SheddingListener
 from sidecar.rpc_guard import DecodeGuardInterceptor

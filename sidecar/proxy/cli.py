@@ -15,7 +15,7 @@ admin API cannot be reached.
 
 Plugins: :data:`PLUGIN_FACTORIES` names ``module:function`` entries called as
 ``function(config, breakers, registry=registry) -> ProxyPlugin`` (``breakers`` is the proxy's
-:class:`~sidecar.proxy.guard.BreakerRegistry`, ``registry`` the one Prometheus
+:class:`~sidecar.protection.BreakerRegistry`, ``registry`` the one Prometheus
 ``CollectorRegistry`` every plugin registers its metrics in, served on ``metrics_listen``) to plug
 telemetry/events into ``sidecar proxy``; a factory module that cannot be imported is an error.
 """
@@ -34,8 +34,7 @@ from sidecar.text_table import render_table
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
-    from sidecar.proxy.guard import BreakerRegistry
-    from sidecar.proxy.hooks import ProxyPlugin
+    from sidecar.protection import BreakerRegistry, ProxyPlugin
 
 PLUGIN_FACTORIES: tuple[str, ...] = (
     "sidecar.telemetry.plugin:proxy_plugin",

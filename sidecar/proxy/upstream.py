@@ -1,5 +1,5 @@
 """An upstream at runtime: its endpoints (each with its own connection), its balancer, its guard,
-and the route table that leads calls to it.
+and the routing generation that leads calls to it (over :mod:`sidecar.protection.routes`).
 
 Ownership, top down::
 
@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Generic, TypeAlias, TypeVar
+from typing import Any, Final, TypeAlias
 
 import grpc
 
@@ -43,10 +43,11 @@ from sidecar.balancer import (
     EndpointListener,
     OutlierSettings,
 )
+from sidecar.channels import TimeoutStreak
+from sidecar.protection import CallKind, RouteTable, UpstreamGuard
+from sidecar.protection.routes import MAX_CACHED_METHODS
 from sidecar.proxy._shapes import ShapeBook
 from sidecar.proxy.discovery import Discovery, EndpointSource
-from sidecar.proxy.guard import UpstreamGuard
-from sidecar.proxy.hooks import CallKind
 from sidecar.resilience import (
     NO_POLICIES,
     HedgingPolicy,
@@ -64,7 +65,6 @@ __all__ = [
     "STALE_CHANNEL_GRACE_S",
     "Connection",
     "EndpointLink",
-    "RouteTable",
     "Routing",
     "Upstream",
     "upstream_channel_options",
@@ -78,8 +78,6 @@ the proxy refuse calls the endpoints accept)."""
 MAX_CACHED_HANDLERS: Final = 4096
 """Distinct method paths whose handler (or multicallable) is remembered (bounded: paths come
 from callers)."""
-MAX_CACHED_METHODS: Final = 4096
-"""Distinct method paths whose route match is remembered; past it the memo starts over."""
 
 CHANNEL_OPTIONS: Final = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -100,7 +98,6 @@ FIRST_DISCOVERY_TIMEOUT_S: Final = 5.0
 discovery result before it serves anyway (calls then fail fast until endpoints are known)."""
 
 ChannelOption: TypeAlias = tuple[str, int]
-T = TypeVar("T")
 
 
 def upstream_channel_options(keepalive_ms: int | None, keepalive_timeout_ms: int,
@@ -137,16 +134,18 @@ def upstream_channel_options(keepalive_ms: int | None, keepalive_timeout_ms: int
 class Connection:
     """One channel (one TCP connection) of an :class:`EndpointLink`, and what its calls showed.
 
-    The data path reports each upstream outcome: any answer sets ``timeouts_in_a_row`` to 0
-    (an attribute store), a timeout calls :meth:`timed_out`.
+    The data path reports each upstream outcome: any answer sets ``streak.count`` to 0 (an
+    attribute store, see :class:`~sidecar.channels.TimeoutStreak`), a timeout calls
+    :meth:`timed_out`.
     """
 
-    __slots__ = ("_callables", "channel", "owner", "timeouts_in_a_row")
+    __slots__ = ("_callables", "channel", "owner", "streak")
 
     def __init__(self, owner: EndpointLink, channel: grpc.aio.Channel) -> None:
         self.owner = owner
         self.channel = channel
-        self.timeouts_in_a_row = 0
+        self.streak = TimeoutStreak(STALE_AFTER_TIMEOUTS)
+        """Calls in a row on this connection that got no answer in time."""
         self._callables: dict[tuple[str, str], Any] = {}
 
     def multicallable(self, kind: CallKind, method: str) -> Any:
@@ -164,8 +163,7 @@ class Connection:
     def timed_out(self, probe: bool) -> None:
         """A call on this connection got no answer in time; ``probe``: it was a HALF_OPEN
         probe. Enough of them in a row, or one probe, and the endpoint gets a new one."""
-        self.timeouts_in_a_row += 1
-        if probe or self.timeouts_in_a_row >= STALE_AFTER_TIMEOUTS:
+        if self.streak.timed_out() or probe:
             self.owner.replace_stale(self)
 
 
@@ -206,7 +204,7 @@ class EndpointLink:
             return
         self._replaced_at = now
         self.reconnects += 1
-        self._replace(f"{connection.timeouts_in_a_row} calls in a row got no answer in time")
+        self._replace(f"{connection.streak.count} calls in a row got no answer in time")
 
     def _replace(self, why: str) -> None:
         stale = self.connection
@@ -403,41 +401,6 @@ class Upstream:
             await self.discovery.stop()
         links = [*self._links.values(), *self._retired]
         await asyncio.gather(*(link.close(grace_s) for link in links))
-
-
-class RouteTable(Generic[T]):
-    """Maps a method path (``/pkg.Service/Method``) to the target of its longest matching
-    route prefix. Immutable once built (a reload builds a new table); lookups are memoised.
-
-    Example::
-
-        table = RouteTable({"/payments.v1.": "payments", "/payments.v1.Refunds/": "refunds"})
-        table.match("/payments.v1.Refunds/Create")   # "refunds"
-        table.match("/other.Svc/M")                   # None
-    """
-
-    __slots__ = ("_memo", "_routes")
-
-    def __init__(self, routes: Mapping[str, T]) -> None:
-        self._routes: tuple[tuple[str, T], ...] = tuple(
-            sorted(routes.items(), key=lambda item: len(item[0]), reverse=True)
-        )
-        self._memo: dict[str, T | None] = {}
-
-    def match(self, method: str) -> T | None:
-        try:
-            return self._memo[method]
-        except KeyError:
-            pass
-        found: T | None = None
-        for prefix, target in self._routes:
-            if method.startswith(prefix):
-                found = target
-                break
-        if len(self._memo) >= MAX_CACHED_METHODS:
-            self._memo.clear()
-        self._memo[method] = found
-        return found
 
 
 class Routing:

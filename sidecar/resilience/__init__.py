@@ -1,8 +1,8 @@
 """sidecar.resilience: retries under a budget, hedging, and the adaptive concurrency limit.
 
 Pure logic (stdlib only, no I/O, clocks and randomness injected; docs/endpoints.md). The
-proxy's data path (:mod:`sidecar.proxy._forward`) and guard (:mod:`sidecar.proxy.guard`) call
-it; telemetry and events hear about it through :class:`SheddingListener` and the call scope.
+proxy's data path (:mod:`sidecar.proxy._forward`) and the guard (:mod:`sidecar.protection.guard`)
+call it; telemetry and events hear about it through :class:`SheddingListener` and the call scope.
 
 - :mod:`~sidecar.resilience.budget`: the retry budget shared by retries and hedges;
 - :mod:`~sidecar.resilience.backoff`: delays between retries;

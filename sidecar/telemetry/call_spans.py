@@ -42,7 +42,7 @@ from opentelemetry.util.types import AttributeValue
 from sidecar.telemetry._names import UNROUTED
 
 if TYPE_CHECKING:
-    from sidecar.proxy.hooks import CallInfo
+    from sidecar.protection import CallInfo
 
 __all__ = ["SPAN_KEY", "CallIds", "CallStatics", "RootSpans", "call_statics", "split_host_port",
            "traceparent"]

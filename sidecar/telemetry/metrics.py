@@ -77,7 +77,7 @@ from sidecar.telemetry.resilience_metrics import ResilienceMetrics, UpstreamResi
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from sidecar.proxy.hooks import CallInfo
+    from sidecar.protection import CallInfo
 
 __all__ = [
     "DEFAULT_DURATION_BUCKETS_S",

@@ -8,7 +8,7 @@ the same order (tracing first, so the call's span is current when metrics record
 exit in reverse), a few microseconds cheaper per call. Like the composite, a failing part is
 logged and never fails the call.
 
-Threading: as for every observer (``sidecar.proxy.hooks``): called in the call's task, never
+Threading: as for every observer (``sidecar.protection.hooks``): called in the call's task, never
 blocks.
 
 Example::
@@ -29,7 +29,7 @@ from sidecar.telemetry.metrics import MetricsObserver, _MetricsScope
 from sidecar.telemetry.tracing import TracingObserver, _TracingScope
 
 if TYPE_CHECKING:
-    from sidecar.proxy.hooks import CallInfo
+    from sidecar.protection import CallInfo
 
 __all__ = ["TelemetryObserver"]
 

@@ -1,7 +1,7 @@
 """Tracing, metrics and logs for one sidecar process, assembled from its config.
 
 :class:`Telemetry` builds every piece of this package and hands the proxy one
-:class:`~sidecar.proxy.hooks.ProxyPlugin`: the call observers (tracing first, so the call's
+:class:`~sidecar.protection.hooks.ProxyPlugin`: the call observers (tracing first, so the call's
 span is current for the others), the breaker listeners (transition spans, the transitions
 counter, transition log lines), the endpoint listeners on every upstream's balancer (ejection,
 return and set-change spans, the endpoint metrics, their log lines), the ``/metrics`` server
@@ -61,9 +61,13 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from sidecar.config import SidecarConfig
-    from sidecar.proxy.guard import BreakerRegistry
-    from sidecar.proxy.hooks import CallObserver, ConfigSource, ProxyPlugin
-    from sidecar.proxy.upstream import Upstream
+    from sidecar.protection import (
+        BreakerRegistry,
+        CallObserver,
+        ConfigSource,
+        ProxyPlugin,
+        WatchedUpstream,
+    )
 
 __all__ = ["PLUGIN_NAME", "Telemetry", "proxy_plugin", "tracing_disabled"]
 
@@ -134,7 +138,7 @@ class Telemetry:
         self._collector = BreakerCollector(views)
         self.registry.register(self._collector)
 
-    def watch_upstreams(self, upstreams: Callable[[], Mapping[str, Upstream]]) -> None:
+    def watch_upstreams(self, upstreams: Callable[[], Mapping[str, WatchedUpstream]]) -> None:
         """Read refused ejections (``sidecar_endpoint_ejections_refused_total``) and the
         concurrency limits (``sidecar_concurrency_limit``/``_in_flight``) from the live
         upstreams at each scrape (the proxy calls this through its plugin hook). Only the
@@ -149,7 +153,7 @@ class Telemetry:
 
     def plugin(self) -> ProxyPlugin:
         """The proxy plugin carrying this telemetry."""
-        from sidecar.proxy.hooks import ProxyPlugin
+        from sidecar.protection import ProxyPlugin
 
         return ProxyPlugin(
             name=PLUGIN_NAME,

@@ -45,7 +45,7 @@ from sidecar.loud import LoudLimiter
 
 if TYPE_CHECKING:
     from sidecar.config import UpstreamConfig
-    from sidecar.proxy.upstream import Upstream
+    from sidecar.protection import WatchedUpstream
 
 __all__ = ["HEDGE_OUTCOMES", "ConcurrencyCollector", "ResilienceMetrics", "UpstreamResilience"]
 
@@ -153,7 +153,7 @@ class ConcurrencyCollector(Collector):
     """``sidecar_concurrency_limit`` and ``sidecar_concurrency_in_flight`` of the live upstreams,
     read on the scrape thread (plain attribute reads, no lock held by the data path)."""
 
-    def __init__(self, upstreams: Callable[[], Mapping[str, Upstream]]) -> None:
+    def __init__(self, upstreams: Callable[[], Mapping[str, WatchedUpstream]]) -> None:
         self._upstreams = upstreams
 
     def describe(self) -> Iterable[Metric]:

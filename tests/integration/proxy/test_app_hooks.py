@@ -16,8 +16,8 @@ import yaml
 
 from sidecar.breaker import BreakerListener, Mode, ModeChange, Transition
 from sidecar.config import SidecarConfig, parse_config
+from sidecar.protection import CallInfo, CallScope, ConfigSource, MetadataItem, ProxyPlugin
 from sidecar.proxy.app import ProxyApp, build_app
-from sidecar.proxy.hooks import CallInfo, CallScope, ConfigSource, MetadataItem, ProxyPlugin
 from tests.integration.proxy._calls import unary
 from tests.support.procs import free_port
 from tests.support.upstream import UpstreamProcess

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from sidecar.config import SidecarConfig, parse_config
 from sidecar.events.outbox import OutboxLockedError
 from sidecar.events.plugin import EventPipeline, proxy_plugin, resolve_token
-from sidecar.proxy.guard import BreakerRegistry
+from sidecar.protection import BreakerRegistry
 from tests.unit.events._support import FakeEventLog, assert_chain, transition
 
 

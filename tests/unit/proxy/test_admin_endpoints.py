@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar.balancer import BalancerSettings, OutlierSettings, Policy
 from sidecar.breaker import BreakerSettings
+from sidecar.protection import BreakerRegistry, GuardSettings, UpstreamGuard, status_codes
 from sidecar.proxy.admin_endpoints import (
     endpoint_rows,
     format_endpoints_table,
@@ -17,7 +18,6 @@ from sidecar.proxy.admin_endpoints import (
     upstream_endpoints,
 )
 from sidecar.proxy.discovery import DiscoveryError
-from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard, status_codes
 from sidecar.proxy.upstream import Upstream
 from sidecar.v1 import admin_pb2
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sidecar.breaker import BreakerSettings, BreakerView
+from sidecar.protection import BreakerRegistry, Bulkhead
 from sidecar.proxy.admin import breaker_info
 from sidecar.proxy.cli import breaker_dict, format_table
-from sidecar.proxy.guard import BreakerRegistry, Bulkhead
 
 
 def _view() -> BreakerView:

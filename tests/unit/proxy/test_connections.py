@@ -10,7 +10,7 @@ import pytest
 
 from sidecar.breaker import BreakerSettings
 from sidecar.config import DEFAULT_KEEPALIVE_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS
-from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard, status_codes
+from sidecar.protection import BreakerRegistry, GuardSettings, UpstreamGuard, status_codes
 from sidecar.proxy.upstream import (
     RECONNECT_MIN_INTERVAL_S,
     STALE_AFTER_TIMEOUTS,
@@ -59,7 +59,7 @@ async def test_an_answer_between_timeouts_keeps_the_connection() -> None:
     connection = link(upstream).connection
     for _ in range(3 * STALE_AFTER_TIMEOUTS):
         connection.timed_out(probe=False)
-        connection.timeouts_in_a_row = 0  # what the data path does on any answer
+        connection.streak.count = 0  # what the data path does on any answer
     assert link(upstream).connection is connection
     assert link(upstream).reconnects == 0
     await upstream.close(None)

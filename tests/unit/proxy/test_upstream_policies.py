@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sidecar.breaker import BreakerSettings
-from sidecar.proxy.guard import BreakerRegistry, GuardSettings, UpstreamGuard, status_codes
+from sidecar.protection import BreakerRegistry, GuardSettings, UpstreamGuard, status_codes
 from sidecar.proxy.upstream import Upstream, upstream_channel_options
 from sidecar.resilience import (
     NO_POLICIES,

@@ -17,7 +17,7 @@ from sidecar.balancer import (
     Return,
 )
 from sidecar.breaker import BreakerView, Mode, State, Transition, WindowSnapshot
-from sidecar.proxy.hooks import CallInfo
+from sidecar.protection import CallInfo
 
 TRIP_SNAPSHOT = WindowSnapshot(calls=10, failures=6, slow_calls=1, failure_rate=0.6,
                                slow_call_rate=0.1, consecutive_failures=3)

@@ -1,8 +1,9 @@
-"""The protection every call goes through, shared by the proxy and the in-process interceptors.
+"""The protection of one upstream, shared by the proxy and the in-process interceptors.
 
-One module decides, for both the proxy (``sidecar proxy``) and library mode
-(:mod:`sidecar.interceptor`), which breaker guards a call, whether the call is admitted, and how
-its outcome is counted. Neither caller duplicates any of it.
+This module (with :mod:`sidecar.protection.admission`, which admits and settles calls, and
+:mod:`sidecar.protection.registry`, which owns the breakers) decides, for both the proxy
+(``sidecar proxy``) and library mode (:mod:`sidecar.interceptor`), which breaker guards a call,
+whether the call is admitted, and how its outcome is counted. Neither caller duplicates any of it.
 
 How calls are classified (one rule for every call shape)
 --------------------------------------------------------
@@ -39,20 +40,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final
 
 import grpc
 
-from sidecar.breaker import (
-    BreakerListener,
-    BreakerSettings,
-    CircuitBreaker,
-    Mode,
-    Permit,
-    State,
-)
-from sidecar.proxy._shedding import reconfigured_limiter, settle_limiter
-from sidecar.proxy.hooks import CallScope
+from sidecar.breaker import BreakerSettings, CircuitBreaker, Mode, State
+from sidecar.protection._shedding import reconfigured_limiter
+from sidecar.protection.registry import BreakerRegistry
 from sidecar.resilience import SheddingListener
 from sidecar.resilience.limits import AdaptiveLimiter, LimitSettings
 
@@ -67,17 +61,14 @@ __all__ = [
     "MD_RETRY_AFTER_MS",
     "MD_UPSTREAM",
     "OTHER_METHODS_BREAKER_SUFFIX",
-    "Admission",
-    "BreakerRegistry",
     "Bulkhead",
     "GuardSettings",
     "Rejection",
     "UpstreamGuard",
-    "admit",
     "status_codes",
 ]
 
-# Trailing metadata keys on answers the sidecar makes itself (contract: DESIGN section 3).
+# Trailing metadata keys on answers the sidecar makes itself (a contract: docs/breaker.md).
 MD_BREAKER: Final = "x-sidecar-breaker"
 MD_UPSTREAM: Final = "x-sidecar-upstream"
 MD_RETRY_AFTER_MS: Final = "x-sidecar-retry-after-ms"
@@ -109,77 +100,6 @@ class Rejection:
     trailing_metadata: tuple[tuple[str, str], ...]
     reason: str
     retry_after_ms: int
-
-
-class BreakerRegistry:
-    """Every breaker of one proxy (or one set of interceptors), by name.
-
-    Attaches the given listeners to each breaker it creates. :meth:`configure` is also the
-    reload path: an existing breaker keeps its state and trip streak and only gets new settings
-    (``update_settings``); a mode an operator set at runtime (admin ``SetBreakerMode``) survives
-    a reload unless the reloaded file changes the configured mode itself.
-
-    Example::
-
-        registry = BreakerRegistry(listeners=[LoggingBreakerListener()])
-        breaker = registry.configure("payments", BreakerSettings(failure_rate=0.3))
-    """
-
-    def __init__(
-        self,
-        listeners: Sequence[BreakerListener] = (),
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._listeners: list[BreakerListener] = list(listeners)
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._lock = threading.Lock()
-
-    def configure(self, name: str, settings: BreakerSettings) -> CircuitBreaker:
-        """The breaker called ``name`` with ``settings``: created, or updated in place."""
-        with self._lock:
-            breaker = self._breakers.get(name)
-            if breaker is None:
-                breaker = CircuitBreaker(
-                    name, settings, clock=self._clock, wall_clock=self._wall_clock
-                )
-                for listener in self._listeners:
-                    breaker.add_listener(listener)
-                self._breakers[name] = breaker
-                return breaker
-        if breaker.settings != settings:
-            # Outside the lock: may notify listeners. Keeps state and streak; applies the mode
-            # only if the configured mode itself changed (an operator's override survives).
-            breaker.update_settings(settings)
-        return breaker
-
-    def get(self, name: str) -> CircuitBreaker | None:
-        return self._breakers.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self._breakers)
-
-    def breakers(self) -> list[CircuitBreaker]:
-        """All breakers, sorted by name."""
-        with self._lock:
-            return [self._breakers[name] for name in sorted(self._breakers)]
-
-    def discard(self, names: Iterable[str]) -> None:
-        """Forget breakers (their upstream left the config or changed address)."""
-        with self._lock:
-            for name in names:
-                self._breakers.pop(name, None)
-
-    def add_listener(self, listener: BreakerListener) -> None:
-        """Attach a listener to every existing breaker and every breaker created later."""
-        with self._lock:
-            self._listeners.append(listener)
-            breakers = list(self._breakers.values())
-        for breaker in breakers:
-            breaker.add_listener(listener)
 
 
 class Bulkhead:
@@ -380,90 +300,3 @@ class UpstreamGuard:
             trailing_metadata=((MD_OVERFLOW, "true"), (MD_UPSTREAM, self.name)),
             reason=reason, retry_after_ms=0,
         )
-
-
-class Guarded(Protocol):
-    """Anything protected by an :class:`UpstreamGuard` (the proxy's upstreams, the
-    interceptors' guards)."""
-
-    @property
-    def guard(self) -> UpstreamGuard: ...
-
-
-G = TypeVar("G", bound=Guarded)
-
-
-class Admission:
-    """A call that was let through: hand it back with :meth:`settle` exactly once."""
-
-    __slots__ = ("breaker", "guard", "limiter", "permit")
-
-    def __init__(self, guard: UpstreamGuard, breaker: CircuitBreaker, permit: Permit,
-                 limiter: AdaptiveLimiter | None = None) -> None:
-        self.guard = guard
-        self.breaker = breaker
-        self.permit = permit
-        self.limiter = limiter
-        """The adaptive limiter that admitted the call (kept: a reload may replace the
-        guard's), or None."""
-
-    def settle(self, code: grpc.StatusCode | None, duration_s: float) -> None:
-        """Count the call's outcome (``code`` None: the caller cancelled, count nothing) and
-        free its concurrency slots; the adaptive limiter learns ``duration_s`` as the call's
-        RTT. ``duration_s`` as defined in the module docstring."""
-        self.guard.bulkhead.leave()
-        if self.limiter is not None:
-            settle_limiter(self.limiter, code, duration_s, self.guard.failure_codes)
-        if code is None:
-            self.breaker.release(self.permit)
-        else:
-            self.breaker.record(self.permit, duration_s, code in self.guard.failure_codes)
-
-
-def admit(
-    first: G, method: str, scope: CallScope, lookup: Callable[[str], G | None]
-) -> tuple[G, Admission] | Rejection:
-    """Decide one call: the upstream (``first``, or a fallback upstream found by ``lookup``)
-    that takes it and its :class:`Admission`, or the :class:`Rejection` to answer with.
-
-    Reports ``rejected`` (first upstream's breaker only), ``fallback``, ``shed`` and
-    ``overflow`` to ``scope``. Fallback upstreams are followed in a chain, each through its own
-    breaker and limits, never twice the same (a cycle in the config ends as the first rejection).
-    """
-    target = first
-    first_rejection: Rejection | None = None
-    visited: list[G] | None = None
-    while True:
-        guard = target.guard
-        breaker = guard.breaker_for(method)
-        permit = breaker.try_acquire()
-        if permit is not None:
-            limiter = guard.limiter
-            if limiter is not None and not limiter.try_acquire():
-                breaker.release(permit)  # shed: never counted against the breaker
-                scope.shed(limiter.limit, limiter.in_flight)
-                return guard.shed_rejection(limiter)
-            if guard.bulkhead.try_enter():
-                return target, Admission(guard, breaker, permit, limiter)
-            if limiter is not None:
-                limiter.release_ignored()
-            breaker.release(permit)
-            scope.overflow()
-            return guard.overflow_rejection()
-        rejection = guard.breaker_rejection(breaker)
-        if first_rejection is None:
-            first_rejection = rejection
-            scope.rejected(rejection.reason, rejection.retry_after_ms)
-        answer = guard.status_fallback(rejection)
-        if answer is not None:
-            scope.fallback("status", answer.code.name)
-            return answer
-        fallback_name = guard.settings.fallback_upstream
-        fallback = lookup(fallback_name) if fallback_name is not None else None
-        if visited is None:
-            visited = [target]
-        if fallback is None or fallback in visited:
-            return first_rejection
-        visited.append(fallback)
-        scope.fallback("upstream", fallback_name or "")
-        target = fallback

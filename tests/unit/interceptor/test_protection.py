@@ -11,8 +11,7 @@ import yaml
 from sidecar.breaker import State
 from sidecar.config import parse_config
 from sidecar.interceptor import Protection
-from sidecar.proxy.guard import Rejection, admit
-from sidecar.proxy.hooks import NOOP_SCOPE
+from sidecar.protection import NOOP_SCOPE, Rejection, admit
 
 
 def _config(failure_rate: float = 0.5, **more: Any) -> Any:

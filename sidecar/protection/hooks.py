@@ -1,4 +1,8 @@
-"""How the proxy reports each call to telemetry (tracing, metrics, events) without knowing them.
+"""The plugin port: how a transport reports each call to telemetry (tracing, metrics, events)
+without knowing them, and what a plugin hands the proxy (:class:`ProxyPlugin`).
+
+Telemetry and events import this module, never a transport: the proxy and the in-process
+interceptors depend on it, not the other way round (see docs/design.md).
 
 The proxy runs every call inside ``with observer.start_call(info) as scope:`` and reports what
 happens to the scope. Breaker decisions (``try_acquire``/``record``) happen *inside* that block,
@@ -30,21 +34,20 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import grpc
 
-from sidecar.balancer import EndpointListener
+from sidecar.balancer import Balancer, EndpointListener
 from sidecar.breaker import BreakerListener
 from sidecar.resilience import SheddingListener
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
-    from sidecar.proxy.upstream import Upstream
+    from sidecar.protection.guard import UpstreamGuard
 
 __all__ = [
     "NOOP_OBSERVER",
@@ -53,13 +56,11 @@ __all__ = [
     "CallKind",
     "CallObserver",
     "CallScope",
-    "CompositeObserver",
     "ConfigSource",
     "MetadataItem",
     "ProxyPlugin",
+    "WatchedUpstream",
 ]
-
-_log = logging.getLogger("sidecar.proxy")
 
 CallKind = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
 """The call shape the proxy forwarded the call as.
@@ -217,135 +218,16 @@ NOOP_OBSERVER: CallObserver = _NoopObserver()
 """Observes nothing. The proxy skips building :class:`CallInfo` when this is its observer."""
 
 
-class _CompositeScope:
-    """Fans every report out to several scopes; one failing scope never hides the others."""
+class WatchedUpstream(Protocol):
+    """What a plugin may read from a live upstream (``ProxyPlugin.watch_upstreams``): its
+    guard and its balancer, as plain attributes. The proxy's ``Upstream`` is one; a plugin
+    needs no more of it, so it never imports the proxy."""
 
-    __slots__ = ("_managers", "_scopes")
+    @property
+    def guard(self) -> UpstreamGuard: ...
 
-    def __init__(self, managers: list[contextlib.AbstractContextManager[CallScope]]) -> None:
-        self._managers = managers
-        self._scopes: list[CallScope] = []
-
-    def __enter__(self) -> _CompositeScope:
-        for manager in self._managers:
-            self._scopes.append(manager.__enter__())
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        for manager in reversed(self._managers[: len(self._scopes)]):
-            try:
-                manager.__exit__(exc_type, exc, tb)
-            except Exception:
-                _log.exception("call observer failed on exit")
-
-    def outgoing_metadata(self, metadata: list[MetadataItem]) -> None:
-        for scope in self._scopes:
-            try:
-                scope.outgoing_metadata(metadata)
-            except Exception:
-                _log.exception("call observer failed in outgoing_metadata")
-
-    def rejected(self, reason: str, retry_after_ms: int) -> None:
-        for scope in self._scopes:
-            try:
-                scope.rejected(reason, retry_after_ms)
-            except Exception:
-                _log.exception("call observer failed in rejected")
-
-    def fallback(self, kind: str, target: str) -> None:
-        for scope in self._scopes:
-            try:
-                scope.fallback(kind, target)
-            except Exception:
-                _log.exception("call observer failed in fallback")
-
-    def overflow(self) -> None:
-        for scope in self._scopes:
-            try:
-                scope.overflow()
-            except Exception:
-                _log.exception("call observer failed in overflow")
-
-    def endpoint(self, address: str) -> None:
-        for scope in self._scopes:
-            try:
-                scope.endpoint(address)
-            except Exception:
-                _log.exception("call observer failed in endpoint")
-
-    def attempt_started(self, attempt: int, address: str, hedge: bool) -> None:
-        for scope in self._scopes:
-            try:
-                scope.attempt_started(attempt, address, hedge)
-            except Exception:
-                _log.exception("call observer failed in attempt_started")
-
-    def attempt_ended(self, attempt: int, code: grpc.StatusCode | None,
-                      duration_s: float, outcome: str) -> None:
-        for scope in self._scopes:
-            try:
-                scope.attempt_ended(attempt, code, duration_s, outcome)
-            except Exception:
-                _log.exception("call observer failed in attempt_ended")
-
-    def retry(self, reason: str, delay_s: float) -> None:
-        for scope in self._scopes:
-            try:
-                scope.retry(reason, delay_s)
-            except Exception:
-                _log.exception("call observer failed in retry")
-
-    def retry_refused(self, reason: str) -> None:
-        for scope in self._scopes:
-            try:
-                scope.retry_refused(reason)
-            except Exception:
-                _log.exception("call observer failed in retry_refused")
-
-    def hedge(self, attempt: int) -> None:
-        for scope in self._scopes:
-            try:
-                scope.hedge(attempt)
-            except Exception:
-                _log.exception("call observer failed in hedge")
-
-    def shed(self, limit: int, in_flight: int) -> None:
-        for scope in self._scopes:
-            try:
-                scope.shed(limit, in_flight)
-            except Exception:
-                _log.exception("call observer failed in shed")
-
-    def finish(self, code: grpc.StatusCode, duration_s: float) -> None:
-        for scope in self._scopes:
-            try:
-                scope.finish(code, duration_s)
-            except Exception:
-                _log.exception("call observer failed in finish")
-
-
-class CompositeObserver:
-    """Several observers as one, entered in order (put tracing first so its span is current
-    while the others run) and exited in reverse order."""
-
-    __slots__ = ("observers",)
-
-    def __init__(self, observers: Sequence[CallObserver]) -> None:
-        self.observers = tuple(observers)
-
-    def start_call(self, info: CallInfo) -> _CompositeScope:
-        return _CompositeScope([observer.start_call(info) for observer in self.observers])
-
-
-def combine_observers(observers: Sequence[CallObserver]) -> CallObserver:
-    """The cheapest observer equivalent to ``observers``: NOOP, the single one, or a composite."""
-    real = [o for o in observers if o is not NOOP_OBSERVER]
-    if not real:
-        return NOOP_OBSERVER
-    if len(real) == 1:
-        return real[0]
-    return CompositeObserver(real)
+    @property
+    def balancer(self) -> Balancer[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -371,4 +253,4 @@ class ProxyPlugin:
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
     config_applied: Callable[[SidecarConfig, ConfigSource], None] | None = field(default=None)
-    watch_upstreams: Callable[[Callable[[], Mapping[str, Upstream]]], None] | None = None
+    watch_upstreams: Callable[[Callable[[], Mapping[str, WatchedUpstream]]], None] | None = None

@@ -9,17 +9,17 @@ import grpc
 import pytest
 
 from sidecar.breaker import BreakerListener, BreakerSettings, Mode, State, Transition
-from sidecar.proxy import guard as guard_module
-from sidecar.proxy.guard import (
+from sidecar.protection import (
     Admission,
     BreakerRegistry,
     GuardSettings,
+    MetadataItem,
     Rejection,
     UpstreamGuard,
     admit,
     status_codes,
 )
-from sidecar.proxy.hooks import MetadataItem
+from sidecar.protection import guard as guard_module
 
 FAILURES = status_codes(["UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL"])
 TRIPPY = BreakerSettings(window_size=2, minimum_calls=2, consecutive_failures=None,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from sidecar.proxy.hooks import (
+from sidecar.protection import (
     NOOP_OBSERVER,
     NOOP_SCOPE,
     CallInfo,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from sidecar.breaker import BreakerSettings
-from sidecar.proxy.guard import (
+from sidecar.protection import (
     MD_OVERFLOW,
     Admission,
     BreakerRegistry,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.proxy.upstream import MAX_CACHED_METHODS, RouteTable
+from sidecar.protection.routes import MAX_CACHED_METHODS, RouteTable
 
 
 def test_longest_prefix_wins_regardless_of_declaration_order() -> None:
