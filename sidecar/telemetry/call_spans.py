@@ -1,4 +1,4 @@
-"""Starting a call's span cheaply: the data path's share of tracing (issue 16).
+"""Starting a call's span cheaply: the data path's share of tracing, paid on every call.
 
 Most calls are not sampled (``sample_ratio`` 1% is typical) and most arrive without a trace
 context, yet each still needs a span: its ids go upstream in ``traceparent``, breaker spans

@@ -5,7 +5,7 @@ breaker transitions (:class:`~sidecar.telemetry.tracing.TransitionTracer`): each
 own zero-length root span at the record's wall-clock time, ALWAYS sampled whatever the sampling
 of the call, with a link (``sidecar.link: caused_by``) to the span that was current when the
 balancer called the listener. The balancer calls listeners synchronously in the task whose call
-caused the record (DESIGN 3b), so:
+caused the record (docs/endpoints.md), so:
 
 - ``endpoint.ejected`` is linked to the call whose failure tipped the endpoint over (its
   ``finish()`` runs inside the proxy's call scope);

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the sidecar (names and labels are a contract: DESIGN.md section 6).
+"""Prometheus metrics of the sidecar (names and labels are a contract: docs/observability.md).
 
 =============================================  =====================================  =========
 metric                                         labels                                 kind

@@ -1,5 +1,5 @@
 """Prometheus metrics of retries, hedging and the concurrency limit (names and labels are a
-contract: DESIGN.md section 6).
+contract: docs/observability.md).
 
 =============================================  =====================================  =========
 metric                                         labels                                 kind
