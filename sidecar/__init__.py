@@ -14,11 +14,13 @@ is docs/design.md)::
     interceptor ──▶ protection        the in-process transport (library mode)
     telemetry ──▶ protection          tracing, metrics, logging: plugs into protection's hooks
     events ──▶ protection, channels   domain events, outbox, shipper: plugs into the hooks too
-    eventlog                          the event log service (shares only ``sidecar.v1`` protos)
+    eventlog                          the event log service: shares the protos and small helpers
+                                      (chain, ids, tls, breaker_protos), never the data path
     v1                                generated protobuf code (``scripts/genproto.py``)
 
-Telemetry, events, resilience, the interceptor and channels never import ``sidecar.proxy``
-(tests/unit/test_import_direction.py checks it); ``sidecar proxy`` (proxy/app.py) wires
+Telemetry, events, resilience, the interceptor and channels never import ``sidecar.proxy``; the
+pure logic imports only itself; the event log never imports the data path
+(tests/unit/test_import_direction.py checks all three); ``sidecar proxy`` (proxy/app.py) wires
 telemetry and events in as plugins.
 """
 

@@ -12,7 +12,10 @@ from typing import Final
 from sidecar.breaker import Mode, State
 from sidecar.v1 import events_pb2
 
-__all__ = ["MODE_TO_PROTO", "PROTO_TO_MODE", "STATE_BY_NAME", "STATE_TO_PROTO", "state_name"]
+__all__ = [
+    "MODE_NAMES", "MODE_TO_PROTO", "PROTO_TO_MODE", "STATE_BY_NAME", "STATE_NAMES",
+    "STATE_TO_PROTO", "state_name",
+]
 
 STATE_TO_PROTO: Final[dict[State, events_pb2.BreakerState]] = {
     State.CLOSED: events_pb2.BREAKER_STATE_CLOSED,
@@ -34,7 +37,22 @@ PROTO_TO_MODE: Final[dict[events_pb2.BreakerMode, Mode]] = {
 }
 
 
+STATE_NAMES: Final[dict[int, str]] = {
+    value: name.removeprefix("BREAKER_STATE_") for name, value in events_pb2.BreakerState.items()
+}
+"""``BREAKER_STATE_HALF_OPEN`` → ``HALF_OPEN`` for every value the proto defines: the one map
+from the wire enum to a name (the event log's readers add ``UNKNOWN(n)`` for the others,
+:func:`sidecar.eventlog.enums.breaker_state_label`). A plain dict: a rebuild asks it per event."""
+MODE_NAMES: Final[dict[int, str]] = {
+    value: name.removeprefix("BREAKER_MODE_") for name, value in events_pb2.BreakerMode.items()
+}
+"""``BREAKER_MODE_METRICS_ONLY`` → ``METRICS_ONLY``, likewise."""
+
+
 def state_name(value: int) -> str:
     """``BREAKER_STATE_HALF_OPEN`` → ``HALF_OPEN`` (raises ``ValueError`` for an undefined
-    value: callers that may meet one use :func:`sidecar.eventlog.enums.enum_label`)."""
-    return str(events_pb2.BreakerState.Name(value)).removeprefix("BREAKER_STATE_")
+    value: callers that may meet one use :func:`sidecar.eventlog.enums.breaker_state_label`)."""
+    try:
+        return STATE_NAMES[value]
+    except KeyError:
+        raise ValueError(f"BreakerState has no value {value}") from None

@@ -28,6 +28,7 @@ from typing import Any, Final
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from sidecar.breaker_protos import MODE_NAMES, STATE_NAMES
 from sidecar.v1 import events_pb2
 
 PAYLOAD_ONEOF: Final = "payload"
@@ -74,15 +75,6 @@ class _Plan:
 
 
 _PLANS: dict[str, _Plan | None] = {}
-_BREAKER_STATES: Final = {
-    value: name.removeprefix("BREAKER_STATE_") for name, value in events_pb2.BreakerState.items()
-}
-_BREAKER_MODES: Final = {
-    value: name.removeprefix("BREAKER_MODE_") for name, value in events_pb2.BreakerMode.items()
-}
-"""Plain dicts, not :func:`enum_label`: a projection rebuild asks them for every event."""
-
-
 def unknown_label(value: int) -> str:
     """How a reader shows an enum value it has no name for."""
     return f"UNKNOWN({value})"
@@ -97,14 +89,13 @@ def enum_label(enum: EnumDescriptor, value: int, prefix: str = "") -> str:
 
 def breaker_state_label(value: int) -> str:
     """``BREAKER_STATE_HALF_OPEN`` → ``HALF_OPEN``, ``UNKNOWN(99)`` for an undefined value: the
-    event log's one map from the proto enum to the name readers show (the sidecar's own map, from
-    :class:`sidecar.breaker.State`, is :mod:`sidecar.breaker_protos`)."""
-    return _BREAKER_STATES.get(value) or unknown_label(value)
+    names come from the one map, :data:`sidecar.breaker_protos.STATE_NAMES`."""
+    return STATE_NAMES.get(value) or unknown_label(value)
 
 
 def breaker_mode_label(value: int) -> str:
     """``BREAKER_MODE_METRICS_ONLY`` → ``METRICS_ONLY``, ``UNKNOWN(99)`` for an undefined value."""
-    return _BREAKER_MODES.get(value) or unknown_label(value)
+    return MODE_NAMES.get(value) or unknown_label(value)
 
 
 def _is_map(field: FieldDescriptor) -> bool:

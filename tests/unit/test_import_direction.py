@@ -60,3 +60,42 @@ def test_never_imports_the_proxy(path: Path) -> None:
     bad = [f"{path.name}:{line}: {module}" for line, module in _imported(tree, _package_of(path))
            if module == FORBIDDEN or module.startswith(FORBIDDEN + ".")]
     assert not bad, f"imports the proxy (see docs/design.md, the arrows): {bad}"
+
+
+PURE = ("breaker", "balancer", "resilience")
+DATA_PATH = ("sidecar.proxy", "sidecar.protection", "sidecar.interceptor", "sidecar.telemetry",
+             "sidecar.events")
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _sidecar_imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [(line, module) for line, module in _imported(tree, _package_of(path))
+            if module.startswith("sidecar.")]
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in packages)
+
+
+@pytest.mark.parametrize("path", [p for name in PURE for p in _files(name)],
+                         ids=lambda p: str(p.relative_to(ROOT.parent)))
+def test_pure_logic_imports_only_pure_logic(path: Path) -> None:
+    """breaker, balancer and resilience run on an injected clock with no I/O: they may use each
+    other, never config, the transports or the plugins."""
+    allowed = tuple(f"sidecar.{name}" for name in PURE)
+    bad = [f"{path.name}:{line}: {module}" for line, module in _sidecar_imports(path)
+           if not _within(module, allowed)]
+    assert not bad, f"pure logic imports outside breaker/balancer/resilience: {bad}"
+
+
+@pytest.mark.parametrize("path", _files("eventlog"), ids=lambda p: str(p.relative_to(ROOT.parent)))
+def test_the_event_log_never_imports_the_data_path(path: Path) -> None:
+    """The event log is its own service: it shares the wire protos and small helpers with the
+    sidecar, never the proxy, the shared core, the interceptor, telemetry or the event pipeline."""
+    bad = [f"{path.name}:{line}: {module}" for line, module in _sidecar_imports(path)
+           if _within(module, DATA_PATH)]
+    assert not bad, f"the event log imports the sidecar's data path: {bad}"
