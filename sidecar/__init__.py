@@ -15,7 +15,7 @@ is docs/design.md)::
     telemetry ──▶ protection          tracing, metrics, logging: plugs into protection's hooks
     events ──▶ protection, channels   domain events, outbox, shipper: plugs into the hooks too
     eventlog                          the event log service: shares the protos and small helpers
-                                      (chain, ids, tls, breaker_protos), never the data path
+                                      (chain, dial, breaker_protos, rpc_guard), never the data path
     v1                                generated protobuf code (``scripts/genproto.py``)
 
 Telemetry, events, resilience, the interceptor and channels never import ``sidecar.proxy``; the

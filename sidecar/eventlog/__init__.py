@@ -1,6 +1,8 @@
 """The breaker event log service: append-only store, projections, audit, gRPC API.
 
-Shares only the protos (``sidecar.v1``) and the hash chain (``sidecar.chain``) with the sidecar.
+Shares with the sidecar the protos (``sidecar.v1``), the hash chain (``sidecar.chain``) and a
+few small helpers (``dial``, ``breaker_protos``, ``rpc_guard``, ``cli_types``), never its data
+path (tests/unit/test_import_direction.py).
 Where things live (each folder's ``__init__`` says more)::
 
     port/           the store port: records, errors and chain rules, limits, the abstract
