@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from sidecar.breaker import Mode, State
+from sidecar.breaker import Mode, State, WindowSnapshot
 from sidecar.v1 import events_pb2
 
 __all__ = [
     "MODE_NAMES", "MODE_TO_PROTO", "PROTO_TO_MODE", "STATE_BY_NAME", "STATE_NAMES",
-    "STATE_TO_PROTO", "state_name",
+    "STATE_TO_PROTO", "state_name", "window_to_proto",
 ]
 
 STATE_TO_PROTO: Final[dict[State, events_pb2.BreakerState]] = {
@@ -56,3 +56,15 @@ def state_name(value: int) -> str:
         return STATE_NAMES[value]
     except KeyError:
         raise ValueError(f"BreakerState has no value {value}") from None
+
+
+def window_to_proto(snapshot: WindowSnapshot) -> events_pb2.WindowSnapshot:
+    """The breaker's window as the events and the admin API carry it."""
+    return events_pb2.WindowSnapshot(
+        calls=snapshot.calls,
+        failures=snapshot.failures,
+        slow_calls=snapshot.slow_calls,
+        failure_rate=snapshot.failure_rate,
+        slow_call_rate=snapshot.slow_call_rate,
+        consecutive_failures=snapshot.consecutive_failures,
+    )

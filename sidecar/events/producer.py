@@ -47,8 +47,8 @@ from typing import Final, Protocol
 from opentelemetry import trace
 
 from sidecar.balancer import Ejection, EndpointListener, EndpointsChange, Return
-from sidecar.breaker import BreakerListener, ModeChange, Transition, WindowSnapshot
-from sidecar.breaker_protos import MODE_TO_PROTO, STATE_TO_PROTO
+from sidecar.breaker import BreakerListener, ModeChange, Transition
+from sidecar.breaker_protos import MODE_TO_PROTO, STATE_TO_PROTO, window_to_proto
 from sidecar.ids import uuid7
 from sidecar.loud import LoudLimiter
 from sidecar.resilience import SheddingChange, SheddingListener
@@ -163,17 +163,6 @@ def current_trace_id() -> str:
     return format(context.trace_id, "032x")
 
 
-def _window(snapshot: WindowSnapshot) -> events_pb2.WindowSnapshot:
-    return events_pb2.WindowSnapshot(
-        calls=snapshot.calls,
-        failures=snapshot.failures,
-        slow_calls=snapshot.slow_calls,
-        failure_rate=snapshot.failure_rate,
-        slow_call_rate=snapshot.slow_call_rate,
-        consecutive_failures=snapshot.consecutive_failures,
-    )
-
-
 def _upstream_of(breaker: str) -> str:
     """Breaker names are ``upstream`` or, with ``per_method``, ``upstream/<method>``."""
     return breaker.split("/", 1)[0]
@@ -231,7 +220,7 @@ class EventRecorder(BreakerListener, EndpointListener, SheddingListener):
         payload.from_state = STATE_TO_PROTO[transition.from_state]
         payload.to_state = STATE_TO_PROTO[transition.to_state]
         payload.reason = transition.reason
-        payload.window.CopyFrom(_window(transition.snapshot))
+        payload.window.CopyFrom(window_to_proto(transition.snapshot))
         payload.open_duration_ms = max(0, round(transition.open_duration_s * 1000))
         payload.trip_streak = max(0, transition.trip_streak)
         payload.mode = MODE_TO_PROTO[transition.mode]

@@ -33,6 +33,13 @@ class _AioBase:
         self._protection = protection
         self._upstream = upstream
 
+    def _admitted(self, details: Any) -> tuple[Protected, Admission] | None:
+        """The call's guard and admission, None to pass it through; raises the rejection."""
+        decision = decide(self._protection, self._upstream, method_name(details.method))
+        if isinstance(decision, Rejection):
+            raise _aio_error(decision)
+        return decision
+
     def _details(self, details: Any, target: Protected) -> Any:
         if details.timeout is None:
             return details._replace(timeout=target.timeout_s)
@@ -40,12 +47,10 @@ class _AioBase:
 
     async def _unary_response(self, continuation: Callable[..., Any], details: Any,
                               request: Any) -> Any:
-        decision = decide(self._protection, self._upstream, method_name(details.method))
-        if decision is None:
+        admitted = self._admitted(details)
+        if admitted is None:
             return await continuation(details, request)
-        if isinstance(decision, Rejection):
-            raise _aio_error(decision)
-        target, admission = decision
+        target, admission = admitted
         started = perf_counter()
         try:
             call = await continuation(self._details(details, target), request)
@@ -64,12 +69,10 @@ class _AioBase:
 
     async def _stream_response(self, continuation: Callable[..., Any], details: Any,
                                request: Any) -> Any:
-        decision = decide(self._protection, self._upstream, method_name(details.method))
-        if decision is None:
+        admitted = self._admitted(details)
+        if admitted is None:
             return await continuation(details, request)
-        if isinstance(decision, Rejection):
-            raise _aio_error(decision)
-        target, admission = decision
+        target, admission = admitted
         started = perf_counter()
         try:
             call = await continuation(self._details(details, target), request)

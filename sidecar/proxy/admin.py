@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sidecar.breaker import BreakerView, CircuitBreaker
-from sidecar.breaker_protos import MODE_TO_PROTO, PROTO_TO_MODE, STATE_TO_PROTO
+from sidecar.breaker_protos import MODE_TO_PROTO, PROTO_TO_MODE, STATE_TO_PROTO, window_to_proto
 from sidecar.protection import BreakerRegistry, Bulkhead
 from sidecar.proxy.admin_endpoints import UpstreamLookup, list_endpoints
 from sidecar.proxy.upstream import Upstream
@@ -53,20 +53,12 @@ def _timestamp(unix_s: float) -> Timestamp:
 
 def breaker_info(view: BreakerView, limit: Bulkhead | None = None) -> admin_pb2.BreakerInfo:
     """The wire form of a breaker view (and of its upstream's concurrency ``limit``)."""
-    snapshot = view.snapshot
     info = admin_pb2.BreakerInfo(
         name=view.name,
         upstream=upstream_of(view.name),
         state=STATE_TO_PROTO[view.state],
         mode=MODE_TO_PROTO[view.mode],
-        window=events_pb2.WindowSnapshot(
-            calls=snapshot.calls,
-            failures=snapshot.failures,
-            slow_calls=snapshot.slow_calls,
-            failure_rate=snapshot.failure_rate,
-            slow_call_rate=snapshot.slow_call_rate,
-            consecutive_failures=snapshot.consecutive_failures,
-        ),
+        window=window_to_proto(view.snapshot),
         trip_streak=view.trip_streak,
         half_open_in_flight=view.half_open_in_flight,
         open_duration_ms=round(view.open_duration_s * 1000.0),

@@ -58,8 +58,24 @@ class BudgetSettings:
         return RetryBudget(self.ratio, self.min_per_s, clock=clock, ttl_s=self.ttl_s)
 
 
+class _ForListedMethods:
+    """What a retry and a hedging policy share: on for a listed method, when it allows more than
+    one attempt."""
+
+    __slots__ = ()
+    methods: tuple[str, ...]
+    max_attempts: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_attempts > 1 and bool(self.methods)
+
+    def applies_to(self, method: str) -> bool:
+        return self.enabled and _prefixed(method, self.methods)
+
+
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(_ForListedMethods):
     """``retry``: a failed attempt of a listed method is tried again (gRFC A6) while the call
     is not committed, its status is retryable, the budget and the caller's deadline allow it,
     and fewer than ``max_attempts`` attempts were made."""
@@ -74,16 +90,9 @@ class RetryPolicy:
     buffer_bytes: int = 256 * 1024
     """Most request bytes kept for a replay; a call that sends more is no longer retried."""
 
-    @property
-    def enabled(self) -> bool:
-        return self.max_attempts > 1 and bool(self.methods)
-
-    def applies_to(self, method: str) -> bool:
-        return self.enabled and _prefixed(method, self.methods)
-
 
 @dataclass(frozen=True, slots=True)
-class HedgingPolicy:
+class HedgingPolicy(_ForListedMethods):
     """``hedging``: a listed (idempotent) method gets another attempt on another endpoint after
     ``delay_s`` without a response, or at once after a ``non_fatal_codes`` status; the first
     response wins and the other attempts are cancelled."""
@@ -92,13 +101,6 @@ class HedgingPolicy:
     delay_s: float = 0.050
     max_attempts: int = 2
     non_fatal_codes: frozenset[str] = frozenset({"UNAVAILABLE"})
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_attempts > 1 and bool(self.methods)
-
-    def applies_to(self, method: str) -> bool:
-        return self.enabled and _prefixed(method, self.methods)
 
 
 @dataclass(frozen=True, slots=True)
